@@ -1,0 +1,5 @@
+"""Real simulators (numpy, MuJoCo, pymunk). This package never imports torch."""
+from .registration import SIMS, register_envs, resolve_env_id, sim_name
+from .validation import check_action
+
+__all__ = ["SIMS", "register_envs", "resolve_env_id", "sim_name", "check_action"]

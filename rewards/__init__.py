@@ -1,0 +1,1 @@
+"""Reward functions on world-model features (batched torch)."""

@@ -1,0 +1,1 @@
+"""Episode datasets: collection, Minari storage, training windows and video ingestion."""

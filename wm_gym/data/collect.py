@@ -1,0 +1,241 @@
+"""Collect a dataset of full-length sim episodes with a collection policy, resumably.
+
+Why it is built this way:
+
+* Episode ``i`` depends only on ``(seed, i)`` (:func:`episode_seeds`), so the data is the
+  same for any number of workers and for a run that was interrupted and resumed.
+* Episodes always run the full length (the registered ``max_episode_steps``, or
+  ``max_steps``) and ignore success: world-model datasets want whole trajectories; success
+  is recorded per step instead.
+* Each finished episode is written at once to ``DIR/.staging/episode_XXXXXX.npz`` (tmp file,
+  then ``os.replace``). Re-running the same command after Ctrl-C or a kill skips those
+  episodes. At the end the shards are consolidated into the Minari dataset (see dataset.py),
+  ``meta.json`` is written last, and the staging folder is removed.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset import (
+    FORMAT_NAME, FORMAT_VERSION, META_FILE, MINARI_DIR, STAGING_DIR, Episode, is_complete, read_meta,
+    write_dataset, write_json_atomic,
+)
+
+_PARAMS_FILE = "params.json"
+#: The settings that determine the data; a DIR collected with other values is never mixed in.
+_PARAM_KEYS = ("format_version", "env_id", "policy", "seed", "image_size", "episode_length")
+
+
+def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
+    """The reset seed and the policy RNG of episode ``index``, from ``SeedSequence([seed, index])``.
+
+    Public so that anyone can replay episode ``index`` of a dataset exactly.
+    """
+    reset_ss, policy_ss = np.random.SeedSequence([int(seed), int(index)]).spawn(2)
+    return int(reset_ss.generate_state(1, np.uint32)[0]), np.random.default_rng(policy_ss)
+
+
+def make_sim(env_id: str, image_size: int = 64):
+    """``gym.make`` one of our sims (importing wm_gym registers them)."""
+    import gymnasium as gym
+
+    import wm_gym  # noqa: F401  (registers the env ids, also in spawned workers)
+
+    return gym.make(env_id, image_size=image_size)
+
+
+def rollout(env, policy: str, seed: int, index: int, steps: int) -> Episode:
+    """Run episode ``index`` for exactly ``steps`` sim steps on the unwrapped sim.
+
+    The unwrapped sim is stepped so that neither success termination nor the TimeLimit
+    wrapper can cut the episode short.
+    """
+    from wm_gym.envs.policies import make_policy
+
+    sim = env.unwrapped
+    reset_seed, rng = episode_seeds(seed, index)
+    obs, info = sim.reset(seed=reset_seed)
+    pol = make_policy(env, policy, rng)
+    pol.reset(obs, info)
+    low, high = sim.action_space.low, sim.action_space.high
+    frames = [obs["pixels"]]
+    proprio = [obs["proprio"]]
+    states = [info["state"]]
+    success = [info["is_success"]]
+    actions, rewards = [], []
+    for _ in range(steps):
+        action = np.clip(np.asarray(pol(obs, info), np.float32), low, high)
+        obs, reward, _terminated, _truncated, info = sim.step(action)
+        actions.append(action)
+        rewards.append(reward)
+        frames.append(obs["pixels"])
+        proprio.append(obs["proprio"])
+        states.append(info["state"])
+        success.append(info["is_success"])
+    return Episode(
+        frames=np.stack(frames).astype(np.uint8, copy=False),
+        proprio=np.stack(proprio).astype(np.float32, copy=False),
+        states=np.stack(states).astype(np.float64, copy=False),
+        success=np.asarray(success, bool),
+        actions=np.stack(actions).astype(np.float32, copy=False) if steps else np.zeros((0, low.shape[0]), np.float32),
+        rewards=np.asarray(rewards, np.float32),
+        goal=np.asarray(sim.goal, np.float64).copy(),
+        goal_pixels=np.asarray(sim.goal_pixels, np.uint8).copy(),
+        seed=reset_seed,
+    )
+
+
+def _shard_path(staging: Path, index: int) -> Path:
+    return staging / f"episode_{index:06d}.npz"
+
+
+def _finished(staging: Path, episodes: int) -> set[int]:
+    """Indices < ``episodes`` whose shard is on disk and readable (a damaged one is deleted)."""
+    import zipfile
+
+    done = set()
+    for i in range(episodes):
+        p = _shard_path(staging, i)
+        if not p.exists():
+            continue
+        try:
+            with zipfile.ZipFile(p) as z:
+                if "frames.npy" in z.namelist():
+                    done.add(i)
+                    continue
+        except (zipfile.BadZipFile, OSError):
+            pass
+        p.unlink(missing_ok=True)  # recollect it
+    return done
+
+
+# ----- worker processes ----------------------------------------------------------------------
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(env_id: str, image_size: int, policy: str, seed: int, steps: int, staging: str) -> None:
+    _WORKER.update(env=make_sim(env_id, image_size), policy=policy, seed=seed, steps=steps, staging=Path(staging),
+                   parent=os.getppid())
+
+
+def _worker_run(index: int) -> int:
+    w = _WORKER
+    if os.getppid() != w["parent"]:  # the collector was killed: stop instead of writing into a resumed run
+        raise SystemExit(1)
+    rollout(w["env"], w["policy"], w["seed"], index, w["steps"]).save_npz(_shard_path(w["staging"], index))
+    return index
+
+
+# ----- the public entry point ----------------------------------------------------------------
+def collect_dataset(
+    env: str,
+    episodes: int,
+    out: str | Path,
+    policy: str = "random",
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = True,
+    image_size: int = 64,
+    max_steps: int | None = None,
+) -> Path:
+    """Collect ``episodes`` episodes of sim ``env`` ("wall" or "wm_gym/Wall-v0") into ``out``.
+
+    Resumable and idempotent: re-running after an interrupt continues where it stopped;
+    re-running on a finished ``out`` with the same settings returns at once; other settings
+    (env, policy, seed, image size, episode length, episode count) raise ValueError rather
+    than mix data. ``workers > 1`` runs episodes in that many spawned processes, each with
+    its own env. Returns ``out`` as a Path; read it with :func:`load_episodes`.
+    """
+    from wm_gym.envs.policies import make_policy
+    from wm_gym.envs.registration import SIMS, resolve_env_id, sim_name
+
+    env_id = resolve_env_id(env)  # ValueError for unknown names
+    name = sim_name(env_id)
+    for label, value, minimum in (("episodes", episodes, 1), ("workers", workers, 1), ("image_size", image_size, 8)):
+        if not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 1):
+        raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
+    steps = int(max_steps) if max_steps is not None else SIMS[name].max_episode_steps
+    params = {"format_version": FORMAT_VERSION, "env_id": env_id, "policy": policy, "seed": int(seed),
+              "image_size": int(image_size), "episode_length": steps}
+
+    root = Path(out)
+    if is_complete(root):
+        meta = read_meta(root)
+        wanted = dict(params, episodes=int(episodes))
+        diff = {k: (meta.get(k), v) for k, v in wanted.items() if meta.get(k) != v}
+        if diff:
+            raise ValueError(f"{root} already holds a dataset collected with other settings "
+                             f"({_describe(diff)}); use another output directory or delete it")
+        return root
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"output path {root} exists and is not a directory")
+    staging = root / STAGING_DIR
+    if root.exists() and not staging.exists() and any(p.name != MINARI_DIR for p in root.iterdir()):
+        raise ValueError(f"output directory {root} is not empty and holds no wm-gym dataset; choose an empty or new directory")
+    if (staging / _PARAMS_FILE).exists():
+        try:
+            old = json.loads((staging / _PARAMS_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"corrupt {staging / _PARAMS_FILE}: {e}; delete {staging} to start over") from e
+        diff = {k: (old.get(k), params[k]) for k in _PARAM_KEYS if old.get(k) != params[k]}
+        if diff:
+            raise ValueError(f"{root} holds an unfinished collection with other settings ({_describe(diff)}); "
+                             f"re-run with the same settings to resume, or delete {staging}")
+
+    sim_env = make_sim(env_id, image_size)
+    try:
+        make_policy(sim_env, policy, np.random.default_rng(0))  # unknown policy -> ValueError before any file
+        staging.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(staging / _PARAMS_FILE, params)
+        done = _finished(staging, episodes)
+        todo = [i for i in range(episodes) if i not in done]
+        _run(sim_env, params, todo, staging, workers, progress, episodes, len(done), name)
+
+        sim = sim_env.unwrapped
+        meta = {
+            "format": FORMAT_NAME, **params, "source": "sim", "sim": name, "episodes": int(episodes),
+            "action_low": sim.action_space.low.tolist(), "action_high": sim.action_space.high.tolist(),
+            "action_dim": int(sim.action_space.shape[0]), "has_actions": True, "has_goals": True,
+            "proprio_dim": int(sim.observation_space["proprio"].shape[0]), "state_dim": int(sim.state_dim),
+            "frames_per_episode": steps + 1,
+        }
+        shards = (Episode.load_npz(_shard_path(staging, i)) for i in range(episodes))
+        write_dataset(root, shards, meta, sim.observation_space, sim.action_space, env_spec=sim_env.spec,
+                      dataset_id=f"wm_gym/{name}-{policy}-v0", progress=progress)
+    finally:
+        sim_env.close()
+    shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def _run(env, params: dict, todo: list[int], staging: Path, workers: int, progress: bool,
+         total: int, initial: int, name: str) -> None:
+    """Run the missing episodes, in-process or in ``workers`` spawned processes."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, initial=initial, desc=f"collect {name}", unit="ep", disable=not progress) as bar:
+        if workers == 1 or len(todo) <= 1:
+            for i in todo:
+                rollout(env, params["policy"], params["seed"], i, params["episode_length"]).save_npz(_shard_path(staging, i))
+                bar.update(1)
+            return
+        ctx = mp.get_context("spawn")
+        init = (params["env_id"], params["image_size"], params["policy"], params["seed"], params["episode_length"], str(staging))
+        with ctx.Pool(min(workers, len(todo)), initializer=_worker_init, initargs=init) as pool:
+            for _ in pool.imap_unordered(_worker_run, todo):
+                bar.update(1)
+
+
+def _describe(diff: dict) -> str:
+    return ", ".join(f"{k}: existing {old!r} vs requested {new!r}" for k, (old, new) in diff.items())

@@ -1,0 +1,227 @@
+"""One training loop for every stage (encoder, latent actions, dynamics, controller, ...).
+
+Reads top to bottom like CleanRL: set up, sample a batch, compute the stage's loss, step,
+log, checkpoint. The same code runs single-process and under ``torchrun`` (DDP): each rank
+draws its own batches from a generator seeded by (seed, rank), gradients are averaged by
+DDP, and only rank 0 writes logs and checkpoints.
+
+Resuming: the checkpoint holds every module's weights, the current stage's optimizer and
+batch-generator state and the step, so an interrupted run continues bit-for-bit where the
+last checkpoint left it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from wm_gym.device import resolve_device
+from wm_gym.io import atomic_torch_save
+
+LossFn = Callable[[Any], tuple[Tensor, dict[str, float]]]
+SampleFn = Callable[[torch.Generator], Any]
+
+
+@dataclass
+class StageConfig:
+    name: str
+    steps: int
+    lr: float = 3e-4
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    warmup: int = 50          # linear warm-up steps, then cosine decay to 10% of lr
+    grad_clip: float = 1.0
+    log_every: int = 25
+    ckpt_every: int = 250
+
+
+@dataclass
+class Distributed:
+    """Rank and world size; set up from torchrun's environment variables if present."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: torch.device) -> "Distributed":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup_device(device: str = "auto") -> tuple[torch.device, Distributed]:
+    """Resolve ``device`` and join the torchrun process group when launched under torchrun."""
+    dev = resolve_device(device)
+    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(dev)
+    return dev, Distributed.from_env(dev)
+
+
+class _LossModule(nn.Module):
+    """Wraps a stage's loss so DDP sees a ``forward`` (it syncs gradients from there)."""
+
+    def __init__(self, trainable: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.trainable = trainable
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> tuple[Tensor, dict[str, float]]:
+        return self.loss_fn(batch)
+
+
+@dataclass
+class Trainer:
+    """Runs stages in order; owns logging, checkpoints and the DDP setup."""
+
+    modules: dict[str, nn.Module]          # every module whose weights the checkpoint holds
+    checkpoint: Path | None                 # training-state file (atomic); None = no checkpoints
+    device: torch.device
+    distributed: Distributed = field(default_factory=Distributed)
+    seed: int = 0
+    log_dir: Path | None = None
+    progress: bool = True
+    extra_state: dict[str, Any] = field(default_factory=dict)  # saved with checkpoints (e.g. stats)
+    _resume: dict[str, Any] | None = None
+    _writer: Any = None
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.log_dir is not None and self.distributed.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.log_dir))
+
+    # ----- resume ---------------------------------------------------------------------------
+    def load_checkpoint(self) -> bool:
+        """Load module weights and the in-progress stage from ``checkpoint``; False if none."""
+        if self.checkpoint is None or not self.checkpoint.exists():
+            return False
+        try:
+            state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        except Exception as err:  # torch raises many types for a truncated/corrupt file
+            raise ValueError(f"training checkpoint {self.checkpoint} is corrupt or unreadable ({err})") from err
+        for name, module in self.modules.items():
+            if name not in state["modules"]:
+                raise ValueError(f"training checkpoint {self.checkpoint} has no weights for {name!r}")
+            module.load_state_dict(state["modules"][name])
+        self.extra_state.update(state.get("extra", {}))
+        self._resume = state
+        return True
+
+    def stage_done(self, name: str) -> bool:
+        return self._resume is not None and name in self._resume["done"]
+
+    # ----- the loop -------------------------------------------------------------------------
+    def run(self, stage: StageConfig, trainable: nn.Module, loss_fn: LossFn, sample: SampleFn) -> list[float]:
+        """Train ``trainable`` for ``stage.steps`` on ``loss_fn(sample(gen))``; returns the loss curve."""
+        if self.stage_done(stage.name):
+            return self.history.get(stage.name, [])
+        params = [p for p in trainable.parameters() if p.requires_grad]
+        model: nn.Module = _LossModule(trainable, loss_fn)
+        if self.distributed.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        optim = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+        gen = torch.Generator().manual_seed(self.seed * 1000 + self.distributed.rank + hash_name(stage.name))
+        start, curve = 0, []
+        if self._resume is not None and self._resume.get("stage") == stage.name:
+            optim.load_state_dict(self._resume["optim"])
+            gen.set_state(self._resume["generator"][self.distributed.rank])
+            start, curve = self._resume["step"], list(self._resume["curve"])
+
+        trainable.train()
+        bar = tqdm(range(start, stage.steps), desc=stage.name, disable=not (self.progress and self.distributed.is_main),
+                   initial=start, total=stage.steps, dynamic_ncols=True)
+        t0 = time.perf_counter()
+        for step in bar:
+            for group in optim.param_groups:
+                group["lr"] = lr_at(step, stage)
+            loss, metrics = model(sample(gen))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"stage {stage.name}: loss became {loss.item()} at step {step}")
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            if stage.grad_clip:
+                nn.utils.clip_grad_norm_(params, stage.grad_clip)
+            optim.step()
+            curve.append(float(loss.detach()))
+            if step % stage.log_every == 0 or step == stage.steps - 1:
+                bar.set_postfix(loss=f"{curve[-1]:.4f}")
+                self._log(stage.name, step, {"loss": curve[-1], **metrics, "lr": lr_at(step, stage),
+                                             "sps": (step + 1 - start) / (time.perf_counter() - t0)})
+            if stage.ckpt_every and (step + 1) % stage.ckpt_every == 0 and step + 1 < stage.steps:
+                self._save(stage.name, step + 1, optim, gen, curve, done=False)
+        trainable.eval()
+        self.history[stage.name] = curve
+        self._save(stage.name, stage.steps, optim, gen, curve, done=True)
+        return curve
+
+    # ----- helpers --------------------------------------------------------------------------
+    def _log(self, stage: str, step: int, metrics: dict[str, float]) -> None:
+        if self._writer is None:
+            return
+        for key, value in metrics.items():
+            group = "charts" if key in ("lr", "sps") else "losses"
+            self._writer.add_scalar(f"{group}/{stage}/{key}", value, step)
+
+    def _save(self, stage: str, step: int, optim, gen: torch.Generator, curve: list[float], done: bool) -> None:
+        gens = [gen.get_state()]
+        if self.distributed.enabled:  # every rank's sampler state, so each resumes its own stream
+            gens = [None] * self.distributed.world_size
+            dist.all_gather_object(gens, gen.get_state())
+        if self.checkpoint is None or not self.distributed.is_main:
+            return
+        finished = list(self._resume["done"]) if self._resume else []
+        if done:
+            finished.append(stage)
+        state = {
+            "modules": {name: m.state_dict() for name, m in self.modules.items()},
+            "stage": None if done else stage,
+            "step": step,
+            "optim": None if done else optim.state_dict(),
+            "generator": gens,
+            "curve": curve,
+            "done": finished,
+            "extra": self.extra_state,
+        }
+        atomic_torch_save(state, self.checkpoint)
+        self._resume = state
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def lr_at(step: int, stage: StageConfig) -> float:
+    """Linear warm-up then cosine decay to 10% of the peak rate."""
+    if step < stage.warmup:
+        return stage.lr * (step + 1) / stage.warmup
+    progress = (step - stage.warmup) / max(1, stage.steps - stage.warmup)
+    return stage.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def hash_name(name: str) -> int:
+    """A stable small integer per stage name (Python's hash() is salted per process)."""
+    return sum((i + 1) * ord(ch) for i, ch in enumerate(name)) % 100_003

@@ -80,11 +80,12 @@ class GoalImageEnv(gym.Env, ABC):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         options = options or {}
-        start, goal = self._sample_start_goal()
-        if options.get("start_state") is not None:
-            start = np.asarray(options["start_state"], np.float64)
-        if options.get("goal_state") is not None:
-            goal = np.asarray(options["goal_state"], np.float64)
+        start, goal = options.get("start_state"), options.get("goal_state")
+        if start is None or goal is None:  # sampling can be costly (PushT rolls out 25 steps)
+            sampled_start, sampled_goal = self._sample_start_goal()
+            start = sampled_start if start is None else start
+            goal = sampled_goal if goal is None else goal
+        start, goal = np.asarray(start, np.float64), np.asarray(goal, np.float64)
         for name, value in (("start_state", start), ("goal_state", goal)):
             if value.shape != (self.state_dim,) or not np.all(np.isfinite(value)):
                 raise ValueError(f"{name} must be a finite array of shape ({self.state_dim},), got {value.shape}")

@@ -1,0 +1,224 @@
+"""dm_control reacher-easy and point_mass-easy: protocol, success, hidden goal, camera, experts."""
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import wm_gym.envs.dmc as dmc
+from wm_gym.envs.dmc import DMCEnv
+from wm_gym.envs.policies import make_policy
+
+IDS = {"reacher": "wm_gym/DMC-reacher-easy-v0", "point_mass": "wm_gym/DMC-point_mass-easy-v0"}
+# dm_control's "at target" radii: reacher target 0.05 + finger 0.01; point_mass target 0.015.
+RADIUS = {"reacher": 0.06, "point_mass": 0.015}
+FIXED_CAMERA_HALF_EXTENT = (0.75 - 0.01) * math.tan(math.radians(22.5))  # metres, at body height
+
+
+@pytest.fixture(scope="module")
+def reacher():
+    env = DMCEnv("reacher", "easy")
+    yield env
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def point_mass():
+    env = DMCEnv("point_mass", "easy")
+    yield env
+    env.close()
+
+
+@pytest.fixture(params=["reacher", "point_mass"])
+def sim(request):
+    return request.getfixturevalue(request.param)
+
+
+def pixel_of(x, y, size=64):
+    h = FIXED_CAMERA_HALF_EXTENT
+    return int((1 - y / h) / 2 * size), int((x / h + 1) / 2 * size)
+
+
+def place(sim, state, goal=None):
+    state = np.asarray(state, np.float64)
+    goal = state if goal is None else np.asarray(goal, np.float64)
+    return sim.reset(seed=0, options={"start_state": state, "goal_state": goal})
+
+
+@pytest.mark.parametrize("domain", ["reacher", "point_mass"])
+def test_check_env_on_unwrapped_and_made_env(domain):
+    made = gym.make(IDS[domain])
+    assert made.spec.max_episode_steps == 100
+    assert made.unwrapped.domain == domain
+    check_env(made.unwrapped, skip_render_check=False)
+    check_env(made, skip_render_check=True)  # the render check re-makes the env; done above
+    made.close()
+
+
+def test_spaces_and_layout(sim):
+    spec = sim._env.action_spec()
+    assert np.array_equal(sim.action_space.low, spec.minimum) and np.array_equal(sim.action_space.high, spec.maximum)
+    assert sim.state_dim == 6 and sim.proprio_dim == 4
+    assert sim.success_radius == pytest.approx(RADIUS[sim.domain])
+    obs, info = sim.reset(seed=1)
+    assert obs["pixels"].shape == (64, 64, 3) and obs["pixels"].dtype == np.uint8
+    assert np.array_equal(obs["proprio"], info["state"][:4].astype(np.float32))
+
+
+def test_set_state_is_exact_and_one_step_is_the_control_timestep(sim):
+    s = np.array([0.1234567, -0.7654321, 0.25, -0.5, 0.0321, -0.0456])
+    _, info = place(sim, s)
+    assert np.array_equal(info["state"], s)
+    assert np.array_equal(sim.physics.data.qpos, s[:2]) and np.array_equal(sim.physics.data.qvel, s[2:4])
+    assert np.array_equal(sim.physics.named.model.geom_pos["target", :2], s[4:])
+    sim.step(np.zeros(2, np.float32))
+    assert sim.physics.data.time == pytest.approx(sim._env.control_timestep()) == pytest.approx(0.02)
+
+
+def test_reacher_fingertip_matches_mujoco(reacher):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        q = np.array([rng.uniform(-np.pi, np.pi), rng.uniform(-2.7, 2.7)])
+        place(reacher, np.concatenate([q, [0, 0, 0.1, 0.1]]))
+        np.testing.assert_allclose(reacher.fingertip(q), reacher.physics.named.data.geom_xpos["finger", :2], atol=1e-12)
+
+
+@pytest.mark.parametrize("offset, expected", [(0.0, True), (-1e-3, True), (1e-3, False)])
+def test_success_is_the_task_at_target_condition(sim, offset, expected):
+    """Just inside / just outside dm_control's own radius, checked against dm_control's physics."""
+    d = sim.success_radius + offset if offset else 0.0
+    direction = np.array([0.6, -0.8])
+    if sim.domain == "reacher":
+        q = np.array([0.3, 0.5])
+        target = sim.fingertip(q) + d * direction
+        state = np.concatenate([q, [0.0, 0.0], target])
+    else:
+        xy = np.array([0.05, -0.1])
+        target = xy + d * direction
+        state = np.concatenate([xy, [0.0, 0.0], target])
+    _, info = place(sim, state)
+    dm_distance = sim.physics.finger_to_target_dist() if sim.domain == "reacher" else sim.physics.mass_to_target_dist()
+    assert dm_distance == pytest.approx(d, abs=1e-9)
+    assert info["is_success"] is expected
+    if sim.domain == "reacher":  # reacher's reward is exactly the at-target indicator
+        assert sim._env.task.get_reward(sim.physics) == float(expected)
+    # From rest with zero control nothing moves within a step; success ends the episode.
+    _, reward, terminated, truncated, info = sim.step(np.zeros(2, np.float32))
+    assert info["is_success"] is expected and terminated is expected and reward == float(expected) and not truncated
+
+
+def test_sampled_starts_and_goals_are_inside_the_arena(sim):
+    sim.reset(seed=42)
+    for _ in range(200):
+        start, goal = sim._sample_start_goal()
+        assert np.array_equal(start[4:], goal[4:])  # one target per episode
+        assert np.all(np.abs(goal[4:]) < 0.3)  # arena is [-0.3, 0.3]²
+        assert np.all(start[2:4] == 0) and np.all(goal[2:4] == 0)
+        assert not sim._is_success(start, goal)
+        if sim.domain == "reacher":
+            assert 0.05 <= np.linalg.norm(goal[4:]) <= 0.20  # dm_control's own target annulus
+            np.testing.assert_allclose(sim.fingertip(goal[:2]), goal[4:])  # goal = arm reaching the target
+            for q in (start[:2], goal[:2]):
+                assert -np.pi <= q[0] <= np.pi and sim.wrist_range[0] <= q[1] <= sim.wrist_range[1]
+        else:
+            assert np.all(np.abs(start[:2]) <= 0.27) and np.all(np.abs(goal[:2]) <= 0.27)
+            assert np.array_equal(goal[:2], goal[4:])
+            assert np.linalg.norm(start[:2] - goal[:2]) <= sim.max_goal_distance
+
+
+def test_goal_is_not_drawn_in_observations(sim, monkeypatch):
+    body = np.array([0.2, -0.4]) if sim.domain == "reacher" else np.array([-0.15, 0.1])
+    goal_a = np.concatenate([body + 0.3, [0, 0], [0.12, 0.1]])
+    goal_b = np.concatenate([body - 0.3, [0, 0], [-0.1, -0.15]])
+    obs_a, _ = place(sim, np.concatenate([body, [0, 0], goal_a[4:]]), goal_a)
+    obs_b, _ = place(sim, np.concatenate([body, [0, 0], goal_b[4:]]), goal_b)
+    assert np.array_equal(obs_a["pixels"], obs_b["pixels"])  # moving the target changes nothing
+    assert not np.array_equal(obs_b["pixels"], sim.goal_pixels)
+    # The check can fail: leave the target in a drawn group and the two frames differ.
+    monkeypatch.setattr(dmc, "_HIDDEN_GROUP", 0)
+    assert not np.array_equal(sim._render_pixels(), obs_b["pixels"])
+
+
+def test_goal_pixels_show_the_body_at_the_goal(sim):
+    obs, info = sim.reset(seed=3)
+    goal = info["goal"]
+    obs, _ = place(sim, goal, goal)
+    assert np.array_equal(obs["pixels"], sim.goal_pixels)
+
+
+def test_rendering_leaves_the_model_untouched(sim):
+    model = sim.physics.model
+    size, group = model.geom_size.copy(), model.geom_group.copy()
+    sim.reset(seed=0)
+    sim._render_pixels()
+    assert np.array_equal(model.geom_size, size) and np.array_equal(model.geom_group, group)
+
+
+def test_point_mass_is_clearly_visible_where_it_is(point_mass):
+    xy = np.array([0.12, 0.08])
+    here, _ = place(point_mass, np.concatenate([xy, [0, 0], [-0.1, -0.1]]))
+    away, _ = place(point_mass, np.concatenate([-xy, [0, 0], [-0.1, -0.1]]))
+    diff = np.abs(here["pixels"].astype(int) - away["pixels"].astype(int)).sum(-1)
+    r, c = pixel_of(*xy)
+    assert diff[r, c] > 150  # the drawn mass sits where the fixed top-down camera puts it
+    assert (diff[max(r - 4, 0) : r + 5, max(c - 4, 0) : c + 5] > 60).sum() >= 12  # a blob, not a speck
+
+
+def test_reacher_arm_is_clearly_visible(reacher):
+    straight, _ = place(reacher, np.array([0.0, 0.0, 0.0, 0.0, -0.1, -0.1]))  # arm along +x
+    folded, _ = place(reacher, np.array([np.pi / 2, 0.0, 0.0, 0.0, -0.1, -0.1]))  # arm along +y
+    diff = np.abs(straight["pixels"].astype(int) - folded["pixels"].astype(int)).sum(-1)
+    for x in (0.06, 0.12, 0.18, 0.23):
+        r, c = pixel_of(x, 0.0)
+        assert diff[r, c] > 150
+    assert (diff > 60).sum() >= 2 * 3 * 20  # two ~24-px arms at least ~3 px thick
+
+
+@pytest.mark.parametrize("domain", ["reacher", "point_mass"])
+def test_seeded_rollouts_are_deterministic(domain, request):
+    sim = request.getfixturevalue(domain)
+
+    def rollout(seed):
+        obs, info = sim.reset(seed=seed)
+        policy = make_policy(sim, "random", np.random.default_rng(seed))
+        policy.reset(obs, info)
+        frames, states = [obs["pixels"], sim.goal_pixels], [info["state"], info["goal"]]
+        for _ in range(12):
+            obs, _, term, _, info = sim.step(policy(obs, info))
+            frames.append(obs["pixels"])
+            states.append(info["state"])
+            assert sim.action_space.contains(policy(obs, info))
+            if term:
+                break
+        return np.stack(frames), np.stack(states)
+
+    f1, s1 = rollout(7)
+    rollout(9)
+    f2, s2 = rollout(7)
+    f3, s3 = rollout(8)
+    assert len(s1) > 5
+    assert np.array_equal(f1, f2) and np.array_equal(s1, s2)
+    assert not np.array_equal(s1[:2], s3[:2]) and not np.array_equal(f1[:2], f3[:2])
+    assert not np.array_equal(s1[2], s1[-1])  # the random policy moves the body
+
+
+@pytest.mark.parametrize("domain", ["reacher", "point_mass"])
+def test_noisy_expert_reaches_most_goals(domain, request):
+    sim = request.getfixturevalue(domain)
+    successes = []
+    for seed in range(4):
+        obs, info = sim.reset(seed=200 + seed)
+        policy = make_policy(sim, "noisy-expert", np.random.default_rng(seed))
+        policy.reset(obs, info)
+        for _ in range(100):
+            obs, _, terminated, _, info = sim.step(policy(obs, info))
+            if terminated:
+                break
+        successes.append(info["is_success"])
+    assert sum(successes) >= 3, successes
+
+
+def test_unsupported_task_raises():
+    with pytest.raises(ValueError, match="unsupported dm_control task cheetah-run"):
+        DMCEnv("cheetah", "run")

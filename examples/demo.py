@@ -25,7 +25,8 @@ def episode_grid_video(frames: list[np.ndarray], goals: np.ndarray, scale: int =
     tiles = []
     for ep_frames, goal in zip(frames, goals):
         padded = np.concatenate([ep_frames, np.repeat(ep_frames[-1:], length - len(ep_frames), 0)])
-        tiles.append(np.concatenate([padded, np.repeat(goal[None], length, 0)], axis=2))
+        tile = np.concatenate([padded, np.repeat(goal[None], length, 0)], axis=2)
+        tiles.append(np.pad(tile, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=128))  # grey frame
     cols = int(np.ceil(np.sqrt(len(tiles))))
     while len(tiles) % cols:
         tiles.append(np.zeros_like(tiles[0]))

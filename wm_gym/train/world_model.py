@@ -1,0 +1,250 @@
+"""Train a WorldModel from a collected dataset, stage by stage, with one shared loop.
+
+    encoder     (conv only) self-supervised reconstruction of the dataset's frames
+    features    φ(all frames), cached fp16 on disk, normalised per channel
+    latent      latent-action autoencoder on (s_t, s_{t+h}) pairs: RLA or LAM     (all episodes)
+    flow        flow matching of z given (s_hist, action chunk)               (labelled episodes)
+    controller  deterministic (s_hist, action chunk) → z, L2 to the encoder's z (labelled episodes)
+    predictor   latent="action" baseline instead of latent/flow/controller     (labelled episodes)
+
+Works unchanged under ``torchrun --nproc_per_node N`` (DDP; gloo on CPU).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from wm_gym.data.dataset import load_episodes
+from wm_gym.data.windows import split_episodes
+from wm_gym.encoders.cache import cached_features
+from wm_gym.encoders.conv import background_frame, reconstruction_loss
+from wm_gym.train.feature_windows import FeatureWindows
+from wm_gym.train.loop import StageConfig, Trainer, setup_device
+from wm_gym.world_model import WorldModel, WorldModelConfig, WorldModelMeta
+
+
+@dataclass
+class Preset:
+    """Model sizes and stage budgets. ``tiny``: tests; ``small``: ≤30 min on 2 CPU cores; ``base``: GPU."""
+
+    encoder: dict
+    latent: dict
+    flow: dict
+    controller: dict
+    predictor: dict
+    stages: dict[str, StageConfig]
+
+
+def _stages(encoder: int, latent: int, dyn: int, batch: int, lr: float = 3e-4) -> dict[str, StageConfig]:
+    return {
+        "encoder": StageConfig("encoder", encoder, lr=2e-3, batch_size=batch),
+        "latent": StageConfig("latent", latent, lr=lr, batch_size=batch),
+        "flow": StageConfig("flow", dyn, lr=lr, batch_size=batch),
+        "controller": StageConfig("controller", dyn, lr=lr, batch_size=batch),
+        "predictor": StageConfig("predictor", latent, lr=lr, batch_size=batch),
+    }
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        encoder=dict(grid=8, dim=16, width=16),
+        latent=dict(n_latents=4, latent_dim=8, width=32, enc_depth=1, dec_depth=1, heads=2),
+        flow=dict(width=32, depth=1, heads=2), controller=dict(width=32, depth=1, heads=2),
+        predictor=dict(width=32, depth=1, heads=2),
+        stages=_stages(encoder=150, latent=150, dyn=150, batch=16, lr=1e-3),
+    ),
+    "small": Preset(
+        encoder=dict(grid=8, dim=32, width=32),
+        latent=dict(n_latents=8, latent_dim=16, width=128, enc_depth=2, dec_depth=2, heads=4),
+        flow=dict(width=128, depth=3, heads=4), controller=dict(width=128, depth=2, heads=4),
+        predictor=dict(width=128, depth=3, heads=4),
+        stages=_stages(encoder=3000, latent=4000, dyn=3000, batch=64),
+    ),
+    "base": Preset(
+        encoder=dict(grid=16, dim=64, width=64),
+        latent=dict(n_latents=32, latent_dim=64, width=384, enc_depth=4, dec_depth=6, heads=6),
+        flow=dict(width=384, depth=6, heads=6), controller=dict(width=256, depth=4, heads=4),
+        predictor=dict(width=384, depth=6, heads=6),
+        stages=_stages(encoder=20000, latent=40000, dyn=30000, batch=256),
+    ),
+}
+
+
+@dataclass
+class TrainConfig:
+    data: str                        # dataset directory (wm-gym collect / ingest)
+    out: str                         # world-model file to write
+    preset: str = "small"            # tiny | small | base
+    latent: str = "rla"              # rla | lam | action
+    regularizer: str = "sparse"      # lam bottleneck: sparse | noisy | vq | none
+    repa_weight: float = 0.0         # Seq-Δ-REPA auxiliary weight for the latent stage (0 = off)
+    latent_max_h: int = 2            # rla: pairs (s_t, s_{t+h}) with h ∈ [1, latent_max_h] model steps
+    steps: int | None = None         # override every stage's step count (quick runs)
+    encoder: str = "conv"            # conv | dinov2-vits14
+    encoder_weights: str | None = None  # dinov2 weights file
+    history: int = 1                 # feature frames the dynamics read
+    frameskip: int = 5               # sim steps per model step
+    action_labels: float = 1.0       # fraction of training episodes whose actions the dynamics see
+    val_fraction: float = 0.05       # held-out episodes (by episode)
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False             # continue from OUT.train-state
+    log_dir: str | None = None       # TensorBoard folder (default: runs/<out name>)
+    progress: bool = True
+    stage_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"latent": {"lr": 1e-3}}
+
+    def stage(self, name: str) -> StageConfig:
+        stage = PRESETS[self.preset].stages[name]
+        if self.steps is not None:
+            stage = replace(stage, steps=self.steps)
+        return replace(stage, **self.stage_overrides.get(name, {}))
+
+
+def labelled_episodes(train_eps: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded subset of ``train_eps`` with ``ceil(fraction · n)`` episodes (at least one)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"action_labels must be in (0, 1], got {fraction}")
+    order = np.random.default_rng(seed + 17).permutation(train_eps)
+    return np.sort(order[: max(1, math.ceil(fraction * len(train_eps)))])
+
+
+def train_world_model(cfg: TrainConfig) -> WorldModel:
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"unknown preset {cfg.preset!r}; expected one of {', '.join(PRESETS)}")
+    preset = PRESETS[cfg.preset]
+    device, dist = setup_device(cfg.device)
+    started = time.perf_counter()
+
+    # ----- data --------------------------------------------------------------------------------
+    data = load_episodes(cfg.data)
+    n_eps = len(data.frames)
+    needs_actions = cfg.latent == "action"
+    if needs_actions and not data.has_actions:
+        raise ValueError(f"{cfg.data} has no actions; latent='action' needs action labels (use rla or lam)")
+    train_eps, val_eps = split_episodes(n_eps, cfg.val_fraction, cfg.seed)
+    labelled = labelled_episodes(train_eps, cfg.action_labels, cfg.seed) if data.has_actions else np.zeros(0, int)
+    meta = data.meta
+    sim_action_dim = int(meta.get("action_dim") or 1)
+
+    # ----- model -------------------------------------------------------------------------------
+    torch.manual_seed(cfg.seed)
+    wm_cfg = WorldModelConfig(
+        latent=cfg.latent, encoder=cfg.encoder, encoder_weights=cfg.encoder_weights,
+        encoder_config=dict(preset.encoder, image_size=int(meta.get("image_size", 64))) if cfg.encoder == "conv" else {},
+        history=cfg.history, sim_action_dim=sim_action_dim, frameskip=cfg.frameskip,
+        latent_config=dict(preset.latent, encoder_input="residual" if cfg.latent == "rla" else "pair",
+                           regularizer="none" if cfg.latent == "rla" else cfg.regularizer, repa_weight=cfg.repa_weight),
+        flow_config=preset.flow, controller_config=preset.controller, predictor_config=preset.predictor,
+    )
+    wm_meta = WorldModelMeta(
+        sim=str(meta.get("sim", "")), env_id=str(meta.get("env_id", "")), image_size=int(meta.get("image_size", 64)),
+        action_low=list(meta.get("action_low") or []), action_high=list(meta.get("action_high") or []),
+        dataset=str(Path(cfg.data).resolve()),
+    )
+    model = WorldModel(wm_cfg, wm_meta).to(device)
+    out = Path(cfg.out)
+    log_dir = Path(cfg.log_dir) if cfg.log_dir else Path("runs") / out.stem
+    trainer = Trainer(modules={"model": model}, checkpoint=out.with_name(out.name + ".train-state"), device=device,
+                      distributed=dist, seed=cfg.seed, log_dir=log_dir, progress=cfg.progress)
+    if cfg.resume and not trainer.load_checkpoint():
+        raise FileNotFoundError(f"--resume: no training state at {trainer.checkpoint}")
+
+    # ----- stage: encoder (conv) -------------------------------------------------------------------
+    frames = np.concatenate(data.frames)  # [F, H, W, 3] uint8, episodes back to back
+    frame_counts = [len(f) for f in data.frames]
+    if cfg.encoder == "conv":
+        _train_conv_encoder(trainer, model, frames, cfg)
+
+    # ----- features ------------------------------------------------------------------------------
+    cache = Path(cfg.data) / ".cache" / f"features-{model.encoder.identity()}.pt"
+    raw = cached_features(model.encoder, frames, cache, progress=cfg.progress and dist.is_main)
+    train_rows = np.concatenate([np.arange(o, o + n) for o, n in zip(*_offsets(frame_counts, train_eps))])
+    train_rows = np.random.default_rng(cfg.seed).permutation(train_rows)[:20_000]  # plenty for mean/std
+    stats = raw[torch.as_tensor(train_rows)].float()
+    model.feature_mean.copy_(stats.mean(dim=(0, 1)))
+    model.feature_std.copy_(stats.std(dim=(0, 1)).clamp_min(1e-3))
+    feats = model.normalize(raw.to(device)).half()
+    windows = FeatureWindows.from_episodes(feats, frame_counts, data.actions if data.has_actions else None,
+                                           cfg.history, cfg.frameskip)
+    scale = model.scale_actions
+
+    # ----- stages: dynamics ------------------------------------------------------------------------
+    if cfg.latent == "action":
+        stage = cfg.stage("predictor")
+        sample = windows.sampler(labelled, stage.batch_size, device=device)
+        trainer.run(stage, model.predictor,
+                    lambda b: model.predictor.loss(b["s_hist"], scale(b["actions"][:, 0]), b["targets"][:, 0]), sample)
+    else:
+        latent = model.latent_model
+        stage = cfg.stage("latent")
+        max_h = cfg.latent_max_h if cfg.latent == "rla" else 1
+        pair_samplers = [windows.sampler(train_eps, stage.batch_size, horizon=h, with_actions=False, device=device)
+                         for h in range(1, max_h + 1)]
+
+        def sample_pairs(gen: torch.Generator) -> dict:
+            h = int(torch.randint(len(pair_samplers), (1,), generator=gen))
+            return pair_samplers[h](gen)
+
+        trainer.run(stage, latent, lambda b: latent.loss(b["s_hist"][:, -1], b["targets"][:, -1]), sample_pairs)
+        latent.eval().requires_grad_(False)
+
+        def with_z(b: dict) -> dict:  # targets for flow and controller: the frozen encoder's z
+            with torch.no_grad():
+                b["z"] = latent.encode(b["s_hist"][:, -1], b["targets"][:, 0])
+            b["a"] = scale(b["actions"][:, 0])
+            return b
+
+        for name, module in (("flow", model.flow), ("controller", model.controller)):
+            stage = cfg.stage(name)
+            sample = windows.sampler(labelled, stage.batch_size, device=device)
+            loss = (lambda b: model.flow.loss(b["z"], b["s_hist"], b["a"])) if name == "flow" else \
+                   (lambda b: model.controller.loss(b["s_hist"], b["a"], b["z"]))
+            trainer.run(stage, module, loss, lambda g, s=sample: with_z(s(g)))
+
+    # ----- finish ---------------------------------------------------------------------------------
+    model.eval()
+    model.meta.train_info = {
+        "preset": cfg.preset, "latent": cfg.latent, "seconds": round(time.perf_counter() - started, 1),
+        "episodes": n_eps, "train_episodes": len(train_eps), "val_episodes": val_eps.tolist(),
+        "labelled_episodes": len(labelled), "action_labels": cfg.action_labels, "seed": cfg.seed,
+        "world_size": dist.world_size, "device": str(device),
+        "final_loss": {k: float(np.mean(v[-20:])) for k, v in trainer.history.items() if v},
+        "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
+    }
+    if dist.is_main:
+        model.save(out)
+    trainer.close()
+    return model
+
+
+def _offsets(lengths: list[int], episodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.asarray(lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return offsets[episodes], lengths[episodes]
+
+
+def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray, cfg: TrainConfig) -> None:
+    """Self-supervised reconstruction with a foreground-weighted loss, so small agents are kept."""
+    encoder = model.encoder
+    data = torch.from_numpy(frames)
+    background = background_frame(data).to(model.device)
+    encoder.background.copy_(background.permute(2, 0, 1))
+    stage = cfg.stage("encoder")
+
+    def sample(gen: torch.Generator) -> torch.Tensor:
+        return data[torch.randint(len(data), (stage.batch_size,), generator=gen)].to(model.device)
+
+    def loss(batch: torch.Tensor):
+        recon = encoder.decode(encoder(batch), clamp=False)
+        value = reconstruction_loss(recon, batch.float() / 255.0, background)
+        return value, {}
+
+    encoder.requires_grad_(True)
+    trainer.run(stage, encoder, loss, sample)
+    encoder.freeze()

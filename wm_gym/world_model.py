@@ -1,0 +1,240 @@
+"""WorldModel: the frozen encoder φ, the latent-action model, the dynamics and the controller.
+
+It owns the pieces every consumer needs in one place: encoding frames into normalised feature
+tokens, stepping and rolling out (batched, any device, differentiable w.r.t. actions),
+decoding features back to pixels for looking at, and saving/loading one self-describing file.
+
+Feature tokens inside the world model are normalised per channel: s = (φ(x) − mean) / std.
+
+Three kinds, chosen at training time with ``latent``:
+* ``rla``: residual latent actions (RLA-WM). One step is ŝ = D(s_t, z) with z from the
+  controller (deterministic, differentiable) or the flow sampler (stochastic).
+* ``lam``: inverse-dynamics latent actions with a sparse/noisy/VQ bottleneck; same step.
+* ``action``: the DINO-WM-style baseline, ŝ = f(s_hist, a) with no latent action.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from wm_gym.dynamics.controller import Controller, ControllerConfig
+from wm_gym.dynamics.flow import FlowConfig, FlowDynamics
+from wm_gym.dynamics.predictor import ActionPredictor, PredictorConfig
+from wm_gym.encoders import ConvEncoder, ConvEncoderConfig, DinoV2Encoder, FrozenEncoder
+from wm_gym.io import atomic_torch_save
+from wm_gym.latent_actions.autoencoder import LatentActionAutoencoder, LatentActionConfig
+from wm_gym.nn import check_shape
+
+FORMAT = "wm-gym-world-model"
+VERSION = 1
+LATENTS = ("rla", "lam", "action")
+STEP_MODES = ("controller", "flow")
+
+
+@dataclass
+class WorldModelConfig:
+    latent: str = "rla"                  # "rla" | "lam" | "action"
+    encoder: str = "conv"                # "conv" | "dinov2-vits14"
+    encoder_config: dict = field(default_factory=dict)   # the encoder's config fields
+    encoder_weights: str | None = None   # dinov2 only: path of the official weights file
+    history: int = 1                     # H: feature frames the dynamics read
+    sim_action_dim: int = 2              # one simulator action
+    frameskip: int = 5                   # sim actions per model step (the action chunk)
+    latent_config: dict = field(default_factory=dict)      # LatentActionConfig fields (rla/lam)
+    flow_config: dict = field(default_factory=dict)        # FlowConfig fields (rla/lam)
+    controller_config: dict = field(default_factory=dict)  # ControllerConfig fields (rla/lam)
+    predictor_config: dict = field(default_factory=dict)   # PredictorConfig fields (action)
+
+    def __post_init__(self):
+        if self.latent not in LATENTS:
+            raise ValueError(f"latent must be one of {LATENTS}, got {self.latent!r}")
+
+    @property
+    def action_dim(self) -> int:
+        """A: the flat action chunk one model step consumes."""
+        return self.sim_action_dim * self.frameskip
+
+
+@dataclass
+class WorldModelMeta:
+    """What consumers (imagination env, planners, evaluation) need to use the model correctly."""
+
+    sim: str = ""                         # short sim name, e.g. "wall"
+    env_id: str = ""                      # registered id, e.g. "wm_gym/Wall-v0"
+    image_size: int = 64
+    action_low: list[float] = field(default_factory=list)   # one sim action's bounds
+    action_high: list[float] = field(default_factory=list)
+    success_threshold: float | None = None  # calibrated feature distance for "success" (#4)
+    success_metric: str = "l1"
+    dataset: str = ""                     # where it was trained
+    train_info: dict = field(default_factory=dict)  # steps, seconds, losses, label fraction, ...
+
+
+def build_frozen_encoder(cfg: WorldModelConfig) -> FrozenEncoder:
+    if cfg.encoder == "conv":
+        return ConvEncoder(ConvEncoderConfig(**cfg.encoder_config)).freeze()
+    if cfg.encoder == "dinov2-vits14":
+        return DinoV2Encoder(cfg.encoder_weights, **cfg.encoder_config).freeze()
+    raise ValueError(f"unknown encoder {cfg.encoder!r}; expected conv or dinov2-vits14")
+
+
+class WorldModel(nn.Module):
+    def __init__(self, config: WorldModelConfig, meta: WorldModelMeta | None = None,
+                 encoder: FrozenEncoder | None = None):
+        super().__init__()
+        self.config, self.meta = config, meta or WorldModelMeta()
+        self.encoder = (encoder or build_frozen_encoder(config)).freeze()
+        n, c = self.encoder.n_tokens, self.encoder.dim
+        self.register_buffer("feature_mean", torch.zeros(c))
+        self.register_buffer("feature_std", torch.ones(c))
+        low = torch.tensor(self.meta.action_low or [-1.0] * config.sim_action_dim)
+        high = torch.tensor(self.meta.action_high or [1.0] * config.sim_action_dim)
+        self.register_buffer("action_low", low.repeat(config.frameskip).float())
+        self.register_buffer("action_high", high.repeat(config.frameskip).float())
+        shared = dict(n_tokens=n, dim=c, history=config.history, action_dim=config.action_dim)
+        self.latent_model: LatentActionAutoencoder | None = None
+        self.flow: FlowDynamics | None = None
+        self.controller: Controller | None = None
+        self.predictor: ActionPredictor | None = None
+        if config.latent == "action":
+            self.predictor = ActionPredictor(PredictorConfig(**{**config.predictor_config, **shared}))
+        else:
+            lat = LatentActionConfig(**{**config.latent_config, "n_tokens": n, "dim": c})
+            self.latent_model = LatentActionAutoencoder(lat)
+            z_shape = dict(n_latents=lat.n_latents, latent_dim=lat.latent_dim)
+            self.flow = FlowDynamics(FlowConfig(**{**config.flow_config, **shared, **z_shape}))
+            self.controller = Controller(ControllerConfig(**{**config.controller_config, **shared, **z_shape}))
+
+    # ----- shapes -----------------------------------------------------------------------------
+    @property
+    def n_tokens(self) -> int:
+        return self.encoder.n_tokens
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.feature_mean.device
+
+    # ----- features -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, frames: Tensor, batch_size: int = 512) -> Tensor:
+        """uint8 frames [B, H, W, 3] → normalised feature tokens [B, N, C] (on the model's device)."""
+        out = [self.encoder(frames[i:i + batch_size].to(self.device)) for i in range(0, len(frames), batch_size)]
+        return self.normalize(torch.cat(out))
+
+    def normalize(self, raw: Tensor) -> Tensor:
+        return (raw.float() - self.feature_mean) / self.feature_std
+
+    def denormalize(self, s: Tensor) -> Tensor:
+        return s * self.feature_std + self.feature_mean
+
+    @torch.no_grad()
+    def decode_pixels(self, s: Tensor) -> Tensor:
+        """Normalised tokens [B, N, C] → uint8 images [B, H, W, 3] (for videos; needs a decoding encoder)."""
+        if not hasattr(self.encoder, "decode"):
+            raise ValueError(f"encoder {self.config.encoder!r} has no pixel decoder")
+        return (self.encoder.decode(self.denormalize(s)).clamp(0, 1) * 255).round().to(torch.uint8)
+
+    def scale_actions(self, a: Tensor) -> Tensor:
+        """Sim-unit action chunks [..., A] → [-1, 1], the range the dynamics were trained on."""
+        return 2 * (a - self.action_low) / (self.action_high - self.action_low) - 1
+
+    # ----- dynamics -----------------------------------------------------------------------------
+    def latent_action(self, s_t: Tensor, s_next: Tensor) -> Tensor:
+        """z [B, K, d] that explains s_t → s_next (the latent model's encoder)."""
+        return self._latent().encode(s_t, s_next)
+
+    def step_latent(self, s_t: Tensor, z: Tensor) -> Tensor:
+        """Apply a latent action: ŝ_{t+1} = D(s_t, z), [B, N, C]."""
+        return self._latent().decode(s_t, z)
+
+    def step(self, s_hist: Tensor, actions: Tensor, mode: str = "controller", flow_steps: int | None = None,
+             noise: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """One model step: s_hist [B, H, N, C] + action chunks [B, A] (sim units) → ŝ [B, N, C].
+
+        ``mode="controller"`` is deterministic and differentiable w.r.t. ``actions`` (planning);
+        ``mode="flow"`` samples z with the flow model (``noise=zeros`` → its deterministic mean).
+        The ``action`` baseline has a single deterministic mode.
+        """
+        check_shape(s_hist, "s_hist", B=None, H=self.config.history, N=self.n_tokens, C=self.dim)
+        check_shape(actions, "actions", B=s_hist.shape[0], A=self.config.action_dim)
+        a = self.scale_actions(actions)
+        if self.predictor is not None:
+            return self.predictor(s_hist, a)
+        if mode == "controller":
+            z = self.controller(s_hist, a)
+        elif mode == "flow":
+            z = self.flow.sample(s_hist, a, steps=flow_steps, noise=noise, generator=generator)
+        else:
+            raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
+        return self.step_latent(s_hist[:, -1], z)
+
+    def rollout(self, s_hist: Tensor, actions: Tensor, mode: str = "controller", **step_kwargs) -> Tensor:
+        """Open-loop rollout: s_hist [B, H, N, C], actions [B, T, A] → predictions [B, T, N, C].
+
+        Each prediction is fed back as the newest history frame.
+        """
+        check_shape(actions, "actions", B=s_hist.shape[0], T=None, A=self.config.action_dim)
+        preds = []
+        for t in range(actions.shape[1]):
+            s_next = self.step(s_hist, actions[:, t], mode=mode, **step_kwargs)
+            preds.append(s_next)
+            s_hist = torch.cat([s_hist[:, 1:], s_next[:, None]], dim=1)
+        return torch.stack(preds, dim=1)
+
+    def _latent(self) -> LatentActionAutoencoder:
+        if self.latent_model is None:
+            raise ValueError("this is an action-conditioned world model (latent='action'); it has no latent actions")
+        return self.latent_model
+
+    # ----- one-file save / load -------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write config, metadata and weights to one file, atomically."""
+        state = self.state_dict()
+        if self.config.encoder != "conv":  # big frozen backbones stay in their own weights file
+            state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        atomic_torch_save({
+            "format": FORMAT, "version": VERSION, "config": asdict(self.config), "meta": asdict(self.meta),
+            "encoder_identity": self.encoder.identity(), "state_dict": state,
+        }, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "WorldModel":
+        """Rebuild a model from ``save``'s file; a corrupt, foreign or mismatched file raises ValueError."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no world-model file at {path}")
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # truncated zip, pickle garbage, ...: all mean "not a usable file"
+            raise ValueError(f"{path} is not a readable world-model file (corrupt or truncated): {err}") from err
+        if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a wm-gym world-model file")
+        if ckpt.get("version") != VERSION:
+            raise ValueError(f"{path} has world-model format version {ckpt.get('version')}; this wm-gym reads version "
+                             f"{VERSION}. Retrain it or use the wm-gym release that wrote it.")
+        try:
+            model = cls(WorldModelConfig(**ckpt["config"]), WorldModelMeta(**ckpt["meta"]))
+            missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+        except (TypeError, RuntimeError, KeyError) as err:
+            raise ValueError(f"{path} does not match this wm-gym's model definition: {err}") from err
+        if model.config.encoder != "conv":
+            missing = [k for k in missing if not k.startswith("encoder.")]
+        if missing or unexpected:
+            raise ValueError(f"{path} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        if model.encoder.identity() != ckpt["encoder_identity"]:
+            raise ValueError(f"{path} was trained on encoder {ckpt['encoder_identity']}, but the encoder loaded now is "
+                             f"{model.encoder.identity()}; features would not match")
+        return model.to(device).eval()
+
+    def summary(self) -> dict[str, Any]:
+        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self.named_children()}
+        return {"latent": self.config.latent, "sim": self.meta.sim, "parameters": counts}

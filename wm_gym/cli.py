@@ -62,6 +62,79 @@ def add_collect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_collect)
 
 
+# ----- train ---------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.train.world_model import TrainConfig, train_world_model
+
+    cfg = TrainConfig(
+        data=args.data, out=args.out, preset=args.preset, latent=args.latent, regularizer=args.regularizer,
+        repa_weight=args.repa_weight, steps=args.steps, encoder=args.encoder, encoder_weights=args.encoder_weights,
+        history=args.history, frameskip=args.frameskip, action_labels=args.action_labels, seed=args.seed,
+        device=args.device, resume=args.resume, log_dir=args.log_dir, progress=not args.json,
+    )
+    model = train_world_model(cfg)
+    return {"out": args.out, **model.summary(), "train_info": {k: v for k, v in model.meta.train_info.items()
+                                                                 if k in ("seconds", "final_loss", "device", "world_size")}}
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a world model on a dataset",
+        description="Train a world model stage by stage: encoder (conv), latent actions (rla/lam), flow dynamics and "
+        "controller, or the action-conditioned baseline (--latent action). Checkpoints go to OUT.train-state; "
+        "--resume continues an interrupted run. Runs unchanged under torchrun (DDP).",
+    )
+    p.add_argument("--data", required=True, help="dataset directory from `wm-gym collect`")
+    p.add_argument("--out", required=True, help="world-model file to write (e.g. wall.pt)")
+    p.add_argument("--preset", default="small", choices=["tiny", "small", "base"],
+                   help="tiny: tests (~1 min CPU); small: <=30 min on 2 CPU cores; base: GPU")
+    p.add_argument("--latent", default="rla", choices=["rla", "lam", "action"],
+                   help="rla: residual latent actions; lam: IDM latent actions; action: DINO-WM-style baseline")
+    p.add_argument("--regularizer", default="sparse", choices=["sparse", "noisy", "vq", "none"], help="lam bottleneck")
+    p.add_argument("--repa-weight", type=float, default=0.0, help="Seq-Δ-REPA auxiliary loss weight (0 = off)")
+    p.add_argument("--steps", type=int, default=None, help="override the steps of every stage")
+    p.add_argument("--encoder", default="conv", choices=["conv", "dinov2-vits14"])
+    p.add_argument("--encoder-weights", default=None, help="DINOv2 weights file (dinov2_vits14_pretrain.pth)")
+    p.add_argument("--history", type=int, default=1, help="feature frames the dynamics read")
+    p.add_argument("--frameskip", type=int, default=5, help="sim steps per model step (the action chunk)")
+    p.add_argument("--action-labels", type=float, default=1.0,
+                   help="fraction of training episodes whose actions the dynamics see (e.g. 0.1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue from OUT.train-state")
+    p.add_argument("--log-dir", default=None, help="TensorBoard folder (default: runs/<OUT name>)")
+    p.set_defaults(func=cmd_train)
+
+
+# ----- eval-wm -------------------------------------------------------------------------------
+def cmd_eval_wm(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.evaluate_wm import evaluate_world_model
+    from wm_gym.train.loop import setup_device
+    from wm_gym.world_model import WorldModel
+
+    device, _ = setup_device(args.device)
+    model = WorldModel.load(args.model, device=device)
+    return evaluate_world_model(model, args.data, mode=args.mode, seed=args.seed, video_dir=args.video,
+                                max_windows=args.windows)
+
+
+def add_eval_wm(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval-wm", help="open-loop error, latent-action checks and a state probe for a world model",
+        description="Evaluate a world model on a dataset (ideally held-out episodes from a fresh seed): open-loop "
+        "feature MSE at horizons 1/5/10 vs copy-last, latent reconstruction, the leakage (scene-cut) test, latent-"
+        "action transfer across episodes, and a linear probe of the state from the features.",
+    )
+    p.add_argument("--model", required=True, help="world-model file")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--mode", default="controller", choices=["controller", "flow"], help="how z is produced")
+    p.add_argument("--windows", type=int, default=256, help="rollout windows evaluated")
+    p.add_argument("--video", default=None, help="folder for imagined-vs-true mp4 and PNG")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_eval_wm)
+
+
 # ----- bench ---------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
@@ -97,7 +170,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 # ----- entry point ---------------------------------------------------------------------------
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect, add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect, add_train, add_eval_wm, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

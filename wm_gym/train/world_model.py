@@ -41,12 +41,12 @@ class Preset:
     stages: dict[str, StageConfig]
 
 
-def _stages(encoder: int, latent: int, dyn: int, batch: int, lr: float = 3e-4) -> dict[str, StageConfig]:
+def _stages(encoder: int, latent: int, flow: int, controller: int, batch: int, lr: float = 3e-4) -> dict[str, StageConfig]:
     return {
         "encoder": StageConfig("encoder", encoder, lr=2e-3, batch_size=batch),
         "latent": StageConfig("latent", latent, lr=lr, batch_size=batch),
-        "flow": StageConfig("flow", dyn, lr=lr, batch_size=batch),
-        "controller": StageConfig("controller", dyn, lr=lr, batch_size=batch),
+        "flow": StageConfig("flow", flow, lr=lr, batch_size=batch),
+        "controller": StageConfig("controller", controller, lr=lr, batch_size=batch),
         "predictor": StageConfig("predictor", latent, lr=lr, batch_size=batch),
     }
 
@@ -57,21 +57,21 @@ PRESETS: dict[str, Preset] = {
         latent=dict(n_latents=4, latent_dim=8, width=32, enc_depth=1, dec_depth=1, heads=2),
         flow=dict(width=32, depth=1, heads=2), controller=dict(width=32, depth=1, heads=2),
         predictor=dict(width=32, depth=1, heads=2),
-        stages=_stages(encoder=150, latent=150, dyn=150, batch=16, lr=1e-3),
+        stages=_stages(encoder=150, latent=150, flow=150, controller=150, batch=16, lr=1e-3),
     ),
     "small": Preset(
         encoder=dict(grid=8, dim=32, width=32),
         latent=dict(n_latents=8, latent_dim=16, width=128, enc_depth=2, dec_depth=2, heads=4),
         flow=dict(width=128, depth=3, heads=4), controller=dict(width=128, depth=2, heads=4),
         predictor=dict(width=128, depth=3, heads=4),
-        stages=_stages(encoder=3000, latent=4000, dyn=3000, batch=64),
+        stages=_stages(encoder=600, latent=2500, flow=2500, controller=3000, batch=64),  # ~25 min on 2 CPU cores
     ),
     "base": Preset(
         encoder=dict(grid=16, dim=64, width=64),
         latent=dict(n_latents=32, latent_dim=64, width=384, enc_depth=4, dec_depth=6, heads=6),
         flow=dict(width=384, depth=6, heads=6), controller=dict(width=256, depth=4, heads=4),
         predictor=dict(width=384, depth=6, heads=6),
-        stages=_stages(encoder=20000, latent=40000, dyn=30000, batch=256),
+        stages=_stages(encoder=5000, latent=40000, flow=30000, controller=30000, batch=256),
     ),
 }
 

@@ -1,0 +1,222 @@
+"""World-model training: losses drop, resume is exact, DDP runs, bad files fail clearly, eval-wm reports."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from wm_gym.cli import main as cli_main
+from wm_gym.data.collect import collect_dataset
+from wm_gym.evaluate_wm import evaluate_world_model
+from wm_gym.train.feature_windows import FeatureWindows
+from wm_gym.train.loop import StageConfig, Trainer
+from wm_gym.train.world_model import TrainConfig, labelled_episodes, train_world_model
+from wm_gym.world_model import WorldModel
+
+
+@pytest.fixture(scope="module")
+def wall_data(tmp_path_factory) -> Path:
+    return collect_dataset("wall", 16, tmp_path_factory.mktemp("wall") / "data", policy="noisy-expert", seed=0,
+                           progress=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(wall_data, tmp_path_factory) -> tuple[WorldModel, Path]:
+    out = tmp_path_factory.mktemp("model") / "wm.pt"
+    torch.set_num_threads(1)
+    model = train_world_model(TrainConfig(data=str(wall_data), out=str(out), preset="tiny", device="cpu",
+                                          progress=False, log_dir=str(out.parent / "tb")))
+    return model, out
+
+
+def _drop(curve: list[float]) -> float:
+    return float(np.mean(curve[:10]) / np.mean(curve[-20:]))
+
+
+def test_every_stage_loss_drops_and_model_round_trips(tiny_model):
+    model, path = tiny_model
+    losses = model.meta.train_info["final_loss"]
+    assert set(losses) == {"encoder", "latent", "flow", "controller"}
+    loaded = WorldModel.load(path)
+    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert loaded.meta.sim == "wall" and loaded.config.action_dim == 10
+    assert (path.parent / "tb").is_dir() and any((path.parent / "tb").iterdir())
+
+
+def test_losses_actually_drop(wall_data, tmp_path):
+    torch.set_num_threads(1)
+    trainer_history = {}
+    cfg = TrainConfig(data=str(wall_data), out=str(tmp_path / "m.pt"), preset="tiny", device="cpu", progress=False,
+                      log_dir=str(tmp_path / "tb"))
+    import wm_gym.train.world_model as twm
+
+    original = twm.Trainer.run
+
+    def spy(self, stage, *args, **kwargs):
+        curve = original(self, stage, *args, **kwargs)
+        trainer_history[stage.name] = curve
+        return curve
+
+    twm.Trainer.run = spy
+    try:
+        train_world_model(cfg)
+    finally:
+        twm.Trainer.run = original
+    assert _drop(trainer_history["encoder"]) > 3
+    assert _drop(trainer_history["latent"]) > 1.3
+    assert _drop(trainer_history["flow"]) > 1.3
+    assert _drop(trainer_history["controller"]) > 1.3
+
+
+def test_rollout_shapes_and_gradient_wrt_actions(tiny_model):
+    model, _ = tiny_model
+    s = torch.randn(3, 1, model.n_tokens, model.dim)
+    actions = torch.zeros(3, 4, 10, requires_grad=True)
+    preds = model.rollout(s, actions)
+    assert preds.shape == (3, 4, model.n_tokens, model.dim)
+    preds[:, -1].pow(2).mean().backward()
+    assert torch.isfinite(actions.grad).all() and actions.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match=r"actions: expected shape \[B=3, A=10\]"):
+        model.step(s, torch.zeros(3, 2))
+    flow_a = model.step(s, actions[:, 0].detach(), mode="flow", noise=torch.zeros(3, 4, 8))
+    flow_b = model.step(s, actions[:, 0].detach(), mode="flow", noise=torch.zeros(3, 4, 8))
+    assert torch.equal(flow_a, flow_b)
+
+
+def test_leakage_test_separates_real_from_cut_futures(tiny_model, wall_data):
+    model, _ = tiny_model
+    result = evaluate_world_model(model, wall_data, max_windows=64, transfer_pairs=8)
+    leak = result["leakage"]
+    assert leak["cut_mse"] > 1.5 * leak["real_mse"]
+    assert result["probe_r2"] > 0.9
+    assert set(result["mse_by_horizon"]) == {"1", "5", "10"}
+
+
+class _Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 1)
+
+
+def _toy_run(checkpoint: Path, fail_at: int | None) -> dict:
+    torch.manual_seed(0)
+    toy = _Toy()
+    trainer = Trainer(modules={"toy": toy}, checkpoint=checkpoint, device=torch.device("cpu"), progress=False)
+    trainer.load_checkpoint()
+    w_true = torch.tensor([[1.0, -2.0, 0.5, 3.0]])
+    calls = {"n": 0}
+
+    def sample(gen):
+        calls["n"] += 1
+        if fail_at is not None and calls["n"] == fail_at:
+            raise KeyboardInterrupt("simulated kill")
+        x = torch.randn(8, 4, generator=gen)
+        return x, x @ w_true.T
+
+    def loss(batch):
+        x, y = batch
+        return ((toy.lin(x) - y) ** 2).mean(), {}
+
+    trainer.run(StageConfig("fit", steps=40, lr=0.05, warmup=5, ckpt_every=10), toy, loss, sample)
+    return {k: v.clone() for k, v in toy.state_dict().items()}
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    straight = _toy_run(tmp_path / "a.state", fail_at=None)
+    with pytest.raises(KeyboardInterrupt):
+        _toy_run(tmp_path / "b.state", fail_at=27)       # killed after the step-20 checkpoint
+    resumed = _toy_run(tmp_path / "b.state", fail_at=None)
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+    assert not list(tmp_path.glob(".*.tmp"))              # atomic writes leave no temp files
+
+
+def test_resume_flag_needs_a_state_and_completed_runs_skip(wall_data, tiny_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="train-state"):
+        train_world_model(TrainConfig(data=str(wall_data), out=str(tmp_path / "none.pt"), preset="tiny",
+                                      device="cpu", progress=False, resume=True))
+    model, path = tiny_model
+    again = train_world_model(TrainConfig(data=str(wall_data), out=str(path), preset="tiny", device="cpu",
+                                          progress=False, resume=True, log_dir=str(tmp_path / "tb")))
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
+def test_corrupt_and_foreign_files_raise_clear_errors(tiny_model, tmp_path):
+    _, path = tiny_model
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        WorldModel.load(garbage)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[:2000])
+    with pytest.raises(ValueError, match="corrupt or truncated"):
+        WorldModel.load(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(ValueError, match="not a wm-gym world-model file"):
+        WorldModel.load(foreign)
+    ckpt = torch.load(path, weights_only=False)
+    ckpt["version"] = 999
+    future = tmp_path / "future.pt"
+    torch.save(ckpt, future)
+    with pytest.raises(ValueError, match="format version 999"):
+        WorldModel.load(future)
+    ckpt["version"] = 1
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if not k.startswith("controller.")}
+    torch.save(ckpt, future)
+    with pytest.raises(ValueError, match="missing"):
+        WorldModel.load(future)
+    with pytest.raises(FileNotFoundError):
+        WorldModel.load(tmp_path / "absent.pt")
+
+
+def test_feature_windows_index_hand_case():
+    feats = torch.arange(12, dtype=torch.float32).view(12, 1, 1)     # frame value = global index
+    actions = [np.arange(5, dtype=np.float32)[:, None], np.arange(100, 106, dtype=np.float32)[:, None]]
+    win = FeatureWindows.from_episodes(feats, [6, 6], actions, history=2, frameskip=2)
+    assert win.starts([0, 1], horizon=1).tolist() == [2, 3, 8, 9]   # t ≥ (H-1)·fs and t + fs ≤ last frame
+    batch = win.gather(torch.tensor([3, 8]), horizon=1)
+    assert batch["s_hist"].flatten(1).tolist() == [[1, 3], [6, 8]]
+    assert batch["targets"].flatten(1).tolist() == [[5], [10]]
+    assert batch["actions"].flatten(1).tolist() == [[3, 4], [102, 103]]
+    with pytest.raises(ValueError, match="no window fits"):
+        win.starts([0], horizon=3)
+
+
+def test_labelled_subset():
+    subset = labelled_episodes(np.arange(100), 0.1, seed=0)
+    assert len(subset) == 10 and len(set(subset)) == 10
+    assert np.array_equal(subset, labelled_episodes(np.arange(100), 0.1, seed=0))
+    with pytest.raises(ValueError, match="action_labels"):
+        labelled_episodes(np.arange(10), 0.0, seed=0)
+
+
+def test_cli_eval_wm_json(tiny_model, wall_data, tmp_path, capsys):
+    _, path = tiny_model
+    assert cli_main(["eval-wm", "--model", str(path), "--data", str(wall_data), "--windows", "32",
+                     "--video", str(tmp_path / "vid"), "--device", "cpu", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("mse_by_horizon", "copy_last_mse_by_horizon"):
+        assert set(result[key]) == {"1", "5", "10"}
+    assert 0.0 <= result["probe_r2"] <= 1.0
+    assert (tmp_path / "vid" / "imagined_vs_true.mp4").stat().st_size > 0
+    assert (tmp_path / "vid" / "imagined_vs_true.png").stat().st_size > 0
+
+
+def test_torchrun_ddp_two_cpu_processes(wall_data, tmp_path):
+    out = tmp_path / "ddp.pt"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "wm_gym.cli", "train", "--data", str(wall_data), "--out", str(out), "--preset", "tiny",
+           "--steps", "20", "--device", "cpu", "--log-dir", str(tmp_path / "tb"), "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model = WorldModel.load(out)
+    assert model.meta.train_info["world_size"] == 2

@@ -29,14 +29,14 @@ stock look.
 """
 from __future__ import annotations
 
-import atexit
 import math
-import weakref
 
 import mujoco
 import numpy as np
 
 from .goal_env import GoalImageEnv
+from .geometry import wrap_angle
+from .mujoco_cleanup import close_at_exit
 from .policies import CorrelatedRandomPolicy, Policy
 
 SUPPORTED = (("reacher", "easy"), ("point_mass", "easy"))
@@ -49,36 +49,6 @@ RENDER_RADII = {
 REACHER_TARGET_RADII = (0.05, 0.20)
 #: Hidden geom group (dm_control and MuJoCo draw groups 0-2 by default).
 _HIDDEN_GROUP = 5
-
-_LIVE_ENVS: "weakref.WeakSet[DMCEnv]" = weakref.WeakSet()
-_EXIT_HOOK_REGISTERED = False
-
-
-def _close_live_envs() -> None:
-    for env in list(_LIVE_ENVS):
-        try:
-            env.close()
-        except Exception:  # interpreter shutdown: never raise from here
-            pass
-
-
-def _close_at_exit(env: "DMCEnv") -> None:
-    """Free ``env``'s GL context at exit before MuJoCo's atexit ``eglTerminate`` runs.
-
-    ``mujoco.egl`` registers ``eglTerminate`` when the first GL context is made; atexit runs
-    last-in first-out, so a handler registered after our first renderer exists runs first.
-    """
-    global _EXIT_HOOK_REGISTERED
-    _LIVE_ENVS.add(env)
-    if not _EXIT_HOOK_REGISTERED:
-        atexit.register(_close_live_envs)
-        _EXIT_HOOK_REGISTERED = True
-
-
-def wrap_angle(a):
-    """Map angles to [-π, π)."""
-    return (np.asarray(a) + np.pi) % (2 * np.pi) - np.pi
-
 
 class DMCEnv(GoalImageEnv):
     """Goal-image dm_control env; ``domain`` in {"reacher", "point_mass"}, ``task`` "easy"."""
@@ -137,7 +107,7 @@ class DMCEnv(GoalImageEnv):
             raise ValueError(f"{domain} has no camera {camera!r}")
         radii = RENDER_RADII[domain] if thick_bodies else {}
         self._render_radii = {mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, n): r for n, r in radii.items()}
-        _close_at_exit(self)
+        close_at_exit(self)
 
     # ----- geometry ------------------------------------------------------------------------
     def fingertip(self, qpos) -> np.ndarray:

@@ -25,18 +25,17 @@ Maze geometry (U_MAZE, cell size 1 m, x to the right, y up in the image)::
 """
 from __future__ import annotations
 
-import atexit
 import contextlib
 import io
 import math
 import sys
-import weakref
 from collections import deque
 
 import mujoco
 import numpy as np
 
 from .goal_env import GoalImageEnv
+from .mujoco_cleanup import close_at_exit
 from .policies import CorrelatedRandomPolicy, Policy
 
 #: DINO-WM success radius on the ball position (metres).
@@ -49,32 +48,6 @@ WALL_CLEARANCE = 0.2
 #: Width (= height) of the square the top-down camera shows, in metres; the maze is 5 x 5, so
 #: this keeps all free space plus 0.3 m of the outer walls.
 VIEW_EXTENT = 4.6
-
-
-_LIVE_ENVS: "weakref.WeakSet[PointMazeEnv]" = weakref.WeakSet()
-_EXIT_HOOK_REGISTERED = False
-
-
-def _close_live_envs() -> None:
-    for env in list(_LIVE_ENVS):
-        try:
-            env.close()
-        except Exception:  # interpreter shutdown: never raise from here
-            pass
-
-
-def _close_at_exit(env: "PointMazeEnv") -> None:
-    """Close ``env``'s renderer at interpreter exit, before MuJoCo terminates the EGL display.
-
-    ``mujoco.egl`` registers ``eglTerminate`` with atexit when the first GL context is made;
-    atexit runs handlers last-in first-out, so registering ours after a renderer exists makes
-    it run first and the GL context is freed cleanly (no "Exception ignored in __del__").
-    """
-    global _EXIT_HOOK_REGISTERED
-    _LIVE_ENVS.add(env)
-    if not _EXIT_HOOK_REGISTERED:
-        atexit.register(_close_live_envs)
-        _EXIT_HOOK_REGISTERED = True
 
 
 def _load_robotics_pointmaze():
@@ -132,7 +105,7 @@ class PointMazeEnv(GoalImageEnv):
         self._camera.azimuth = 90.0  # +x to the right, +y up in the image
         # An orthographic free camera shows 2·distance·tan(fovy/2) metres vertically.
         self._camera.distance = (VIEW_EXTENT / 2) / math.tan(math.radians(self.model.vis.global_.fovy) / 2)
-        _close_at_exit(self)
+        close_at_exit(self)
 
     # ----- maze geometry -------------------------------------------------------------------
     def cell_center(self, rowcol) -> np.ndarray:

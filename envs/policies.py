@@ -57,3 +57,19 @@ def make_policy(env: gym.Env, kind: str, rng: np.random.Generator) -> Policy:
     if kind not in choices:
         raise ValueError(f"unknown policy {kind!r} for {type(sim).__name__}; expected one of: {', '.join(choices)}")
     return choices[kind](sim, rng)
+
+
+def run_policy(env: gym.Env, kind: str, seed: int, policy_rng: np.random.Generator, steps: int,
+               stop_on_success: bool = True) -> dict[str, Any]:
+    """Reset ``env`` with ``seed``, act with policy ``kind`` for up to ``steps`` steps; return the last info.
+
+    Handy for measuring a collection policy (e.g. the noisy expert's success rate).
+    """
+    obs, info = env.reset(seed=seed)
+    policy = make_policy(env, kind, policy_rng)
+    policy.reset(obs, info)
+    for _ in range(steps):
+        obs, _, terminated, truncated, info = env.step(policy(obs, info))
+        if (terminated and stop_on_success) or truncated:
+            break
+    return info

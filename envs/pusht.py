@@ -30,6 +30,7 @@ from shapely.geometry.polygon import orient  # noqa: E402
 from shapely.ops import unary_union  # noqa: E402
 
 from .goal_env import GoalImageEnv  # noqa: E402
+from .geometry import wrap_angle
 from .policies import CorrelatedRandomPolicy, Policy  # noqa: E402
 
 WORKSPACE = 512.0
@@ -77,11 +78,6 @@ def _tee_outline(spacing: float = 10.0, inset: float = 6.0) -> tuple[np.ndarray,
 
 
 TEE_OUTLINE = _tee_outline()
-
-
-def wrap_angle(angle):
-    """Map angles to [-π, π), so 2π - 0.05 and 0.05 are 0.1 apart."""
-    return (np.asarray(angle) + np.pi) % (2 * np.pi) - np.pi
 
 
 def _rotation(angle: float) -> np.ndarray:

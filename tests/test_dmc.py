@@ -8,7 +8,7 @@ from gymnasium.utils.env_checker import check_env
 
 import wm_gym.envs.dmc as dmc
 from wm_gym.envs.dmc import DMCEnv
-from wm_gym.envs.policies import make_policy
+from wm_gym.envs.policies import make_policy, run_policy
 
 IDS = {"reacher": "wm_gym/DMC-reacher-easy-v0", "point_mass": "wm_gym/DMC-point_mass-easy-v0"}
 # dm_control's "at target" radii: reacher target 0.05 + finger 0.01; point_mass target 0.015.
@@ -206,16 +206,8 @@ def test_seeded_rollouts_are_deterministic(domain, request):
 @pytest.mark.parametrize("domain", ["reacher", "point_mass"])
 def test_noisy_expert_reaches_most_goals(domain, request):
     sim = request.getfixturevalue(domain)
-    successes = []
-    for seed in range(4):
-        obs, info = sim.reset(seed=200 + seed)
-        policy = make_policy(sim, "noisy-expert", np.random.default_rng(seed))
-        policy.reset(obs, info)
-        for _ in range(100):
-            obs, _, terminated, _, info = sim.step(policy(obs, info))
-            if terminated:
-                break
-        successes.append(info["is_success"])
+    successes = [run_policy(sim, "noisy-expert", 200 + seed, np.random.default_rng(seed), 100)["is_success"]
+                 for seed in range(4)]
     assert sum(successes) >= 3, successes
 
 

@@ -6,7 +6,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from wm_gym.envs.pointmaze import MAX_SPEED, SUCCESS_RADIUS, VIEW_EXTENT, WALL_CLEARANCE, PointMazeEnv
-from wm_gym.envs.policies import make_policy
+from wm_gym.envs.policies import make_policy, run_policy
 
 ENV_ID = "wm_gym/PointMaze-UMaze-v0"
 FREE = {(1, 1), (1, 2), (1, 3), (2, 3), (3, 1), (3, 2), (3, 3)}
@@ -180,16 +180,8 @@ def test_random_policy_moves_the_ball(sim):
 
 
 def test_noisy_expert_reaches_most_goals(sim):
-    successes = []
-    for seed in range(5):
-        obs, info = sim.reset(seed=100 + seed)
-        policy = make_policy(sim, "noisy-expert", np.random.default_rng(seed))
-        policy.reset(obs, info)
-        for _ in range(100):
-            obs, _, terminated, _, info = sim.step(policy(obs, info))
-            if terminated:
-                break
-        successes.append(info["is_success"])
+    successes = [run_policy(sim, "noisy-expert", 100 + seed, np.random.default_rng(seed), 100)["is_success"]
+                 for seed in range(5)]
     assert sum(successes) >= 3, successes
 
 

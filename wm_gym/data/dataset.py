@@ -38,6 +38,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from wm_gym.io import atomic_path
+
 FORMAT_NAME = "wm-gym-episodes"
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -100,13 +102,8 @@ class Episode:
                 arrays[name] = getattr(self, name)
         if self.seed is not None:
             arrays["seed"] = np.asarray(self.seed, np.int64)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load_npz(cls, path: str | Path) -> "Episode":
@@ -216,12 +213,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON via tmp + ``os.replace`` so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def is_complete(path: str | Path) -> bool:

@@ -7,8 +7,6 @@ runs once per (encoder weights, frames) pair. The file stores both keys; a chang
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from wm_gym.device import resolve_device
+from wm_gym.io import atomic_torch_save
 
 from .base import FrozenEncoder
 
@@ -58,13 +57,5 @@ def cached_features(encoder: FrozenEncoder, frames: np.ndarray, cache_path: str 
             return cached["features"]
 
     features = encode_frames(encoder, frames, batch_size, device, progress)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache_path.parent, prefix=cache_path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"key": key, "features": features}, f)
-        os.replace(tmp, cache_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save({"key": key, "features": features}, cache_path)
     return features

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from wm_gym.device import resolve_device
 
@@ -129,13 +128,23 @@ def _as_uint8_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return frames
 
 
-def _lr_at(step: int, steps: int, lr: float) -> float:
-    """Short linear warmup, then cosine decay to 10 % of ``lr``."""
-    warmup = max(1, min(100, steps // 10))
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * progress)))
+def conv_encoder_objective(model: "ConvEncoder", frames: torch.Tensor, batch_size: int, fg_weight: float = 100.0):
+    """(loss_fn, sample_fn) for the shared training loop; also stores the background in ``model``.
+
+    frames: uint8 [M, H, W, 3] (any device; batches move to the model's device).
+    """
+    data = _as_uint8_tensor(frames)
+    background = background_frame(data).to(model.device)
+    model.background.copy_(background.permute(2, 0, 1))
+
+    def sample(gen: torch.Generator) -> torch.Tensor:
+        return data[torch.randint(len(data), (batch_size,), generator=gen)].to(model.device)
+
+    def loss(batch: torch.Tensor):
+        recon = model.decode(model(batch), clamp=False)
+        return reconstruction_loss(recon, batch.float() / 255.0, background, fg_weight), {}
+
+    return loss, sample
 
 
 def train_conv_encoder(
@@ -154,39 +163,19 @@ def train_conv_encoder(
 
     Same seed, data and device → same weights (init and batches come from ``seed``).
     ``steps=0`` returns the seeded random init, a baseline for probes.
-    ``log_dir`` writes the TensorBoard scalar ``losses/recon``.
+    ``log_dir`` writes TensorBoard scalars under ``losses/encoder/``.
     """
-    config = config or ConvEncoderConfig()
+    from wm_gym.train.loop import StageConfig, Trainer  # the one training loop every stage shares
+
     device = resolve_device(device)
-    data = _as_uint8_tensor(frames)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ConvEncoder(config).to(device)
-    background = background_frame(data).to(device)
-    model.background.copy_(background.permute(2, 0, 1))
-    data = data.to(device)
-    batches = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    writer = None
-    if log_dir is not None:
-        from torch.utils.tensorboard import SummaryWriter  # imported lazily: tensorboard is slow to import
-        writer = SummaryWriter(str(log_dir))
-
-    model.train()
-    bar = tqdm(range(steps), desc="conv encoder", disable=not progress)
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr)
-        batch = data[torch.randint(len(data), (batch_size,), generator=batches).to(device)]
-        recon = model.decode(model(batch), clamp=False)
-        loss = reconstruction_loss(recon, batch.float() / 255.0, background, fg_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 10 == 0 or step == steps - 1:
-            bar.set_postfix(recon=f"{loss.item():.2e}")
-            if writer is not None:
-                writer.add_scalar("losses/recon", loss.item(), step)
-    if writer is not None:
-        writer.close()
+        model = ConvEncoder(config or ConvEncoderConfig()).to(device)
+    loss, sample = conv_encoder_objective(model, frames, batch_size, fg_weight)
+    trainer = Trainer(modules={"encoder": model}, checkpoint=None, device=device, seed=seed,
+                      log_dir=Path(log_dir) if log_dir is not None else None, progress=progress)
+    stage = StageConfig("encoder", steps, lr=lr, batch_size=batch_size, warmup=max(1, min(100, steps // 10)),
+                        grad_clip=0.0, log_every=10)
+    trainer.run(stage, model, loss, sample)
+    trainer.close()
     return model.freeze()

@@ -23,7 +23,7 @@ import torch
 from wm_gym.data.dataset import load_episodes
 from wm_gym.data.windows import split_episodes
 from wm_gym.encoders.cache import cached_features
-from wm_gym.encoders.conv import background_frame, reconstruction_loss
+from wm_gym.encoders.conv import conv_encoder_objective
 from wm_gym.train.feature_windows import FeatureWindows
 from wm_gym.train.loop import StageConfig, Trainer, setup_device
 from wm_gym.world_model import WorldModel, WorldModelConfig, WorldModelMeta
@@ -231,20 +231,8 @@ def _offsets(lengths: list[int], episodes: np.ndarray) -> tuple[np.ndarray, np.n
 
 def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray, cfg: TrainConfig) -> None:
     """Self-supervised reconstruction with a foreground-weighted loss, so small agents are kept."""
-    encoder = model.encoder
-    data = torch.from_numpy(frames)
-    background = background_frame(data).to(model.device)
-    encoder.background.copy_(background.permute(2, 0, 1))
     stage = cfg.stage("encoder")
-
-    def sample(gen: torch.Generator) -> torch.Tensor:
-        return data[torch.randint(len(data), (stage.batch_size,), generator=gen)].to(model.device)
-
-    def loss(batch: torch.Tensor):
-        recon = encoder.decode(encoder(batch), clamp=False)
-        value = reconstruction_loss(recon, batch.float() / 255.0, background)
-        return value, {}
-
-    encoder.requires_grad_(True)
-    trainer.run(stage, encoder, loss, sample)
-    encoder.freeze()
+    loss, sample = conv_encoder_objective(model.encoder, torch.from_numpy(frames), stage.batch_size)
+    model.encoder.requires_grad_(True)
+    trainer.run(stage, model.encoder, loss, sample)
+    model.encoder.freeze()

@@ -84,6 +84,11 @@ def test_rollout_shapes_and_gradient_wrt_actions(tiny_model):
     assert torch.isfinite(actions.grad).all() and actions.grad.abs().sum() > 0
     with pytest.raises(ValueError, match=r"actions: expected shape \[B=3, A=10\]"):
         model.step(s, torch.zeros(3, 2))
+    # Re-projection (decode → re-encode) is on by default for conv models and changes the prediction.
+    assert model.reprojects
+    raw = model.step_latent(s[:, -1], model.controller(s, model.scale_actions(actions[:, 0].detach())))
+    torch.testing.assert_close(model.step(s, actions[:, 0].detach()), model.reproject(raw))
+    assert not torch.allclose(raw, model.reproject(raw))
     flow_a = model.step(s, actions[:, 0].detach(), mode="flow", noise=torch.zeros(3, 4, 8))
     flow_b = model.step(s, actions[:, 0].detach(), mode="flow", noise=torch.zeros(3, 4, 8))
     assert torch.equal(flow_a, flow_b)

@@ -49,6 +49,7 @@ class WorldModelConfig:
     flow_config: dict = field(default_factory=dict)        # FlowConfig fields (rla/lam)
     controller_config: dict = field(default_factory=dict)  # ControllerConfig fields (rla/lam)
     predictor_config: dict = field(default_factory=dict)   # PredictorConfig fields (action)
+    reproject: bool = True               # re-encode each predicted state through the pixel decoder (conv only)
 
     def __post_init__(self):
         if self.latent not in LATENTS:
@@ -143,6 +144,20 @@ class WorldModel(nn.Module):
             raise ValueError(f"encoder {self.config.encoder!r} has no pixel decoder")
         return (self.encoder.decode(self.denormalize(s)).clamp(0, 1) * 255).round().to(torch.uint8)
 
+    @property
+    def reprojects(self) -> bool:
+        """Whether rollouts snap predictions back onto encodable frames (needs a decoding encoder)."""
+        return self.config.reproject and hasattr(self.encoder, "decode") and hasattr(self.encoder, "encode_images")
+
+    def reproject(self, s: Tensor) -> Tensor:
+        """ŝ → φ(decode(ŝ)), differentiable: keeps open-loop rollouts on the manifold of real frames.
+
+        Without it small errors compound off-distribution (on Wall, horizon-5 error vs copy-last
+        falls from 0.49 to 0.25 with it); see README "World models".
+        """
+        images = self.encoder.decode(self.denormalize(s)).permute(0, 3, 1, 2)
+        return self.normalize(self.encoder.encode_images(images))
+
     def scale_actions(self, a: Tensor) -> Tensor:
         """Sim-unit action chunks [..., A] → [-1, 1], the range the dynamics were trained on."""
         return 2 * (a - self.action_low) / (self.action_high - self.action_low) - 1
@@ -168,14 +183,15 @@ class WorldModel(nn.Module):
         check_shape(actions, "actions", B=s_hist.shape[0], A=self.config.action_dim)
         a = self.scale_actions(actions)
         if self.predictor is not None:
-            return self.predictor(s_hist, a)
-        if mode == "controller":
-            z = self.controller(s_hist, a)
+            s_next = self.predictor(s_hist, a)
+        elif mode == "controller":
+            s_next = self.step_latent(s_hist[:, -1], self.controller(s_hist, a))
         elif mode == "flow":
             z = self.flow.sample(s_hist, a, steps=flow_steps, noise=noise, generator=generator)
+            s_next = self.step_latent(s_hist[:, -1], z)
         else:
             raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
-        return self.step_latent(s_hist[:, -1], z)
+        return self.reproject(s_next) if self.reprojects else s_next
 
     def rollout(self, s_hist: Tensor, actions: Tensor, mode: str = "controller", **step_kwargs) -> Tensor:
         """Open-loop rollout: s_hist [B, H, N, C], actions [B, T, A] → predictions [B, T, N, C].

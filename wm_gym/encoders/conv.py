@@ -64,7 +64,10 @@ class ConvEncoder(FrozenEncoder):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, 3] → tokens [B, grid², dim] (row-major patch order)."""
-        x = self.frames_to_float(frames)
+        return self.encode_images(self.frames_to_float(frames))
+
+    def encode_images(self, x: torch.Tensor) -> torch.Tensor:
+        """Float images [B, 3, H, W] in [0, 1] → tokens; differentiable (re-encoding decoded predictions)."""
         if x.shape[-2:] != (self.config.image_size, self.config.image_size):
             raise ValueError(f"ConvEncoder expects {self.config.image_size}×{self.config.image_size} frames, "
                              f"got {x.shape[-2]}×{x.shape[-1]}")

@@ -225,3 +225,19 @@ def test_torchrun_ddp_two_cpu_processes(wall_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     model = WorldModel.load(out)
     assert model.meta.train_info["world_size"] == 2
+
+
+def test_init_from_reuses_encoder_and_latents_and_trains_dynamics(tiny_model, wall_data, tmp_path):
+    base, path = tiny_model
+    cfg = TrainConfig(data=str(wall_data), out=str(tmp_path / "labels10.pt"), preset="tiny", device="cpu",
+                      progress=False, action_labels=0.1, init_from=str(path), log_dir=str(tmp_path / "tb"))
+    model = train_world_model(cfg)
+    for name in ("encoder", "latent_model"):
+        for (key, a), (_, b) in zip(getattr(base, name).state_dict().items(), getattr(model, name).state_dict().items()):
+            assert torch.equal(a, b), f"{name}.{key}"
+    assert set(model.meta.train_info["final_loss"]) == {"flow", "controller"}
+    assert model.meta.train_info["labelled_episodes"] == 2          # ceil(0.1 × 15 training episodes)
+    with pytest.raises(ValueError, match="config"):
+        train_world_model(TrainConfig(data=str(wall_data), out=str(tmp_path / "bad.pt"), preset="small",
+                                      device="cpu", progress=False, init_from=str(path), steps=1,
+                                      log_dir=str(tmp_path / "tb2")))

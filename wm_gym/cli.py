@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         data=args.data, out=args.out, preset=args.preset, latent=args.latent, regularizer=args.regularizer,
         repa_weight=args.repa_weight, steps=args.steps, encoder=args.encoder, encoder_weights=args.encoder_weights,
         history=args.history, frameskip=args.frameskip, action_labels=args.action_labels, seed=args.seed,
-        device=args.device, resume=args.resume, log_dir=args.log_dir, progress=not args.json,
+        device=args.device, resume=args.resume, log_dir=args.log_dir, progress=not args.json, init_from=args.init_from,
     )
     model = train_world_model(cfg)
     return {"out": args.out, **model.summary(), "train_info": {k: v for k, v in model.meta.train_info.items()
@@ -102,6 +102,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT.train-state")
+    p.add_argument("--init-from", default=None,
+                   help="reuse this world model's encoder and latent actions; train only the dynamics (e.g. new labels)")
     p.add_argument("--log-dir", default=None, help="TensorBoard folder (default: runs/<OUT name>)")
     p.set_defaults(func=cmd_train)
 

@@ -95,6 +95,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     resume: bool = False             # continue from OUT.train-state
+    init_from: str | None = None     # reuse this model's encoder and latent-action stages; train the rest
     log_dir: str | None = None       # TensorBoard folder (default: runs/<out name>)
     progress: bool = True
     stage_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"latent": {"lr": 1e-3}}
@@ -158,7 +159,8 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
     # ----- stage: encoder (conv) -------------------------------------------------------------------
     frames = np.concatenate(data.frames)  # [F, H, W, 3] uint8, episodes back to back
     frame_counts = [len(f) for f in data.frames]
-    if cfg.encoder == "conv":
+    reused = _init_from(model, cfg.init_from) if cfg.init_from else set()
+    if cfg.encoder == "conv" and "encoder" not in reused:
         _train_conv_encoder(trainer, model, frames, cfg)
 
     # ----- features ------------------------------------------------------------------------------
@@ -191,7 +193,8 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
             h = int(torch.randint(len(pair_samplers), (1,), generator=gen))
             return pair_samplers[h](gen)
 
-        trainer.run(stage, latent, lambda b: latent.loss(b["s_hist"][:, -1], b["targets"][:, -1]), sample_pairs)
+        if "latent" not in reused:
+            trainer.run(stage, latent, lambda b: latent.loss(b["s_hist"][:, -1], b["targets"][:, -1]), sample_pairs)
         latent.eval().requires_grad_(False)
 
         def with_z(b: dict) -> dict:  # targets for flow and controller: the frozen encoder's z
@@ -227,6 +230,23 @@ def _offsets(lengths: list[int], episodes: np.ndarray) -> tuple[np.ndarray, np.n
     lengths = np.asarray(lengths)
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     return offsets[episodes], lengths[episodes]
+
+
+def _init_from(model: WorldModel, path: str) -> set[str]:
+    """Copy the encoder and latent-action weights of a trained model (configs must match)."""
+    base = WorldModel.load(path)
+    reused = set()
+    pairs = [("encoder", base.encoder, model.encoder), ("latent", base.latent_model, model.latent_model)]
+    for name, src, dst in pairs:
+        if src is None or dst is None:
+            continue
+        src_cfg, dst_cfg = (getattr(m, "config", None) or m.cfg for m in (src, dst))
+        if src_cfg != dst_cfg:
+            raise ValueError(f"--init-from {path}: its {name} config {src_cfg} differs from this run's {dst_cfg}")
+        dst.load_state_dict(src.state_dict())
+        reused.add(name)
+    model.encoder.freeze()
+    return reused
 
 
 def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray, cfg: TrainConfig) -> None:

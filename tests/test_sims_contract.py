@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+from wm_gym.data.collect import rollout
 from wm_gym.envs import SIMS, resolve_env_id, sim_name
 from wm_gym.envs.action_chunk import ActionChunk
 
@@ -47,6 +48,15 @@ def test_seeded_reset_is_deterministic(env):
     assert np.array_equal(goal_a, env.unwrapped.goal_pixels)
     _, info_c = env.reset(seed=12)
     assert not np.array_equal(info_a["state"], info_c["state"])
+
+
+def test_seeded_policy_rollouts_are_deterministic(env):
+    a, b = (rollout(env, "random", seed=7, index=0, steps=12) for _ in range(2))
+    other = rollout(env, "random", seed=8, index=0, steps=12)
+    assert np.array_equal(a.frames, b.frames) and np.array_equal(a.states, b.states)
+    assert np.array_equal(a.actions, b.actions) and np.array_equal(a.goal_pixels, b.goal_pixels)
+    assert not np.array_equal(a.states, other.states)
+    assert not np.array_equal(a.states[1], a.states[-1])  # the random policy moves something
 
 
 @pytest.mark.parametrize("bad", ["shape", "nan", "inf", "dtype"])

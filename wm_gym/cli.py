@@ -139,11 +139,8 @@ def add_eval_wm(sub: argparse._SubParsersAction) -> None:
 
 # ----- bench ---------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
     from wm_gym import bench
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     result: dict[str, Any] = {"machine": bench_machine()}
     result["sim_steps_per_s"] = bench.bench_sims(args.sim or None, steps=args.steps, seed=args.seed)
     result["wall_vector_steps_per_s"] = bench.wall_vector_steps_per_s(num_envs=256, seed=args.seed)

@@ -156,9 +156,11 @@ def write_rollout_media(model: WorldModel, batch: dict[str, Tensor], preds: Tens
     n = min(n, len(preds))
     true = torch.cat([batch["s_hist"][:n, -1:], batch["targets"][:n]], dim=1)        # [n, T+1, N, C]
     imag = torch.cat([batch["s_hist"][:n, -1:], preds[:n]], dim=1)
-    dev = model.device
-    to_px = lambda s: model.decode_pixels(s.flatten(0, 1).to(dev)).cpu().view(n, s.shape[1], *model_image_shape(model))
-    true_px, imag_px = to_px(true).numpy(), to_px(imag).numpy()
+    def to_pixels(s: Tensor) -> np.ndarray:  # [n, T, N, C] → uint8 [n, T, H, W, 3]
+        images = model.decode_pixels(s.flatten(0, 1).to(model.device)).cpu()
+        return images.view(n, s.shape[1], *images.shape[1:]).numpy()
+
+    true_px, imag_px = to_pixels(true), to_pixels(imag)
     # video: for each time step, rollouts side by side, true on top of imagined
     frames = np.concatenate([np.concatenate(list(true_px.transpose(1, 0, 2, 3, 4)), axis=2)[:, None],
                              np.concatenate(list(imag_px.transpose(1, 0, 2, 3, 4)), axis=2)[:, None]], axis=1)
@@ -181,10 +183,3 @@ def write_rollout_media(model: WorldModel, batch: dict[str, Tensor], preds: Tens
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return {"video": str(mp4), "png": str(png)}
-
-
-def model_image_shape(model: WorldModel) -> tuple[int, int, int]:
-    size = model.meta.image_size
-    return (size, size, 3)
-
-

@@ -40,6 +40,21 @@ class FeatureWindows:
             flat = torch.as_tensor(np.concatenate(padded), dtype=torch.float32)
         return cls(features, offsets, lengths, flat, history, frameskip)
 
+    @classmethod
+    def from_data(cls, features: Tensor, data, history: int = 1, frameskip: int = 5) -> "FeatureWindows":
+        """From a loaded dataset (``wm_gym.data.load_episodes``) and its encoded frames, in order."""
+        return cls.from_episodes(features, [len(f) for f in data.frames], data.actions if data.has_actions else None,
+                                 history, frameskip)
+
+    def frame_rows(self, episodes: np.ndarray | list[int]) -> np.ndarray:
+        """Global indices of every frame of these episodes."""
+        return np.concatenate([np.arange(self.frame_offsets[e], self.frame_offsets[e] + self.lengths[e])
+                               for e in episodes])
+
+    def episode_of(self, frames: np.ndarray) -> np.ndarray:
+        """Episode index of each global frame index."""
+        return np.searchsorted(self.frame_offsets, frames, side="right") - 1
+
     def starts(self, episodes: np.ndarray | list[int], horizon: int = 1) -> np.ndarray:
         """Global frame indices t where a window with ``horizon`` steps fits, for these episodes."""
         fs, first = self.frameskip, (self.history - 1) * self.frameskip

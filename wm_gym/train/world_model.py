@@ -158,7 +158,6 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
 
     # ----- stage: encoder (conv) -------------------------------------------------------------------
     frames = np.concatenate(data.frames)  # [F, H, W, 3] uint8, episodes back to back
-    frame_counts = [len(f) for f in data.frames]
     reused = _init_from(model, cfg.init_from) if cfg.init_from else set()
     if cfg.encoder == "conv" and "encoder" not in reused:
         _train_conv_encoder(trainer, model, frames, cfg)
@@ -166,14 +165,12 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
     # ----- features ------------------------------------------------------------------------------
     cache = Path(cfg.data) / ".cache" / f"features-{model.encoder.identity()}.pt"
     raw = cached_features(model.encoder, frames, cache, progress=cfg.progress and dist.is_main)
-    train_rows = np.concatenate([np.arange(o, o + n) for o, n in zip(*_offsets(frame_counts, train_eps))])
-    train_rows = np.random.default_rng(cfg.seed).permutation(train_rows)[:20_000]  # plenty for mean/std
+    windows = FeatureWindows.from_data(raw, data, cfg.history, cfg.frameskip)
+    train_rows = np.random.default_rng(cfg.seed).permutation(windows.frame_rows(train_eps))[:20_000]  # plenty
     stats = raw[torch.as_tensor(train_rows)].float()
     model.feature_mean.copy_(stats.mean(dim=(0, 1)))
     model.feature_std.copy_(stats.std(dim=(0, 1)).clamp_min(1e-3))
-    feats = model.normalize(raw.to(device)).half()
-    windows = FeatureWindows.from_episodes(feats, frame_counts, data.actions if data.has_actions else None,
-                                           cfg.history, cfg.frameskip)
+    windows.features = model.normalize(raw.to(device)).half()
     scale = model.scale_actions
 
     # ----- stages: dynamics ------------------------------------------------------------------------
@@ -224,12 +221,6 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
         model.save(out)
     trainer.close()
     return model
-
-
-def _offsets(lengths: list[int], episodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.asarray(lengths)
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    return offsets[episodes], lengths[episodes]
 
 
 def _init_from(model: WorldModel, path: str) -> set[str]:

@@ -191,6 +191,8 @@ def test_feature_windows_index_hand_case():
     assert batch["s_hist"].flatten(1).tolist() == [[1, 3], [6, 8]]
     assert batch["targets"].flatten(1).tolist() == [[5], [10]]
     assert batch["actions"].flatten(1).tolist() == [[3, 4], [102, 103]]
+    assert win.frame_rows([1]).tolist() == [6, 7, 8, 9, 10, 11]
+    assert win.episode_of(np.array([0, 5, 6, 11])).tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="no window fits"):
         win.starts([0], horizon=3)
 

@@ -72,6 +72,10 @@ class GoalImageEnv(gym.Env, ABC):
     def _is_success(self, state: np.ndarray, goal: np.ndarray) -> bool:
         """The DINO-WM success criterion of this sim."""
 
+    def is_success(self, state: np.ndarray, goal: np.ndarray) -> bool:
+        """The sim's own success test for any (state, goal) pair, e.g. to calibrate feature thresholds."""
+        return bool(self._is_success(np.asarray(state, np.float64), np.asarray(goal, np.float64)))
+
     def _extra_info(self) -> dict[str, Any]:
         """Sim-specific extras for ``info`` (e.g. PushT coverage)."""
         return {}

@@ -46,7 +46,14 @@ def sim_name(env_id_or_name: str) -> str:
     return next(name for name, spec in SIMS.items() if spec.env_id == env_id)
 
 
+#: The imagination env: a world model (default: the shipped wall model) as a Gymnasium env.
+IMAGINE_ID = "WMImagine-v0"
+
+
 def register_envs() -> None:
+    if IMAGINE_ID not in gym.registry:
+        gym.register(id=IMAGINE_ID, entry_point="wm_gym.imagine.env:WMImagineEnv",
+                     vector_entry_point="wm_gym.imagine.vector_env:WMImagineVectorEnv")
     for spec in SIMS.values():
         if spec.env_id in gym.registry:
             continue

@@ -1,54 +1,88 @@
-"""`make demo`: the main job on the shipped defaults.
+"""`make demo`: train PPO entirely in imagination on the shipped wall world model, then test it for real.
 
-Today (issue #2) it collects a small Wall dataset with the noisy expert and writes an mp4 of
-the episodes next to their goal images. When the shipped world model lands (#4) this grows
-into: train PPO in imagination, evaluate in the real sim, write videos and a learning curve.
+1. PPO (SB3, MlpPolicy on world-model features) learns in ``WMImagine-v0``: batched imagined
+   rollouts with the video-aligned reward. No simulator step is taken.
+2. The agent is evaluated in the real Wall sim (render → encoder → policy → action chunk) on
+   fresh seeds, and the success rate is printed.
+3. out/demo/ gets the learning curve (PNG) and an mp4 of one episode played twice from the
+   same start and goal: in the real sim and in imagination, side by side.
 
-    python examples/demo.py --out out/demo --episodes 8
+    python examples/demo.py --steps 100000 --episodes 50 --out out/demo
 """
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
+import torch
 
-from wm_gym.data.collect import collect_dataset
-from wm_gym.data.dataset import load_episodes
+from wm_gym.agents.evaluate import evaluate_agent
+from wm_gym.agents.train_agent import AgentConfig, load_agent, train_agent
+from wm_gym.data.collect import make_sim
+from wm_gym.envs.action_chunk import ActionChunk
+from wm_gym.imagine import WMImagineEnv
+from wm_gym.media import side_by_side, write_mp4
 
 
-def episode_grid_video(frames: list[np.ndarray], goals: np.ndarray, scale: int = 3) -> np.ndarray:
-    """[T, rows*H, 2*cols*W, 3]: each episode (left) beside its goal image (right), tiled."""
-    length = max(len(f) for f in frames)
-    tiles = []
-    for ep_frames, goal in zip(frames, goals):
-        padded = np.concatenate([ep_frames, np.repeat(ep_frames[-1:], length - len(ep_frames), 0)])
-        tile = np.concatenate([padded, np.repeat(goal[None], length, 0)], axis=2)
-        tiles.append(np.pad(tile, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=128))  # grey frame
-    cols = int(np.ceil(np.sqrt(len(tiles))))
-    while len(tiles) % cols:
-        tiles.append(np.zeros_like(tiles[0]))
-    rows = [np.concatenate(tiles[i : i + cols], axis=2) for i in range(0, len(tiles), cols)]
-    video = np.concatenate(rows, axis=1)
-    return video.repeat(scale, axis=1).repeat(scale, axis=2)
+def real_vs_imagined_video(agent_path: Path, model: str, seed: int, out: Path) -> str:
+    """Play the agent from one real start/goal in the real sim and in imagination; mp4 of both."""
+    agent, _ = load_agent(agent_path)
+    imagined = WMImagineEnv(model=model, device="cpu", reward="goal")
+    wm = imagined.model
+    real = ActionChunk(make_sim(wm.meta.env_id).unwrapped, wm.config.frameskip)
+    obs, _ = real.reset(seed=seed)
+    goal = real.unwrapped.goal_pixels
+    im_obs, _ = imagined.reset(seed=seed, options={"start_frame": obs["pixels"], "goal_frame": goal})
+    frames = [side_by_side(obs["pixels"], imagined.render()[:, :64], goal)]
+    real_done = imag_done = False
+    for _ in range(imagined.vec.horizon):
+        with torch.no_grad():
+            real_feat = wm.encode(torch.from_numpy(obs["pixels"][None]))
+            goal_feat = wm.encode(torch.from_numpy(goal[None]))
+        real_obs = torch.cat([real_feat.flatten(1), goal_feat.flatten(1)], 1).numpy()
+        if not real_done:
+            action, _ = agent.predict(real_obs, deterministic=True)
+            obs, _, real_done, _, _ = real.step(action[0])
+        if not imag_done:
+            action, _ = agent.predict(im_obs, deterministic=True)
+            im_obs, _, imag_done, truncated, _ = imagined.step(action)
+            imag_done = imag_done or truncated
+        frames.append(side_by_side(obs["pixels"], imagined.render()[:, :64], goal))
+    return write_mp4(out / "real_vs_imagined.mp4", np.stack(frames), fps=3)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="out/demo", help="output folder")
-    parser.add_argument("--episodes", type=int, default=8)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="wall", help="world model: zoo name or file")
+    parser.add_argument("--steps", type=int, default=100_000, help="imagined PPO steps (~6 min on 2 CPU cores)")
+    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--episodes", type=int, default=50, help="real-sim evaluation episodes (fresh seeds)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="out/demo")
     args = parser.parse_args()
-
     out = Path(args.out)
-    data_dir = collect_dataset("wall", args.episodes, out / "wall-data", policy="noisy-expert", seed=args.seed)
-    data = load_episodes(data_dir)
-    video_path = out / "wall_episodes.mp4"
-    iio.imwrite(video_path, episode_grid_video(data.frames, data.goal_pixels), fps=10, codec="libx264")
-    success = float(np.mean([s.any() for s in data.success]))
-    print(json.dumps({"dataset": str(data_dir), "video": str(video_path), "episodes": len(data.frames), "success_rate": success}))
+    started = time.perf_counter()
+
+    trained = train_agent(AgentConfig(model=args.model, out=str(out / "ppo_wall.zip"), steps=args.steps,
+                                      num_envs=args.num_envs, seed=args.seed, device="auto",
+                                      log_dir=str(out / "tb")))
+    result = evaluate_agent(out / "ppo_wall.zip", episodes=args.episodes, seed=1000, video_dir=out / "real_episodes")
+    video = real_vs_imagined_video(out / "ppo_wall.zip", args.model, seed=1000, out=out)
+    summary = {
+        "real_success_rate": result["success_rate"], "episodes": result["episodes"],
+        "mean_episode_length": result["mean_episode_length"],
+        "imagined_steps": trained["steps"], "train_seconds": trained["seconds"],
+        "final_imagined_success": trained["final_imagined_success"],
+        "learning_curve": trained["curve_png"], "real_vs_imagined_video": video,
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+    print(f"\nPPO trained only in imagination: real Wall success {result['success_rate']:.2f} "
+          f"over {result['episodes']} fresh episodes")
 
 
 if __name__ == "__main__":

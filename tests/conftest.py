@@ -4,3 +4,49 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 import wm_gym  # noqa: E402,F401  (registers the env ids)
+
+
+# ----- a tiny calibrated world model with a demo bank, shared by the imagination tests ------------------
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@dataclass(frozen=True)
+class TinyImagineWorld:
+    path: Path           # wall world model with a demo bank and a calibrated success threshold
+    nobank_path: Path    # the same weights without a bank (and without a threshold)
+    random_dir: Path     # 12 random-policy Wall episodes (training + calibration data)
+    expert_dir: Path     # 12 noisy-expert Wall episodes (the demo bank)
+    calibration: dict    # calibrate_success's report
+
+
+@pytest.fixture(scope="session")
+def tiny_imagine_world(tmp_path_factory) -> TinyImagineWorld:
+    """Built once per session in ~15 s on 2 CPU cores.
+
+    The encoder and latent stages get a few more steps than the rest so the model's next state
+    really depends on its latent action (flow noise, latent actions) and stays bounded over short
+    rollouts; re-projection is off for the same reason (with 30-step stages it diverges).
+    """
+    import torch
+
+    from wm_gym.calibrate import calibrate_success
+    from wm_gym.data.collect import collect_dataset
+    from wm_gym.data.demo_bank import DemoBank
+    from wm_gym.train.world_model import TrainConfig, train_world_model
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("imagine_world")
+    random_dir = collect_dataset("wall", 12, root / "random", policy="random", seed=0, progress=False)
+    expert_dir = collect_dataset("wall", 12, root / "expert", policy="noisy-expert", seed=1, progress=False)
+    model = train_world_model(TrainConfig(
+        data=str(random_dir), out=str(root / "wm.pt"), preset="tiny", steps=30, device="cpu", progress=False,
+        log_dir=str(root / "tb"), stage_overrides={"encoder": {"steps": 100}, "latent": {"steps": 80}}))
+    model.config.reproject = False
+    model.save(root / "nobank.pt")
+    model.bank = DemoBank.from_dataset(expert_dir, model.config.frameskip, heldout_fraction=0.25, seed=0)
+    calibration = calibrate_success(model, random_dir)
+    model.save(root / "wm.pt")
+    return TinyImagineWorld(root / "wm.pt", root / "nobank.pt", Path(random_dir), Path(expert_dir), calibration)

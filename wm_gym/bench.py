@@ -49,3 +49,70 @@ def wall_vector_steps_per_s(num_envs: int = 256, steps: int = 50, seed: int = 0)
     elapsed = time.perf_counter() - start
     envs.close()
     return float(np.round(num_envs * steps / elapsed, 1))
+
+
+def imagine_steps_per_s(model, num_envs: int = 256, steps: int = 10, device: str = "cpu", seed: int = 0) -> float:
+    """Imagined env steps per second (all rows counted) of the batched imagination env.
+
+    One imagined step is one agent step: an action chunk of ``frameskip`` sim steps, the
+    world-model prediction, the reward and the observation.
+    """
+    from wm_gym.imagine import WMImagineVectorEnv
+
+    envs = WMImagineVectorEnv(num_envs=num_envs, model=model, device=device, render_mode=None)
+    envs.action_space.seed(seed)
+    envs.reset(seed=seed)
+    envs.step(envs.action_space.sample())  # warm-up (allocations, CUDA kernels)
+    _sync(envs.device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        envs.step(envs.action_space.sample())
+    _sync(envs.device)
+    return float(np.round(num_envs * steps / (time.perf_counter() - start), 1))
+
+
+def feature_sim_steps_per_s(model, steps: int = 60, seed: int = 0) -> float:
+    """Agent steps per second in the model's real sim: chunk of sim steps, render, and φ encode."""
+    from wm_gym.imagine.real_sim import make_feature_sim
+
+    env = make_feature_sim(model)
+    env.action_space.seed(seed)
+    env.reset(seed=seed)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    elapsed = time.perf_counter() - start
+    env.close()
+    return float(np.round(steps / elapsed, 1))
+
+
+def ppo_steps_per_s(model, where: str, num_envs: int = 16, steps: int = 2048, seed: int = 0) -> float:
+    """SB3 PPO end-to-end (rollouts + updates) steps/s, in imagination or in the real sim."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from wm_gym.imagine import make_sb3_vec_env
+    from wm_gym.imagine.real_sim import make_feature_sim
+
+    if where == "imagine":
+        env = make_sb3_vec_env(num_envs=num_envs, seed=seed, model=model, device=str(model.device), render_mode=None)
+    elif where == "sim":
+        env = DummyVecEnv([lambda: make_feature_sim(model)] * num_envs)
+    else:
+        raise ValueError(f"where must be 'imagine' or 'sim', got {where!r}")
+    agent = PPO("MlpPolicy", env, n_steps=max(steps // num_envs // 2, 8), batch_size=256, n_epochs=2, seed=seed,
+                device="cpu", verbose=0)
+    start = time.perf_counter()
+    agent.learn(steps)
+    elapsed = time.perf_counter() - start
+    env.close()
+    return float(np.round(agent.num_timesteps / elapsed, 1))
+
+
+def _sync(device) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize()

@@ -113,9 +113,10 @@ def cmd_eval_wm(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.evaluate_wm import evaluate_world_model
     from wm_gym.train.loop import setup_device
     from wm_gym.world_model import WorldModel
+    from wm_gym.zoo import resolve_model
 
     device, _ = setup_device(args.device)
-    model = WorldModel.load(args.model, device=device)
+    model = WorldModel.load(resolve_model(args.model), device=device)
     return evaluate_world_model(model, args.data, mode=args.mode, seed=args.seed, video_dir=args.video,
                                 max_windows=args.windows)
 
@@ -127,7 +128,7 @@ def add_eval_wm(sub: argparse._SubParsersAction) -> None:
         "feature MSE at horizons 1/5/10 vs copy-last, latent reconstruction, the leakage (scene-cut) test, latent-"
         "action transfer across episodes, and a linear probe of the state from the features.",
     )
-    p.add_argument("--model", required=True, help="world-model file")
+    p.add_argument("--model", required=True, help="world-model file or zoo name (wall, pointmaze)")
     p.add_argument("--data", required=True, help="dataset directory")
     p.add_argument("--mode", default="controller", choices=["controller", "flow"], help="how z is produced")
     p.add_argument("--windows", type=int, default=256, help="rollout windows evaluated")
@@ -139,11 +140,34 @@ def add_eval_wm(sub: argparse._SubParsersAction) -> None:
 
 # ----- bench ---------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
     from wm_gym import bench
+    from wm_gym.zoo import load_model
 
     result: dict[str, Any] = {"machine": bench_machine()}
     result["sim_steps_per_s"] = bench.bench_sims(args.sim or None, steps=args.steps, seed=args.seed)
     result["wall_vector_steps_per_s"] = bench.wall_vector_steps_per_s(num_envs=256, seed=args.seed)
+    if args.sims:
+        return result
+    model = load_model(args.model, "cpu")
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and args.device != "cpu" else [])
+    result["imagine_steps_per_s"] = {d: bench.imagine_steps_per_s(args.model, args.batch, device=d, seed=args.seed)
+                                     for d in devices}
+    result["feature_sim_steps_per_s"] = {model.meta.sim: bench.feature_sim_steps_per_s(model, seed=args.seed)}
+    fs, cpu = model.config.frameskip, result["imagine_steps_per_s"]["cpu"]
+    pointmaze = result["sim_steps_per_s"].get("pointmaze")
+    result["ratios"] = {
+        "imagine_cpu_vs_pointmaze_pixel_steps": round(cpu / pointmaze, 1) if pointmaze else None,
+        "imagine_cpu_sim_time_vs_pointmaze": round(cpu * fs / pointmaze, 1) if pointmaze else None,
+        f"imagine_cpu_vs_{model.meta.sim}_feature_sim": round(cpu / result["feature_sim_steps_per_s"][model.meta.sim], 1),
+    }
+    if not args.no_ppo:
+        ppo = {w: bench.ppo_steps_per_s(model, w, seed=args.seed) for w in ("imagine", "sim")}
+        result["ppo_steps_per_s"] = {**ppo, "ratio": round(ppo["imagine"] / ppo["sim"], 1)}
+    result["notes"] = (f"imagine: agent steps (one chunk of {fs} sim steps) at batch {args.batch}, rows counted; "
+                       "sim_steps_per_s: single sim steps with a 64x64 render; feature_sim: one agent step in the "
+                       "real sim = chunk + render + encoder")
     return result
 
 
@@ -153,23 +177,128 @@ def bench_machine() -> str:
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, torch threads {torch.get_num_threads()}, {gpu}"
 
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="throughput: real-sim pixel steps/s (and later imagination steps/s)",
-        description="Measure real-sim pixel steps per second on this machine, all in one run so ratios are fair.",
+        "bench", help="throughput: imagination vs real-sim steps/s, SB3 PPO in both",
+        description="Measure, in one run so ratios are fair: real-sim pixel steps/s of every sim, batched "
+        "imagination steps/s (CPU, and CUDA when present), one real-sim agent step with encoding, and SB3 PPO "
+        "end-to-end steps/s in imagination vs in the real sim.",
     )
-    p.add_argument("--sims", action="store_true", help="measure the real sims (the default and, for now, only part)")
+    p.add_argument("--sims", action="store_true", help="only the real sims")
     p.add_argument("--sim", action="append", help="only this sim (repeatable)")
+    p.add_argument("--model", default="wall", help="world model for imagination (zoo name or file)")
+    p.add_argument("--batch", type=int, default=256, help="imagined envs stepped together")
+    p.add_argument("--device", default="auto", help="auto: CPU, plus CUDA when present; cpu: CPU only")
+    p.add_argument("--no-ppo", action="store_true", help="skip the SB3 PPO end-to-end timing")
     p.add_argument("--steps", type=int, default=300, help="steps timed per sim")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bench)
 
 
+# ----- calibrate -----------------------------------------------------------------------------
+def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.calibrate import calibrate_success
+    from wm_gym.data.demo_bank import DemoBank
+    from wm_gym.world_model import WorldModel
+    from wm_gym.zoo import resolve_model
+
+    model = WorldModel.load(resolve_model(args.model))
+    result: dict[str, Any] = {"out": args.out or args.model}
+    if args.demos:
+        model.bank = DemoBank.from_dataset(args.demos, model.config.frameskip, args.demo_episodes,
+                                           heldout_fraction=args.heldout_fraction, seed=args.seed)
+        result["demos"] = {"dataset": args.demos, "count": len(model.bank), "heldout": int(model.bank.heldout.sum())}
+    result["calibration"] = calibrate_success(model, args.data, metric=args.metric)
+    model.meta.train_info["calibration"] = result["calibration"]
+    model.save(args.out or resolve_model(args.model))
+    return result
+
+
+def add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate", help="attach demos and calibrate the success threshold of a world model",
+        description="Pick the feature distance to the goal that best matches the sim's own success on held-out real "
+        "data (fit on half the episodes, precision/recall reported on the other half), and optionally attach a "
+        "demo bank (starts, goals and video-aligned rewards for WMImagine-v0) from a dataset of demos.",
+    )
+    p.add_argument("--model", required=True, help="world-model file (or zoo name)")
+    p.add_argument("--data", required=True, help="held-out dataset of the same sim (e.g. a fresh seed)")
+    p.add_argument("--demos", default=None, help="dataset of demos for the bank (e.g. `collect --policy noisy-expert`)")
+    p.add_argument("--demo-episodes", type=int, default=None, help="use only the first N demo episodes")
+    p.add_argument("--heldout-fraction", type=float, default=0.2, help="demos reserved for evaluation")
+    p.add_argument("--metric", default="l1", choices=["l1", "l2", "cosine"], help="feature distance")
+    p.add_argument("--out", default=None, help="write here instead of overwriting --model")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_calibrate)
+
+
+# ----- train-agent / evaluate ------------------------------------------------------------------
+def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.agents.train_agent import AgentConfig, train_agent
+
+    cfg = AgentConfig(model=args.model, out=args.out, algo=args.algo, steps=args.steps, num_envs=args.num_envs,
+                      seed=args.seed, device=args.device, task=args.task, reward=args.reward, metric=args.metric,
+                      horizon=args.horizon, resume=args.resume, log_dir=args.log_dir, progress=not args.json)
+    return train_agent(cfg)
+
+
+def add_train_agent(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-agent", help="train an SB3 agent entirely in imagination",
+        description="Train PPO or SAC (MlpPolicy on world-model features) in WMImagine-v0: batched imagined rollouts "
+        "with video-aligned rewards; no simulator is touched. Writes AGENT.zip, AGENT.json (its world model and "
+        "task), a learning-curve PNG, TensorBoard logs and resumable checkpoints.",
+    )
+    p.add_argument("--model", default="wall", help="world model: zoo name (wall, pointmaze) or file")
+    p.add_argument("--algo", default="ppo", choices=["ppo", "sac"])
+    p.add_argument("--out", required=True, help="agent file to write (AGENT.zip)")
+    p.add_argument("--steps", type=int, default=300_000, help="imagined agent steps")
+    p.add_argument("--num-envs", type=int, default=64, help="imagined episodes per batch")
+    p.add_argument("--task", default="goal", choices=["goal", "demo"], help="policy sees the goal or the demo frame")
+    p.add_argument("--reward", default="demo", help="rewards/ spec: demo | goal | progress | seq-delta | a+b")
+    p.add_argument("--metric", default="l1", choices=["l1", "l2", "cosine"])
+    p.add_argument("--horizon", type=int, default=None, help="agent steps per imagined episode")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="imagination device: auto | cpu | cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")
+    p.add_argument("--log-dir", default=None, help="TensorBoard folder (default: runs/<agent name>)")
+    p.set_defaults(func=cmd_train_agent)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.agents.evaluate import evaluate_agent
+
+    result = evaluate_agent(args.agent, env=args.env, model=args.model, episodes=args.episodes, seed=args.seed,
+                            device=args.device, video_dir=args.video, max_steps=args.max_steps)
+    if not args.per_episode:
+        result.pop("per_episode")
+    return result
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate", help="success rate of an agent in the REAL sim",
+        description="Run an agent in the real simulator: render -> world-model encoder -> policy -> action chunk. "
+        "Success is the sim's own criterion. Episode i uses reset seed SEED+i.",
+    )
+    p.add_argument("--agent", required=True, help="AGENT.zip from train-agent")
+    p.add_argument("--env", default=None, help=SIM_HELP + " (default: the agent's world model's sim)")
+    p.add_argument("--model", default=None, help="world model (default: the one the agent was trained on)")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed", type=int, default=1000, help="fresh seeds, distinct from the data's")
+    p.add_argument("--max-steps", type=int, default=None, help="agent steps per episode (default: sim length / frameskip)")
+    p.add_argument("--video", default=None, help="folder for mp4s of the first episodes")
+    p.add_argument("--per-episode", action="store_true", help="include per-episode results")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+
 # ----- entry point ---------------------------------------------------------------------------
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [add_collect, add_train, add_eval_wm, add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    add_collect, add_train, add_eval_wm, add_calibrate, add_train_agent, add_evaluate, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

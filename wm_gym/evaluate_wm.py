@@ -22,6 +22,7 @@ from torch import Tensor
 from wm_gym.data.dataset import load_episodes
 from wm_gym.encoders.probe import linear_probe_r2
 from wm_gym.train.feature_windows import FeatureWindows
+from wm_gym.media import write_mp4
 from wm_gym.world_model import WorldModel
 
 
@@ -139,7 +140,6 @@ def transfer_test(model: WorldModel, data, windows: FeatureWindows, rng: np.rand
 def write_rollout_media(model: WorldModel, batch: dict[str, Tensor], preds: Tensor, out: Path,
                         n: int = 4) -> dict[str, str]:
     """mp4 + PNG of true (top) vs imagined (bottom) frames for ``n`` rollouts, decoded to pixels."""
-    import imageio.v3 as iio
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,9 +157,7 @@ def write_rollout_media(model: WorldModel, batch: dict[str, Tensor], preds: Tens
     # video: for each time step, rollouts side by side, true on top of imagined
     frames = np.concatenate([np.concatenate(list(true_px.transpose(1, 0, 2, 3, 4)), axis=2)[:, None],
                              np.concatenate(list(imag_px.transpose(1, 0, 2, 3, 4)), axis=2)[:, None]], axis=1)
-    video = frames.reshape(frames.shape[0], -1, *frames.shape[3:]).repeat(4, axis=1).repeat(4, axis=2)
-    mp4 = out / "imagined_vs_true.mp4"
-    iio.imwrite(mp4, video, fps=4, codec="libx264", macro_block_size=1)
+    mp4 = write_mp4(out / "imagined_vs_true.mp4", frames.reshape(frames.shape[0], -1, *frames.shape[3:]))
     steps = true_px.shape[1]
     fig, axes = plt.subplots(2 * n, steps, figsize=(steps * 0.9, 2 * n * 0.95))
     for i in range(n):
@@ -175,4 +173,4 @@ def write_rollout_media(model: WorldModel, batch: dict[str, Tensor], preds: Tens
     png = out / "imagined_vs_true.png"
     fig.savefig(png, dpi=100)
     plt.close(fig)
-    return {"video": str(mp4), "png": str(png)}
+    return {"video": mp4, "png": str(png)}

@@ -26,6 +26,7 @@ from wm_gym.dynamics.controller import Controller, ControllerConfig
 from wm_gym.dynamics.flow import FlowConfig, FlowDynamics
 from wm_gym.dynamics.predictor import ActionPredictor, PredictorConfig
 from wm_gym.encoders import ConvEncoder, ConvEncoderConfig, DinoV2Encoder, FrozenEncoder
+from wm_gym.data.demo_bank import DemoBank
 from wm_gym.io import atomic_torch_save
 from wm_gym.latent_actions.autoencoder import LatentActionAutoencoder, LatentActionConfig
 from wm_gym.nn import check_shape
@@ -98,6 +99,7 @@ class WorldModel(nn.Module):
         self.register_buffer("action_low", low.repeat(config.frameskip).float())
         self.register_buffer("action_high", high.repeat(config.frameskip).float())
         shared = dict(n_tokens=n, dim=c, history=config.history, action_dim=config.action_dim)
+        self.bank: DemoBank | None = None  # demos for imagination envs (starts, goals, aligned rewards)
         self.latent_model: LatentActionAutoencoder | None = None
         self.flow: FlowDynamics | None = None
         self.controller: Controller | None = None
@@ -191,7 +193,11 @@ class WorldModel(nn.Module):
             s_next = self.step_latent(s_hist[:, -1], z)
         else:
             raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
-        return self.reproject(s_next) if self.reprojects else s_next
+        return self.snap(s_next)
+
+    def snap(self, s: Tensor) -> Tensor:
+        """A predicted state as the next rollout input: re-projected when the model does that."""
+        return self.reproject(s) if self.reprojects else s
 
     def rollout(self, s_hist: Tensor, actions: Tensor, mode: str = "controller", **step_kwargs) -> Tensor:
         """Open-loop rollout: s_hist [B, H, N, C], actions [B, T, A] → predictions [B, T, N, C].
@@ -212,14 +218,21 @@ class WorldModel(nn.Module):
         return self.latent_model
 
     # ----- one-file save / load -------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """Write config, metadata and weights to one file, atomically."""
+    def save(self, path: str | Path, half: bool = False) -> None:
+        """Write config, metadata and weights to one file, atomically.
+
+        ``half=True`` stores float weights as fp16 (half the size, for the shipped zoo); loading
+        casts them back to fp32.
+        """
         state = self.state_dict()
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         if self.config.encoder != "conv":  # big frozen backbones stay in their own weights file
             state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         atomic_torch_save({
             "format": FORMAT, "version": VERSION, "config": asdict(self.config), "meta": asdict(self.meta),
             "encoder_identity": self.encoder.identity(), "state_dict": state,
+            "bank": self.bank.to_dict() if self.bank is not None else None,
         }, path)
 
     @classmethod
@@ -249,6 +262,8 @@ class WorldModel(nn.Module):
         if model.encoder.identity() != ckpt["encoder_identity"]:
             raise ValueError(f"{path} was trained on encoder {ckpt['encoder_identity']}, but the encoder loaded now is "
                              f"{model.encoder.identity()}; features would not match")
+        if ckpt.get("bank") is not None:
+            model.bank = DemoBank.from_dict(ckpt["bank"])
         return model.to(device).eval()
 
     def summary(self) -> dict[str, Any]:

@@ -1,0 +1,165 @@
+"""Train an SB3 agent entirely in imagination (one readable file, CleanRL style).
+
+The agent never touches a simulator: its env is the world model (:mod:`wm_gym.imagine`), its
+reward the video-aligned feature distance. What it learns is then measured in the real sim
+by :mod:`wm_gym.agents.evaluate`, through the same encoder and the same action chunks.
+
+Writes ``AGENT.zip`` (SB3) and ``AGENT.json`` (which world model and task it was trained on,
+so evaluation needs no extra flags), TensorBoard logs, a learning-curve PNG and atomic
+checkpoints every ``checkpoint_every`` steps; ``resume=True`` continues from the checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wm_gym.io import atomic_path
+
+ALGOS = ("ppo", "sac")
+
+
+@dataclass
+class AgentConfig:
+    model: str = "wall"              # zoo name or world-model file
+    out: str = "out/agent.zip"
+    algo: str = "ppo"                # ppo | sac
+    steps: int = 300_000             # imagined env steps (agent steps, one action chunk each)
+    num_envs: int = 64               # imagined episodes stepped as one batch
+    seed: int = 0
+    device: str = "auto"             # world model (imagination) device
+    policy_device: str = "cpu"       # SB3 MLPs are faster on CPU at these sizes
+    task: str = "goal"               # goal | demo (what the policy is shown besides its features)
+    reward: str = "demo"             # rewards/ name, e.g. "demo", "goal", "demo+progress"
+    metric: str = "l1"
+    scale: float | None = None
+    horizon: int | None = None       # default: the sim's episode length in agent steps
+    gamma: float = 0.9               # RLA-WM's PPO settings
+    gae_lambda: float = 0.95
+    learning_rate: float = 3e-4
+    n_steps: int = 64                # PPO rollout length per env
+    batch_size: int = 512
+    n_epochs: int = 4
+    ent_coef: float = 0.0
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    checkpoint_every: int = 50_000
+    resume: bool = False
+    log_dir: str | None = None       # TensorBoard folder (default: runs/<agent name>)
+    progress: bool = True
+
+
+def sidecar_path(agent_path: str | Path) -> Path:
+    return Path(agent_path).with_suffix(".json")
+
+
+def atomic_sb3_save(agent, path: str | Path) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        agent.save(f)
+
+
+def load_agent(path: str | Path, device: str = "cpu"):
+    """(SB3 agent, its sidecar dict) from ``train_agent``'s output; clear errors for bad files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no agent file at {path}")
+    meta = json.loads(sidecar_path(path).read_text()) if sidecar_path(path).is_file() else {}
+    algo = meta.get("algo", "ppo")
+    if algo not in ALGOS:
+        raise ValueError(f"{sidecar_path(path)} names algo {algo!r}; expected one of {ALGOS}")
+    try:
+        return _algo_class(algo).load(path, device=device), meta
+    except Exception as err:  # zipfile.BadZipFile, KeyError, pickle errors: all "not a usable agent"
+        raise ValueError(f"{path} is not a readable SB3 {algo.upper()} agent: {err}") from err
+
+
+def _algo_class(algo: str):
+    from stable_baselines3 import PPO, SAC
+
+    return {"ppo": PPO, "sac": SAC}[algo]
+
+
+def train_agent(cfg: AgentConfig) -> dict[str, Any]:
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from wm_gym.imagine import make_sb3_vec_env
+
+    if cfg.algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {cfg.algo!r}")
+    out = Path(cfg.out)
+    ckpt = out.with_name(out.stem + ".ckpt.zip")
+    log_dir = cfg.log_dir or str(Path("runs") / out.stem)
+    env = VecMonitor(make_sb3_vec_env(
+        num_envs=cfg.num_envs, seed=cfg.seed, model=cfg.model, task=cfg.task, reward=cfg.reward,
+        metric=cfg.metric, scale=cfg.scale, horizon=cfg.horizon, device=cfg.device))
+    algo = _algo_class(cfg.algo)
+    if cfg.resume and ckpt.is_file():
+        agent = algo.load(ckpt, env=env, device=cfg.policy_device, tensorboard_log=log_dir)
+    else:
+        common = dict(policy_kwargs=dict(net_arch=cfg.net_arch), gamma=cfg.gamma, learning_rate=cfg.learning_rate,
+                      seed=cfg.seed, device=cfg.policy_device, tensorboard_log=log_dir, verbose=0)
+        if cfg.algo == "ppo":
+            agent = algo("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+                         gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, **common)
+        else:
+            agent = algo("MlpPolicy", env, batch_size=cfg.batch_size, train_freq=1, gradient_steps=1, **common)
+
+    curve: list[dict[str, float]] = []
+
+    class Progress(BaseCallback):
+        """Learning curve from finished imagined episodes, plus atomic periodic checkpoints."""
+
+        def _on_rollout_end(self) -> None:
+            buf = self.model.ep_info_buffer
+            if buf:
+                success = list(self.model.ep_success_buffer)
+                curve.append({"step": self.num_timesteps, "return": float(np.mean([e["r"] for e in buf])),
+                              "length": float(np.mean([e["l"] for e in buf])),
+                              "success": float(np.mean(success)) if success else 0.0})
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps // cfg.num_envs % max(cfg.checkpoint_every // cfg.num_envs, 1) == 0:
+                atomic_sb3_save(self.model, ckpt)
+            return True
+
+    started = time.perf_counter()
+    remaining = cfg.steps - agent.num_timesteps
+    if remaining > 0:
+        agent.learn(remaining, callback=Progress(), progress_bar=cfg.progress, reset_num_timesteps=not cfg.resume,
+                    tb_log_name=cfg.algo)
+    seconds = time.perf_counter() - started
+    atomic_sb3_save(agent, out)
+    with atomic_path(sidecar_path(out)) as tmp:
+        tmp.write_text(json.dumps({"algo": cfg.algo, "model": str(cfg.model), "task": cfg.task,
+                                   "config": asdict(cfg), "seconds": seconds, "curve": curve}, indent=1))
+    png = out.with_name(out.stem + "_curve.png")
+    if curve:
+        plot_learning_curve(curve, png)
+    ckpt.unlink(missing_ok=True)
+    last = curve[-1] if curve else {}
+    return {"out": str(out), "algo": cfg.algo, "steps": int(agent.num_timesteps), "seconds": round(seconds, 1),
+            "imagined_steps_per_s": round(remaining / seconds, 1) if remaining > 0 else None,
+            "final_imagined_return": last.get("return"), "final_imagined_success": last.get("success"),
+            "curve_png": str(png) if curve else None, "log_dir": log_dir}
+
+
+def plot_learning_curve(curve: list[dict[str, float]], path: str | Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [c["step"] for c in curve]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    ax1.plot(steps, [c["return"] for c in curve])
+    ax1.set(xlabel="imagined steps", ylabel="episode return", title="return in imagination")
+    ax2.plot(steps, [c["success"] for c in curve])
+    ax2.set(xlabel="imagined steps", ylabel="success rate", ylim=(-0.02, 1.02), title="success in imagination")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,69 @@
+"""Re-create a shipped zoo model (wm_gym/zoo/NAME.pt) from scratch, on the CPU or a GPU.
+
+Every step is a `wm-gym` command, so each can be re-run or resumed on its own:
+
+1. collect random episodes (the world model's training data) and a held-out set at a fresh seed;
+2. train the world model (`--preset small`: about 25 min on 2 CPU cores);
+3. collect noisy-expert demos, and fine-tune the dynamics on them (`--init-from`): expert
+   paths (through Wall's door, along PointMaze's U) are rare in random data, and they are
+   exactly where an agent will go;
+4. attach the demo bank and calibrate the success threshold on the held-out set;
+5. write the fp16 copy into the package.
+
+    python examples/train_zoo.py wall --device auto
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RECIPES = {
+    #          random episodes, held-out, demo episodes for fine-tuning, bank demos
+    "wall": dict(episodes=1920, heldout=100, expert=1000, bank=200),
+    "pointmaze": dict(episodes=2000, heldout=100, expert=1000, bank=200),
+}
+
+
+def run(*args: str) -> dict:
+    cmd = [sys.executable, "-m", "wm_gym.cli", *args, "--json"]
+    print("+", " ".join(cmd[2:]), flush=True)
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("sim", choices=list(RECIPES))
+    parser.add_argument("--data", default="data", help="where datasets and intermediate models go")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    r, d, sim = RECIPES[args.sim], Path(args.data), args.sim
+    run("collect", "--env", sim, "--episodes", str(r["episodes"]), "--out", str(d / f"{sim}-random"),
+        "--seed", "0", "--workers", str(args.workers))
+    run("collect", "--env", sim, "--episodes", str(r["heldout"]), "--out", str(d / f"{sim}-heldout"), "--seed", "1")
+    run("collect", "--env", sim, "--episodes", str(r["bank"]), "--out", str(d / f"{sim}-expert"),
+        "--policy", "noisy-expert", "--seed", "2")
+    run("collect", "--env", sim, "--episodes", str(r["expert"]), "--out", str(d / f"{sim}-expert1k"),
+        "--policy", "noisy-expert", "--seed", "3", "--workers", str(args.workers))
+    base, tuned = d / f"{sim}-rla-small.pt", d / f"{sim}-rla-small-ft.pt"
+    run("train", "--data", str(d / f"{sim}-random"), "--out", str(base), "--preset", "small", "--latent", "rla",
+        "--device", args.device)
+    run("train", "--data", str(d / f"{sim}-expert1k"), "--out", str(tuned), "--preset", "small", "--latent", "rla",
+        "--init-from", str(base), "--device", args.device)
+    calibration = run("calibrate", "--model", str(tuned), "--data", str(d / f"{sim}-heldout"),
+                      "--demos", str(d / f"{sim}-expert"))
+    from wm_gym.world_model import WorldModel
+    from wm_gym.zoo import MODELS, ZOO_DIR
+
+    model = WorldModel.load(tuned)
+    model.save(ZOO_DIR / MODELS[sim], half=True)
+    size = (ZOO_DIR / MODELS[sim]).stat().st_size / 1e6
+    print(json.dumps({"zoo": str(ZOO_DIR / MODELS[sim]), "megabytes": round(size, 1), **calibration}))
+
+
+if __name__ == "__main__":
+    main()

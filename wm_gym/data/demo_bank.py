@@ -1,0 +1,104 @@
+"""DemoBank: the demo videos an imagination env starts from, aims at and is rewarded against.
+
+RLA-WM trains agents on recorded demos: an episode starts at a demo's first frame, the goal
+is its last frame, and the video-aligned reward compares the imagined state with the demo
+frame at the same time index. The bank stores those demos as lossless, zlib-compressed uint8
+frames sampled at the model's step rate (every ``frameskip`` sim steps), so a shipped model
+carries its own starts and goals in a few hundred kB and works offline. Features are computed
+when an env is built, with the model's own encoder, so they always match it.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class DemoBank:
+    frames: np.ndarray        # uint8 [M, T+1, H, W, 3], each demo padded with its last frame
+    lengths: np.ndarray       # int64 [M]: model steps in each demo (frames used = lengths + 1)
+    heldout: np.ndarray       # bool [M]: reserved for evaluation
+    start_states: np.ndarray  # float64 [M, S] (empty S for videos)
+    goal_states: np.ndarray   # float64 [M, S]
+
+    def __post_init__(self):
+        m = len(self.frames)
+        if self.frames.ndim != 5 or self.frames.dtype != np.uint8 or m == 0:
+            raise ValueError(f"demo frames must be non-empty uint8 [M, T+1, H, W, 3], got {self.frames.dtype} {self.frames.shape}")
+        for name in ("lengths", "heldout", "start_states", "goal_states"):
+            if len(getattr(self, name)) != m:
+                raise ValueError(f"DemoBank.{name} has {len(getattr(self, name))} rows for {m} demos")
+        if np.any(self.lengths < 1) or np.any(self.lengths > self.frames.shape[1] - 1):
+            raise ValueError("every demo needs at least one step, and lengths must fit the frames")
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Demo rows of ``split`` ("train", "heldout" or "all")."""
+        if split not in ("train", "heldout", "all"):
+            raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+        rows = np.arange(len(self)) if split == "all" else np.flatnonzero(self.heldout == (split == "heldout"))
+        if len(rows) == 0:
+            raise ValueError(f"the demo bank has no {split!r} demos")
+        return rows
+
+    # ----- building ------------------------------------------------------------------------------
+    @classmethod
+    def from_videos(cls, videos: list[np.ndarray], frameskip: int = 1, heldout_fraction: float = 0.0,
+                    seed: int = 0) -> "DemoBank":
+        """Demos from frame arrays uint8 [T_i, H, W, 3], subsampled every ``frameskip`` frames."""
+        clips = [np.asarray(v)[::frameskip] for v in videos]
+        for i, clip in enumerate(clips):
+            if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8 or len(clip) < 2:
+                raise ValueError(f"demo {i} must be uint8 [T, H, W, 3] with at least 2 frames after frameskip "
+                                 f"{frameskip}, got {clip.dtype} {clip.shape}")
+        if len({c.shape[1:] for c in clips}) > 1:
+            raise ValueError("all demos must have the same frame size")
+        lengths = np.array([len(c) - 1 for c in clips], np.int64)
+        frames = np.stack([np.concatenate([c, np.repeat(c[-1:], lengths.max() + 1 - len(c), 0)]) for c in clips])
+        heldout = np.zeros(len(clips), bool)
+        n_held = int(round(heldout_fraction * len(clips)))
+        if n_held:
+            heldout[np.random.default_rng(seed).permutation(len(clips))[:n_held]] = True
+        empty = np.zeros((len(clips), 0))
+        return cls(frames, lengths, heldout, empty, empty.copy())
+
+    @classmethod
+    def from_dataset(cls, path: str | Path, frameskip: int, episodes: int | None = None,
+                     heldout_fraction: float = 0.2, seed: int = 0) -> "DemoBank":
+        """Demos from a ``wm-gym collect`` dataset: each episode up to where it first succeeds."""
+        from wm_gym.data.dataset import load_episodes
+
+        data = load_episodes(path, cache=False)
+        rows = np.arange(len(data) if episodes is None else min(episodes, len(data)))
+        clips, starts, goals = [], [], []
+        for e in rows:
+            hit = np.flatnonzero(data.success[e])
+            end = int(hit[0]) if len(hit) else len(data.frames[e]) - 1
+            last = (len(data.frames[e]) - 1) // frameskip * frameskip  # whole model steps only
+            end = min(max(frameskip, int(np.ceil(end / frameskip)) * frameskip), last)
+            clips.append(data.frames[e][: end + 1])
+            starts.append(data.states[e][0])
+            goals.append(data.goals[e] if data.goals is not None else data.states[e][min(end, len(data.states[e]) - 1)])
+        bank = cls.from_videos(clips, frameskip, heldout_fraction, seed)
+        bank.start_states, bank.goal_states = np.stack(starts), np.stack(goals)
+        return bank
+
+    # ----- storage (inside the world-model file) ---------------------------------------------------
+    def to_dict(self) -> dict:
+        return {"frames": zlib.compress(self.frames.tobytes(), 6), "shape": list(self.frames.shape),
+                "lengths": self.lengths, "heldout": self.heldout,
+                "start_states": self.start_states, "goal_states": self.goal_states}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DemoBank":
+        try:
+            frames = np.frombuffer(zlib.decompress(d["frames"]), np.uint8).reshape(d["shape"])
+        except (zlib.error, ValueError, KeyError) as err:
+            raise ValueError(f"the model's demo bank is corrupt: {err}") from err
+        return cls(frames.copy(), np.asarray(d["lengths"]), np.asarray(d["heldout"]),
+                   np.asarray(d["start_states"]), np.asarray(d["goal_states"]))

@@ -1,0 +1,47 @@
+"""A real sim seen through the world model's encoder: the imagination env's twin.
+
+Its observation is the same flat ``[φ(frame), φ(goal image)]`` vector the imagination env
+produces and its action the same chunk, so one SB3 policy runs in either. Used to time SB3
+in the real sim against imagination (``wm-gym bench``) and to train in the real sim if wanted.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from wm_gym.data.collect import make_sim
+from wm_gym.envs.action_chunk import ActionChunk
+from wm_gym.envs.registration import SIMS, sim_name
+from wm_gym.imagine.vector_env import policy_observation
+from wm_gym.world_model import WorldModel
+
+
+class FeatureObservation(gym.ObservationWrapper):
+    def __init__(self, env: gym.Env, model: WorldModel):
+        super().__init__(env)
+        self.model = model
+        n = model.n_tokens * model.dim
+        self.observation_space = spaces.Box(-np.inf, np.inf, (2 * n,), np.float32)
+        self._goal: torch.Tensor | None = None
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._goal = self._encode(self.env.unwrapped.goal_pixels)
+        return self.observation(obs), info
+
+    def observation(self, obs) -> np.ndarray:
+        return policy_observation(self._encode(obs["pixels"]), self._goal)[0]
+
+    @torch.no_grad()
+    def _encode(self, frame: np.ndarray) -> torch.Tensor:
+        return self.model.encode(torch.from_numpy(np.ascontiguousarray(frame))[None])
+
+
+def make_feature_sim(model: WorldModel, env: str | None = None) -> gym.Env:
+    """The model's real sim with action chunks, φ observations and its episode length in agent steps."""
+    name = sim_name(env or model.meta.sim)
+    chunked = ActionChunk(make_sim(SIMS[name].env_id, model.meta.image_size).unwrapped, model.config.frameskip)
+    limited = gym.wrappers.TimeLimit(chunked, SIMS[name].max_episode_steps // model.config.frameskip)
+    return FeatureObservation(limited, model)

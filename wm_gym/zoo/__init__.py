@@ -1,0 +1,46 @@
+"""The shipped world models: small checkpoints inside the package, loaded by name, offline.
+
+``gym.make("WMImagine-v0")`` with no ``model`` uses :data:`DEFAULT`. Each entry is produced by
+``examples/train_zoo.py`` (re-runnable; see README "Zoo").
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+ZOO_DIR = Path(__file__).resolve().parent
+#: name -> file in this folder, with what it was trained on.
+MODELS: dict[str, str] = {
+    "wall": "wall.pt",
+    "pointmaze": "pointmaze.pt",
+}
+DEFAULT = "wall"
+
+
+def available() -> list[str]:
+    """Zoo names whose file is present in this install."""
+    return [name for name, file in MODELS.items() if (ZOO_DIR / file).is_file()]
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A zoo name ("wall") or a file path → the model file; anything else raises ValueError."""
+    text = str(name_or_path)
+    if text in MODELS:
+        path = ZOO_DIR / MODELS[text]
+        if not path.is_file():
+            raise ValueError(f"zoo model {text!r} is not shipped in this install ({path} missing); "
+                             f"available: {', '.join(available()) or 'none'}")
+        return path
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    raise ValueError(f"unknown model {text!r}: not a zoo name ({', '.join(MODELS)}) and no such file")
+
+
+def load_model(name_or_path, device="auto"):
+    """Load a world model by zoo name or path onto ``device`` ("auto" → cuda when present)."""
+    from wm_gym.device import resolve_device
+    from wm_gym.world_model import WorldModel
+
+    if isinstance(name_or_path, WorldModel):
+        return name_or_path.to(resolve_device(device))
+    return WorldModel.load(resolve_model(name_or_path), device=resolve_device(device))

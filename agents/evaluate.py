@@ -36,10 +36,10 @@ def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes:
     env_id = resolve_env_id(env or model.meta.sim or "")
     if model.meta.env_id and env_id != model.meta.env_id:
         raise ValueError(f"the world model was trained on {model.meta.env_id!r}, not {env_id!r}")
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if episodes < 1 or (max_steps is not None and max_steps < 1):
+        raise ValueError(f"episodes and max_steps must be >= 1, got {episodes} and {max_steps}")
     fs = model.config.frameskip
-    max_steps = int(max_steps or SIMS[sim_name(env_id)].max_episode_steps // fs)
+    max_steps = int(max_steps if max_steps is not None else SIMS[sim_name(env_id)].max_episode_steps // fs)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     for first in range(0, episodes, batch):

@@ -46,6 +46,11 @@ class AgentConfig:
     n_epochs: int = 4
     ent_coef: float = 0.0
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    buffer_size: int = 50_000        # SAC replay buffer (obs are N·C·2 floats: keep it modest)
+    bc_data: str | None = "auto"     # clone demos before RL: "auto" (the model's bank if it has actions),
+                                     # "bank", a dataset folder, or None (pure RL from scratch)
+    bc_epochs: int = 30
+    log_std_init: float = -1.0       # PPO's initial action noise (log std): small, to keep the cloned policy
     checkpoint_every: int = 50_000
     resume: bool = False
     log_dir: str | None = None       # TensorBoard folder (default: runs/<agent name>)
@@ -86,27 +91,40 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import VecMonitor
 
+    from wm_gym.agents.behavior_cloning import clone_into, demo_pairs
     from wm_gym.imagine import make_sb3_vec_env
+    from wm_gym.zoo import load_model
 
     if cfg.algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {cfg.algo!r}")
+    world_model = load_model(cfg.model, cfg.device)
     out = Path(cfg.out)
     ckpt = out.with_name(out.stem + ".ckpt.zip")
     log_dir = cfg.log_dir or str(Path("runs") / out.stem)
     env = VecMonitor(make_sb3_vec_env(
-        num_envs=cfg.num_envs, seed=cfg.seed, model=cfg.model, task=cfg.task, reward=cfg.reward,
+        num_envs=cfg.num_envs, seed=cfg.seed, model=world_model, task=cfg.task, reward=cfg.reward,
         metric=cfg.metric, scale=cfg.scale, horizon=cfg.horizon, device=cfg.device))
     algo = _algo_class(cfg.algo)
     if cfg.resume and ckpt.is_file():
         agent = algo.load(ckpt, env=env, device=cfg.policy_device, tensorboard_log=log_dir)
     else:
-        common = dict(policy_kwargs=dict(net_arch=cfg.net_arch), gamma=cfg.gamma, learning_rate=cfg.learning_rate,
+        policy_kwargs = dict(net_arch=cfg.net_arch, **({"log_std_init": cfg.log_std_init} if cfg.algo == "ppo" else {}))
+        common = dict(policy_kwargs=policy_kwargs, gamma=cfg.gamma, learning_rate=cfg.learning_rate,
                       seed=cfg.seed, device=cfg.policy_device, tensorboard_log=log_dir, verbose=0)
         if cfg.algo == "ppo":
             agent = algo("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
                          gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, **common)
         else:
-            agent = algo("MlpPolicy", env, batch_size=cfg.batch_size, train_freq=1, gradient_steps=1, **common)
+            agent = algo("MlpPolicy", env, batch_size=cfg.batch_size, buffer_size=cfg.buffer_size, train_freq=1,
+                         gradient_steps=1, **common)
+
+    bc_losses: list[float] = []
+    bc = cfg.bc_data
+    if bc == "auto":
+        bc = "bank" if world_model.bank is not None and world_model.bank.actions is not None else None
+    if bc and not (cfg.resume and ckpt.is_file()):
+        demos = None if bc == "bank" else bc
+        bc_losses = clone_into(agent, *demo_pairs(world_model, demos), epochs=cfg.bc_epochs, seed=cfg.seed)
 
     curve: list[dict[str, float]] = []
 
@@ -115,7 +133,8 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
 
         def _on_rollout_end(self) -> None:
             buf = self.model.ep_info_buffer
-            if buf:
+            every = max(cfg.steps // 200, 1)  # at most ~200 points (SAC ends a "rollout" every step)
+            if buf and (not curve or self.num_timesteps - curve[-1]["step"] >= every):
                 success = list(self.model.ep_success_buffer)
                 curve.append({"step": self.num_timesteps, "return": float(np.mean([e["r"] for e in buf])),
                               "length": float(np.mean([e["l"] for e in buf])),
@@ -126,7 +145,7 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
                 atomic_sb3_save(self.model, ckpt)
             return True
 
-    started = time.perf_counter()
+    started, start_steps = time.perf_counter(), agent.num_timesteps
     remaining = cfg.steps - agent.num_timesteps
     if remaining > 0:
         agent.learn(remaining, callback=Progress(), progress_bar=cfg.progress, reset_num_timesteps=not cfg.resume,
@@ -135,14 +154,15 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
     atomic_sb3_save(agent, out)
     with atomic_path(sidecar_path(out)) as tmp:
         tmp.write_text(json.dumps({"algo": cfg.algo, "model": str(cfg.model), "task": cfg.task,
-                                   "config": asdict(cfg), "seconds": seconds, "curve": curve}, indent=1))
+                                   "config": asdict(cfg), "seconds": seconds, "curve": curve,
+                                   "bc_losses": bc_losses}, indent=1))
     png = out.with_name(out.stem + "_curve.png")
     if curve:
         plot_learning_curve(curve, png)
     ckpt.unlink(missing_ok=True)
     last = curve[-1] if curve else {}
     return {"out": str(out), "algo": cfg.algo, "steps": int(agent.num_timesteps), "seconds": round(seconds, 1),
-            "imagined_steps_per_s": round(remaining / seconds, 1) if remaining > 0 else None,
+            "imagined_steps_per_s": round((agent.num_timesteps - start_steps) / seconds, 1) if remaining > 0 else None,
             "final_imagined_return": last.get("return"), "final_imagined_success": last.get("success"),
             "curve_png": str(png) if curve else None, "log_dir": log_dir}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
+from pathlib import Path
 
 import gymnasium as gym
 import imageio.v3 as iio
@@ -38,11 +40,20 @@ def model(world) -> WorldModel:
 
 def config(world, out, **kwargs) -> AgentConfig:
     base = dict(model=str(world.path), out=str(out), steps=512, num_envs=8, n_steps=32, batch_size=64, device="cpu",
-                progress=False, checkpoint_every=10**9, log_dir=str(out.parent / "tb"))
-    return AgentConfig(**{**base, **kwargs})
+                progress=False, checkpoint_every=10**9, log_dir=str(out.parent / "tb"), bc_data=None, log_std_init=0.0)
+    return AgentConfig(**{**base, **kwargs})  # pure RL from scratch unless a test asks for cloning
 
 
-def ckpt_of(out) -> "Path":  # noqa: F821
+def test_default_agent_is_cloned_from_the_models_demo_bank_first(world, tmp_path):
+    out = tmp_path / "bc.zip"
+    train_agent(config(world, out, steps=0, bc_data="auto", bc_epochs=10))
+    losses = json.loads(sidecar_path(out).read_text())["bc_losses"]
+    assert len(losses) == 10 and losses[-1] < 0.5 * losses[0]
+    train_agent(config(world, tmp_path / "none.zip", steps=0, bc_data=None))
+    assert json.loads(sidecar_path(tmp_path / "none.zip").read_text())["bc_losses"] == []
+
+
+def ckpt_of(out: Path) -> Path:
     return out.with_name(out.stem + ".ckpt.zip")
 
 
@@ -56,12 +67,12 @@ def encode(model: WorldModel, frames: np.ndarray) -> np.ndarray:
 def trained(world, tmp_path_factory):
     """One small PPO run (512 steps, checkpoints every 128), with every atomic_sb3_save call recorded."""
     out = tmp_path_factory.mktemp("agent") / "agent.zip"
-    saves: list[tuple[str, int, bool]] = []  # (path, agent timesteps, checkpoint file loadable right after)
+    saves: list[tuple[str, int, bool]] = []  # (path, agent timesteps, a complete zip right after)
     original = train_mod.atomic_sb3_save
 
     def spy(agent, path):
         original(agent, path)
-        saves.append((str(path), int(agent.num_timesteps), zipfile_ok(path)))
+        saves.append((str(path), int(agent.num_timesteps), zipfile.is_zipfile(path)))
 
     train_mod.atomic_sb3_save = spy
     try:
@@ -71,15 +82,9 @@ def trained(world, tmp_path_factory):
     return out, result, saves
 
 
-def zipfile_ok(path) -> bool:
-    import zipfile
-
-    return zipfile.is_zipfile(path)
-
-
 # ----- train_agent: files, checkpoints, TensorBoard -----------------------------------------------------
 def test_train_agent_writes_agent_sidecar_curve_and_tensorboard(trained, world):
-    out, result, saves = trained
+    out, result, _ = trained
     assert out.is_file() and sidecar_path(out) == out.with_suffix(".json") and sidecar_path(out).is_file()
     meta = json.loads(sidecar_path(out).read_text())
     assert meta["algo"] == "ppo" and meta["model"] == str(world.path) and meta["task"] == "goal"
@@ -234,9 +239,9 @@ def test_sb3_ppo_on_a_tiny_model_raises_its_imagined_reward(world, tmp_path):
 
     before = imagined_returns(env, policy(before_agent)).mean()
     after = imagined_returns(env, policy(after_agent)).mean()
-    print(f"imagined return: zero {zero.mean():.4f} best constant {best_constant:.4f} before {before:.4f} after {after:.4f}")
-    assert after - before > 0.5 * gain, (before, after, gain)
-    assert after > zero.mean() + 0.5 * gain
+    report = f"zero action {zero.mean():.4f}, best constant {best_constant:.4f}, before {before:.4f}, after {after:.4f}"
+    assert after - before > 0.5 * gain, report
+    assert after > zero.mean() + 0.5 * gain, report
 
 
 # ----- evaluate_policy in the real sim ------------------------------------------------------------------

@@ -58,10 +58,13 @@ def test_calibrate_success_writes_the_threshold(tiny_imagine_world):
     report = calibrate_success(model, tiny_imagine_world.random_dir, metric="l2")
     assert report["threshold"] > 0 and report["metric"] == "l2"
     assert 0.0 <= report["precision"] <= 1.0 and 0.0 <= report["recall"] <= 1.0
-    assert 0 < report["positives"] <= report["pairs"]
+    for kind in ("imagined", "real"):
+        assert 0 < report[kind]["positives"] <= report[kind]["pairs"]
+    assert report["threshold"] == report["imagined"]["threshold"]
     assert model.meta.success_threshold == report["threshold"] and model.meta.success_metric == "l2"
+    assert model.meta.train_info["real_success_threshold"] == report["real"]["threshold"]
     # the report is held-out: recomputing precision/recall on the odd episodes gives the same numbers
-    pairs = labelled_pairs(model, tiny_imagine_world.random_dir, "l2")
+    pairs = labelled_pairs(model, tiny_imagine_world.random_dir, "l2", imagined=True)
     odd = pairs["episode"] % 2 == 1
     again = precision_recall(pairs["distance"][odd], pairs["success"][odd], report["threshold"])
     assert again["precision"] == pytest.approx(report["precision"]) and again["recall"] == pytest.approx(report["recall"])

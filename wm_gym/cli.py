@@ -241,7 +241,10 @@ def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = AgentConfig(model=args.model, out=args.out, algo=args.algo, steps=args.steps, num_envs=args.num_envs,
                       seed=args.seed, device=args.device, task=args.task, reward=args.reward, metric=args.metric,
-                      horizon=args.horizon, resume=args.resume, log_dir=args.log_dir, progress=not args.json)
+                      horizon=args.horizon, resume=args.resume, log_dir=args.log_dir, progress=not args.json,
+                      n_steps=args.n_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                      checkpoint_every=args.checkpoint_every, log_std_init=args.log_std_init,
+                      bc_data=None if args.bc_data == "none" else args.bc_data)
     return train_agent(cfg)
 
 
@@ -261,6 +264,14 @@ def add_train_agent(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reward", default="demo", help="rewards/ spec: demo | goal | progress | seq-delta | a+b")
     p.add_argument("--metric", default="l1", choices=["l1", "l2", "cosine"])
     p.add_argument("--horizon", type=int, default=None, help="agent steps per imagined episode")
+    p.add_argument("--n-steps", type=int, default=64, help="PPO rollout length per env (steps round up to whole rollouts)")
+    p.add_argument("--batch-size", type=int, default=512, help="minibatch size")
+    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--checkpoint-every", type=int, default=50_000, help="atomic checkpoint every N steps")
+    p.add_argument("--bc-data", default="auto",
+                   help="behaviour-clone demos before RL: auto (the model's demo bank, if it has action labels), bank, "
+                   "a dataset folder, or none (pure RL from a random policy)")
+    p.add_argument("--log-std-init", type=float, default=-1.0, help="PPO initial log std of the action noise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="imagination device: auto | cpu | cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT's checkpoint")

@@ -221,12 +221,12 @@ class WorldModel(nn.Module):
     def save(self, path: str | Path, half: bool = False) -> None:
         """Write config, metadata and weights to one file, atomically.
 
-        ``half=True`` stores float weights as fp16 (half the size, for the shipped zoo); loading
-        casts them back to fp32.
+        ``half=True`` stores the dynamics' float weights as fp16 (half the size, for the shipped
+        zoo); loading casts them back to fp32. The encoder stays fp32 so its identity still matches.
         """
         state = self.state_dict()
         if half:
-            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+            state = {k: v.half() if v.is_floating_point() and not k.startswith("encoder.") else v for k, v in state.items()}
         if self.config.encoder != "conv":  # big frozen backbones stay in their own weights file
             state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         atomic_torch_save({

@@ -23,11 +23,14 @@ class DemoBank:
     heldout: np.ndarray       # bool [M]: reserved for evaluation
     start_states: np.ndarray  # float64 [M, S] (empty S for videos)
     goal_states: np.ndarray   # float64 [M, S]
+    actions: np.ndarray | None = None  # float32 [M, T, A]: the action chunk of each step (None for videos)
 
     def __post_init__(self):
         m = len(self.frames)
         if self.frames.ndim != 5 or self.frames.dtype != np.uint8 or m == 0:
             raise ValueError(f"demo frames must be non-empty uint8 [M, T+1, H, W, 3], got {self.frames.dtype} {self.frames.shape}")
+        if self.actions is not None and self.actions.shape[:2] != (m, self.frames.shape[1] - 1):
+            raise ValueError(f"demo actions must be [M, T, A] = [{m}, {self.frames.shape[1] - 1}, A], got {self.actions.shape}")
         for name in ("lengths", "heldout", "start_states", "goal_states"):
             if len(getattr(self, name)) != m:
                 raise ValueError(f"DemoBank.{name} has {len(getattr(self, name))} rows for {m} demos")
@@ -75,24 +78,29 @@ class DemoBank:
 
         data = load_episodes(path, cache=False)
         rows = np.arange(len(data) if episodes is None else min(episodes, len(data)))
-        clips, starts, goals = [], [], []
+        clips, starts, goals, chunks = [], [], [], []
         for e in rows:
             hit = np.flatnonzero(data.success[e])
             end = int(hit[0]) if len(hit) else len(data.frames[e]) - 1
             last = (len(data.frames[e]) - 1) // frameskip * frameskip  # whole model steps only
             end = min(max(frameskip, int(np.ceil(end / frameskip)) * frameskip), last)
             clips.append(data.frames[e][: end + 1])
+            if data.actions is not None:
+                chunks.append(data.actions[e][:end].reshape(end // frameskip, -1))
             starts.append(data.states[e][0])
             goals.append(data.goals[e] if data.goals is not None else data.states[e][min(end, len(data.states[e]) - 1)])
         bank = cls.from_videos(clips, frameskip, heldout_fraction, seed)
         bank.start_states, bank.goal_states = np.stack(starts), np.stack(goals)
+        if chunks:  # pad with zero actions (steps past a demo's end are never used)
+            t = bank.frames.shape[1] - 1
+            bank.actions = np.stack([np.pad(c, ((0, t - len(c)), (0, 0))) for c in chunks]).astype(np.float32)
         return bank
 
     # ----- storage (inside the world-model file) ---------------------------------------------------
     def to_dict(self) -> dict:
         return {"frames": zlib.compress(self.frames.tobytes(), 6), "shape": list(self.frames.shape),
                 "lengths": self.lengths, "heldout": self.heldout,
-                "start_states": self.start_states, "goal_states": self.goal_states}
+                "start_states": self.start_states, "goal_states": self.goal_states, "actions": self.actions}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DemoBank":
@@ -100,5 +108,7 @@ class DemoBank:
             frames = np.frombuffer(zlib.decompress(d["frames"]), np.uint8).reshape(d["shape"])
         except (zlib.error, ValueError, KeyError) as err:
             raise ValueError(f"the model's demo bank is corrupt: {err}") from err
+        actions = d.get("actions")
         return cls(frames.copy(), np.asarray(d["lengths"]), np.asarray(d["heldout"]),
-                   np.asarray(d["start_states"]), np.asarray(d["goal_states"]))
+                   np.asarray(d["start_states"]), np.asarray(d["goal_states"]),
+                   None if actions is None else np.asarray(actions, np.float32))

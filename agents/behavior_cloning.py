@@ -1,0 +1,69 @@
+"""Behaviour-cloning warm start from an offline demo dataset, before RL in imagination.
+
+Pure PPO in imagination starts from a random policy, far from any demo, where feature
+distances saturate and the reward barely varies. Cloning the demos' action chunks first puts
+the policy where the video-aligned reward is informative; PPO then improves it in imagination.
+Only the offline dataset is used: the same demos the imagination env is built from.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wm_gym.data.demo_bank import DemoBank
+from wm_gym.imagine.vector_env import policy_observation
+from wm_gym.world_model import WorldModel
+
+
+@torch.no_grad()
+def demo_pairs(model: WorldModel, demos: DemoBank | str | Path | None = None,
+               split: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """(observations [M, 2·N·C], action chunks [M, A]) at every step of every demo before its end.
+
+    ``demos``: a DemoBank, a dataset folder, or None for the model's own bank. The goal shown is
+    the demo's last frame, as in the imagination env.
+    """
+    bank = demos if isinstance(demos, DemoBank) else (
+        model.bank if demos is None else DemoBank.from_dataset(demos, model.config.frameskip, heldout_fraction=0.0))
+    if bank is None or bank.actions is None:
+        raise ValueError("behaviour cloning needs demos with action labels (a dataset from `wm-gym collect`, or a "
+                         "model whose demo bank was built from one)")
+    if bank.actions.shape[-1] != model.config.action_dim:
+        raise ValueError(f"demo action chunks have {bank.actions.shape[-1]} numbers, the model takes {model.config.action_dim}")
+    obs, actions = [], []
+    for m in bank.indices("all" if demos is not None else split):
+        steps = int(bank.lengths[m])
+        frames = np.ascontiguousarray(bank.frames[m, : steps + 1])
+        feats = model.encode(torch.from_numpy(frames))
+        obs.append(policy_observation(feats[:-1], feats[-1:].expand(steps, -1, -1)))
+        actions.append(bank.actions[m, :steps])
+    return np.concatenate(obs), np.concatenate(actions).astype(np.float32)
+
+
+def clone_into(agent, observations: np.ndarray, actions: np.ndarray, epochs: int = 30, batch_size: int = 256,
+               lr: float = 1e-3, seed: int = 0) -> list[float]:
+    """Fit the SB3 policy's deterministic action to the demos by MSE; returns the loss per epoch."""
+    policy = agent.policy
+    actions = np.clip(actions, agent.action_space.low, agent.action_space.high)
+    if hasattr(policy, "actor"):  # SAC: the actor outputs tanh-squashed actions in [-1, 1]
+        actions = policy.scale_action(actions)
+        predict = lambda o: policy.actor(o, deterministic=True)  # noqa: E731
+    else:  # PPO: the Gaussian's mean, in action units
+        predict = lambda o: policy.get_distribution(o).distribution.mean  # noqa: E731
+    obs = torch.as_tensor(observations, device=policy.device)
+    target = torch.as_tensor(actions, dtype=torch.float32, device=policy.device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(epochs):
+        order, total = torch.randperm(len(obs), generator=generator), 0.0
+        for idx in order.split(batch_size):
+            loss = torch.nn.functional.mse_loss(predict(obs[idx]), target[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        losses.append(total / len(obs))
+    return losses

@@ -7,7 +7,7 @@
 3. out/demo/ gets the learning curve (PNG) and an mp4 of one episode played twice from the
    same start and goal: in the real sim and in imagination, side by side.
 
-    python examples/demo.py --steps 100000 --episodes 50 --out out/demo
+    python examples/demo.py --steps 61440 --episodes 50 --out out/demo
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from wm_gym.agents.train_agent import AgentConfig, load_agent, train_agent
 from wm_gym.data.collect import make_sim
 from wm_gym.envs.action_chunk import ActionChunk
 from wm_gym.imagine import WMImagineEnv
+from wm_gym.imagine.vector_env import policy_observation
 from wm_gym.media import side_by_side, write_mp4
 
 
@@ -42,7 +43,7 @@ def real_vs_imagined_video(agent_path: Path, model: str, seed: int, out: Path) -
         with torch.no_grad():
             real_feat = wm.encode(torch.from_numpy(obs["pixels"][None]))
             goal_feat = wm.encode(torch.from_numpy(goal[None]))
-        real_obs = torch.cat([real_feat.flatten(1), goal_feat.flatten(1)], 1).numpy()
+        real_obs = policy_observation(real_feat, goal_feat)
         if not real_done:
             action, _ = agent.predict(real_obs, deterministic=True)
             obs, _, real_done, _, _ = real.step(action[0])
@@ -57,8 +58,8 @@ def real_vs_imagined_video(agent_path: Path, model: str, seed: int, out: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="wall", help="world model: zoo name or file")
-    parser.add_argument("--steps", type=int, default=100_000, help="imagined PPO steps (~6 min on 2 CPU cores)")
-    parser.add_argument("--num-envs", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=61_440, help="imagined PPO steps (~4 min on 2 CPU cores)")
+    parser.add_argument("--num-envs", type=int, default=128)
     parser.add_argument("--episodes", type=int, default=50, help="real-sim evaluation episodes (fresh seeds)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="out/demo")
@@ -67,7 +68,7 @@ def main() -> None:
     started = time.perf_counter()
 
     trained = train_agent(AgentConfig(model=args.model, out=str(out / "ppo_wall.zip"), steps=args.steps,
-                                      num_envs=args.num_envs, seed=args.seed, device="auto",
+                                      num_envs=args.num_envs, n_steps=32, seed=args.seed, device="auto",
                                       log_dir=str(out / "tb")))
     result = evaluate_agent(out / "ppo_wall.zip", episodes=args.episodes, seed=1000, video_dir=out / "real_episodes")
     video = real_vs_imagined_video(out / "ppo_wall.zip", args.model, seed=1000, out=out)

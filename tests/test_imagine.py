@@ -485,6 +485,29 @@ def test_zoo_rejects_unknown_names(world):
         gym.make("WMImagine-v0", model="nonexistent", device="cpu")
 
 
+def test_default_env_loads_the_shipped_wall_model_offline(monkeypatch):
+    """No arguments: the zoo's wall model, from the installed package, with no network."""
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    from wm_gym.zoo import DEFAULT, ZOO_DIR, available
+
+    assert DEFAULT == "wall" and "wall" in available()
+    env = gym.make("WMImagine-v0", device="cpu")
+    wm = env.unwrapped.model
+    assert wm.meta.sim == "wall" and wm.meta.success_threshold is not None
+    assert wm.bank is not None and wm.bank.actions is not None and wm.bank.heldout.any()
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (2 * wm.n_tokens * wm.dim,) and np.isfinite(obs).all()
+    obs, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    assert np.isfinite(reward) and reward < 0  # video-aligned reward: minus a distance
+    assert (ZOO_DIR / "wall.pt").stat().st_size < 12e6
+
+
 def test_corrupt_model_files_raise_value_error(world, tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"this is not a world model")

@@ -71,10 +71,19 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         repa_weight=args.repa_weight, steps=args.steps, encoder=args.encoder, encoder_weights=args.encoder_weights,
         history=args.history, frameskip=args.frameskip, action_labels=args.action_labels, seed=args.seed,
         device=args.device, resume=args.resume, log_dir=args.log_dir, progress=not args.json, init_from=args.init_from,
+        stage_overrides={name: {"steps": steps} for name, steps in map(_stage_steps, args.stage_steps or [])},
     )
     model = train_world_model(cfg)
     return {"out": args.out, **model.summary(), "train_info": {k: v for k, v in model.meta.train_info.items()
                                                                  if k in ("seconds", "final_loss", "device", "world_size")}}
+
+
+def _stage_steps(text: str) -> tuple[str, int]:
+    name, _, steps = text.partition("=")
+    if not steps.isdigit() or name not in ("encoder", "latent", "flow", "controller", "predictor"):
+        raise ValueError(f"--stage-steps takes STAGE=N with STAGE one of encoder, latent, flow, controller, predictor; "
+                         f"got {text!r}")
+    return name, int(steps)
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +102,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--regularizer", default="sparse", choices=["sparse", "noisy", "vq", "none"], help="lam bottleneck")
     p.add_argument("--repa-weight", type=float, default=0.0, help="Seq-Δ-REPA auxiliary loss weight (0 = off)")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every stage")
+    p.add_argument("--stage-steps", action="append", metavar="STAGE=N", help="override one stage's steps, e.g. flow=1000")
     p.add_argument("--encoder", default="conv", choices=["conv", "dinov2-vits14"])
     p.add_argument("--encoder-weights", default=None, help="DINOv2 weights file (dinov2_vits14_pretrain.pth)")
     p.add_argument("--history", type=int, default=1, help="feature frames the dynamics read")

@@ -535,3 +535,16 @@ def test_model_without_a_bank_needs_demos(world, model):
     assert info["demo_index"] == 0
     expected = encode(model, video)
     np.testing.assert_allclose(obs, np.concatenate([expected[0], expected[3]]), **TOL)
+
+
+def test_shipped_pointmaze_model_reads_three_frames():
+    """The pointmaze zoo model keeps a 3-frame history (the ball's velocity) and steps in imagination."""
+    env = gym.make("WMImagine-v0", model="pointmaze", device="cpu")
+    wm = env.unwrapped.model
+    assert wm.meta.sim == "pointmaze" and wm.config.history == 3
+    assert env.unwrapped.vec.horizon == 100 // wm.config.frameskip
+    obs, _ = env.reset(seed=1)
+    for _ in range(3):
+        obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert np.isfinite(obs).all() and np.isfinite(reward)
+    assert env.unwrapped.vec.s_hist.shape[1] == 3

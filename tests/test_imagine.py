@@ -547,4 +547,6 @@ def test_shipped_pointmaze_model_reads_three_frames():
     for _ in range(3):
         obs, reward, terminated, truncated, _ = env.step(env.action_space.sample())
         assert np.isfinite(obs).all() and np.isfinite(reward)
+        if terminated or truncated:
+            obs, _ = env.reset()
     assert env.unwrapped.vec.s_hist.shape[1] == 3

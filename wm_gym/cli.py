@@ -148,6 +148,46 @@ def add_eval_wm(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_eval_wm)
 
 
+# ----- plan ----------------------------------------------------------------------------------
+def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.agents.evaluate import evaluate_policy
+    from wm_gym.agents.planners import PlannerConfig, make_planner
+    from wm_gym.zoo import load_model
+
+    model = load_model(args.model, args.device)
+    cfg = PlannerConfig(horizon=args.horizon, mpc=args.mpc, samples=args.samples, elites=args.elites,
+                        iterations=args.iterations, gbp_steps=args.gbp_steps, lr=args.lr, seed=args.seed)
+    planner = make_planner(args.planner, model, cfg)
+    result = evaluate_policy(planner, model, args.env, episodes=args.episodes, seed=args.seed, batch=args.episodes,
+                             max_steps=args.max_steps, video_dir=args.video)
+    return {"planner": args.planner, "mpc": args.mpc, "seconds_per_plan": round(planner.seconds_per_plan, 4),
+            "plans": len(planner.plan_seconds), **result}
+
+
+def add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan", help="plan with the world model (CEM, GBP, MPPI) and act in the REAL sim",
+        description="Plan action chunks with the world model for all episodes in one batch, execute them in the real "
+        "sim (open loop, or replanning every step with --mpc) and report success and seconds per plan.",
+    )
+    p.add_argument("--model", default="wall", help="world model: zoo name or file")
+    p.add_argument("--env", default=None, help=SIM_HELP + " (default: the model's sim)")
+    p.add_argument("--planner", default="gbp", choices=["cem", "gbp", "mppi"])
+    p.add_argument("--mpc", action="store_true", help="replan after every executed chunk (warm-started)")
+    p.add_argument("--horizon", type=int, default=5, help="chunks planned ahead")
+    p.add_argument("--samples", type=int, default=300, help="CEM/MPPI samples per iteration")
+    p.add_argument("--elites", type=int, default=30, help="CEM top-k")
+    p.add_argument("--iterations", type=int, default=10, help="CEM/MPPI iterations")
+    p.add_argument("--gbp-steps", type=int, default=100, help="GBP Adam steps")
+    p.add_argument("--lr", type=float, default=0.2, help="GBP Adam learning rate")
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--max-steps", type=int, default=None, help="agent steps per episode (default: sim length / frameskip)")
+    p.add_argument("--seed", type=int, default=1000)
+    p.add_argument("--video", default=None, help="folder for mp4s of the first real episodes")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_plan)
+
+
 # ----- bench ---------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     import torch
@@ -319,7 +359,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 # ----- entry point ---------------------------------------------------------------------------
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_collect, add_train, add_eval_wm, add_calibrate, add_train_agent, add_evaluate, add_bench]
+    add_collect, add_train, add_eval_wm, add_calibrate, add_train_agent, add_evaluate, add_plan, add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

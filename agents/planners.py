@@ -1,0 +1,192 @@
+"""Planning with the world model: CEM, gradient-based (GBP, Adam) and MPPI, batched over episodes.
+
+Every planner minimises the same goal cost over a horizon of action chunks,
+
+    cost(a_1..a_T) = Σ_i 0.5^(T−i) · mean((ŝ_i − s_goal)²),   ŝ = model.rollout(s_hist, a),
+
+so the last predicted frame counts most and earlier ones pull the plan towards the goal too.
+They all expose SB3's ``predict(obs) -> (actions, None)`` on the imagination env's observation
+``[features, goal features]``, so ``wm-gym evaluate``'s real-sim harness runs them unchanged.
+One ``predict`` plans for every row of the batch at once (50 episodes = one batch).
+
+``mpc=True`` replans at every step and executes the first chunk (warm-starting from the
+previous plan shifted by one); ``mpc=False`` plans once per ``horizon`` steps and executes the
+whole plan open loop. Planning happens in normalised action units u ∈ [−1, 1].
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wm_gym.world_model import WorldModel
+
+PLANNERS = ("cem", "gbp", "mppi")
+
+
+@dataclass
+class PlannerConfig:
+    horizon: int = 5            # action chunks planned ahead
+    mpc: bool = True            # replan every step (else execute the plan open loop)
+    mode: str = "controller"    # how the world model turns actions into latent actions
+    decay: float = 0.5          # weight 0.5^(T−i) of predicted frame i in the cost
+    # sampling planners (CEM, MPPI)
+    samples: int = 300
+    elites: int = 30            # CEM top-k
+    iterations: int = 10
+    init_std: float = 1.0       # in normalised action units
+    temperature: float = 0.5    # MPPI: weights ∝ exp(−cost / (temperature · std of costs))
+    # gradient-based planning
+    gbp_steps: int = 100
+    lr: float = 0.2
+    noise: float = 0.003        # Gaussian noise added to u after each Adam step (escapes flat spots)
+    seed: int = 0
+
+
+class Planner:
+    """Shared plumbing: observation parsing, history, warm start, open-loop queue, timing."""
+
+    def __init__(self, model: WorldModel, config: PlannerConfig | None = None):
+        self.model, self.cfg = model.eval(), config or PlannerConfig()
+        if self.cfg.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.cfg.horizon}")
+        self.generator = torch.Generator(device=model.device).manual_seed(self.cfg.seed)
+        self.plan_seconds: list[float] = []
+        self.reset()
+
+    def reset(self) -> None:
+        self._warm: Tensor | None = None   # [B, T, A] normalised plan to start from
+        self._queue: Tensor | None = None  # [B, k, A] open-loop actions still to execute
+        self._hist: Tensor | None = None   # [B, H, N, C] past features
+
+    # ----- SB3-style interface -------------------------------------------------------------------
+    def predict(self, obs: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
+        """obs [B, 2·N·C] (or [2·N·C]) → action chunks [B, A] in sim units."""
+        obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=self.model.device)
+        single = obs_t.ndim == 1
+        obs_t = obs_t[None] if single else obs_t
+        n, c = self.model.n_tokens, self.model.dim
+        if obs_t.shape[1:] != (2 * n * c,):
+            raise ValueError(f"obs must be [B, {2 * n * c}] (features and goal features), got {tuple(obs_t.shape)}")
+        s, goal = obs_t[:, : n * c].view(-1, n, c), obs_t[:, n * c:].view(-1, n, c)
+        self._push_history(s)
+        if not self.cfg.mpc and self._queue is not None and self._queue.shape[1] > 0:
+            u = self._queue[:, 0]
+            self._queue = self._queue[:, 1:]
+        else:
+            started = time.perf_counter()
+            plan = self.plan(self._hist, goal, self._warm)
+            self.plan_seconds.append(time.perf_counter() - started)
+            u = plan[:, 0]
+            self._warm = torch.cat([plan[:, 1:], plan[:, -1:]], dim=1)  # shift by one step
+            self._queue = None if self.cfg.mpc else plan[:, 1:]
+        actions = self.to_sim(u).detach().cpu().numpy()
+        return (actions[0] if single else actions), None
+
+    @property
+    def seconds_per_plan(self) -> float:
+        return float(np.mean(self.plan_seconds)) if self.plan_seconds else float("nan")
+
+    # ----- what each planner implements ------------------------------------------------------------
+    def plan(self, s_hist: Tensor, goal: Tensor, warm: Tensor | None) -> Tensor:
+        """[B, H, N, C], [B, N, C] → the best normalised plan u [B, T, A]."""
+        raise NotImplementedError
+
+    # ----- shared pieces -----------------------------------------------------------------------------
+    def cost(self, s_hist: Tensor, goal: Tensor, u: Tensor) -> Tensor:
+        """Goal cost [B] of normalised plans u [B, T, A] (differentiable)."""
+        preds = self.model.rollout(s_hist, self.to_sim(u), mode=self.cfg.mode)  # [B, T, N, C]
+        t = u.shape[1]
+        weights = self.cfg.decay ** torch.arange(t - 1, -1, -1, device=u.device, dtype=preds.dtype)
+        per_frame = ((preds - goal[:, None]) ** 2).mean(dim=(2, 3))  # [B, T]
+        return (per_frame * weights).sum(1)
+
+    def to_sim(self, u: Tensor) -> Tensor:
+        low, high = self.model.action_low, self.model.action_high
+        return low + (u.clamp(-1, 1) + 1) / 2 * (high - low)
+
+    def _start(self, b: int, warm: Tensor | None) -> Tensor:
+        if warm is not None and warm.shape[0] == b:
+            return warm
+        return torch.zeros(b, self.cfg.horizon, self.model.config.action_dim, device=self.model.device)
+
+    def _push_history(self, s: Tensor) -> None:
+        h = self.model.config.history
+        if self._hist is None or self._hist.shape[0] != s.shape[0]:
+            self._hist = s[:, None].expand(-1, h, -1, -1).clone()
+        else:
+            self._hist = torch.cat([self._hist[:, 1:], s[:, None]], dim=1)
+
+    def _sample_costs(self, s_hist: Tensor, goal: Tensor, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+        """Draw ``samples`` plans per row around mean/std; returns (u [B, S, T, A], cost [B, S])."""
+        b, k = mean.shape[0], self.cfg.samples
+        noise = torch.randn((b, k, *mean.shape[1:]), generator=self.generator, device=mean.device)
+        u = (mean[:, None] + std[:, None] * noise).clamp(-1, 1)
+        u[:, 0] = mean.clamp(-1, 1)  # keep the current mean among the candidates
+        flat_hist = s_hist[:, None].expand(-1, k, -1, -1, -1).flatten(0, 1)
+        flat_goal = goal[:, None].expand(-1, k, -1, -1).flatten(0, 1)
+        with torch.no_grad():
+            cost = self.cost(flat_hist, flat_goal, u.flatten(0, 1)).view(b, k)
+        return u, cost
+
+
+class CEMPlanner(Planner):
+    """Cross-entropy method: refit a Gaussian to the ``elites`` best of ``samples`` plans."""
+
+    def plan(self, s_hist, goal, warm):
+        mean = self._start(goal.shape[0], warm)
+        std = torch.full_like(mean, self.cfg.init_std)
+        for _ in range(self.cfg.iterations):
+            u, cost = self._sample_costs(s_hist, goal, mean, std)
+            idx = cost.topk(self.cfg.elites, dim=1, largest=False).indices  # [B, E]
+            elites = u.gather(1, idx[:, :, None, None].expand(-1, -1, *u.shape[2:]))
+            mean, std = elites.mean(1), elites.std(1).clamp_min(1e-3)
+        return mean
+
+
+class MPPIPlanner(Planner):
+    """MPPI: the cost-weighted average of sampled plans, weights ∝ exp(−cost / λ)."""
+
+    def plan(self, s_hist, goal, warm):
+        mean = self._start(goal.shape[0], warm)
+        std = torch.full_like(mean, self.cfg.init_std)
+        for _ in range(self.cfg.iterations):
+            u, cost = self._sample_costs(s_hist, goal, mean, std)
+            scale = self.cfg.temperature * cost.std(1, keepdim=True).clamp_min(1e-8)
+            w = torch.softmax(-(cost - cost.min(1, keepdim=True).values) / scale, dim=1)  # [B, S]
+            mean = (w[:, :, None, None] * u).sum(1)
+        return mean
+
+
+class GradientPlanner(Planner):
+    """Gradient-based planning: Adam on the actions through the differentiable rollout."""
+
+    @torch.enable_grad()  # also when called under no_grad: the gradient is the method
+    def plan(self, s_hist, goal, warm):
+        b = goal.shape[0]
+        if warm is not None and warm.shape[0] == b:
+            u0 = warm.clone()
+        else:
+            u0 = torch.randn(b, self.cfg.horizon, self.model.config.action_dim, generator=self.generator,
+                             device=goal.device).clamp(-1, 1)
+        u = u0.requires_grad_(True)
+        optimizer = torch.optim.Adam([u], lr=self.cfg.lr)
+        s_hist, goal = s_hist.detach(), goal.detach()
+        for _ in range(self.cfg.gbp_steps):
+            loss = self.cost(s_hist, goal, u).sum()  # rows are independent: one backward for all
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                u.add_(self.cfg.noise * torch.randn(u.shape, generator=self.generator, device=u.device)).clamp_(-1, 1)
+        return u.detach()
+
+
+def make_planner(name: str, model: WorldModel, config: PlannerConfig | None = None) -> Planner:
+    classes = {"cem": CEMPlanner, "gbp": GradientPlanner, "mppi": MPPIPlanner}
+    if name not in classes:
+        raise ValueError(f"unknown planner {name!r}; expected one of {', '.join(PLANNERS)}")
+    return classes[name](model, config)

@@ -243,3 +243,11 @@ def test_init_from_reuses_encoder_and_latents_and_trains_dynamics(tiny_model, wa
         train_world_model(TrainConfig(data=str(wall_data), out=str(tmp_path / "bad.pt"), preset="small",
                                       device="cpu", progress=False, init_from=str(path), steps=1,
                                       log_dir=str(tmp_path / "tb2")))
+
+
+def test_cli_stage_steps_must_name_a_stage(tmp_path, capsys):
+    from wm_gym.cli import _stage_steps, main
+
+    assert _stage_steps("flow=1000") == ("flow", 1000)
+    rc = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--stage-steps", "bogus=3"])
+    assert rc == 2 and "--stage-steps takes STAGE=N" in capsys.readouterr().err

@@ -16,6 +16,7 @@ whole plan open loop. Planning happens in normalised action units u ∈ [−1, 1
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,7 @@ class PlannerConfig:
     seed: int = 0
 
 
-class Planner:
+class Planner(ABC):
     """Shared plumbing: observation parsing, history, warm start, open-loop queue, timing."""
 
     def __init__(self, model: WorldModel, config: PlannerConfig | None = None):
@@ -91,9 +92,9 @@ class Planner:
         return float(np.mean(self.plan_seconds)) if self.plan_seconds else float("nan")
 
     # ----- what each planner implements ------------------------------------------------------------
+    @abstractmethod
     def plan(self, s_hist: Tensor, goal: Tensor, warm: Tensor | None) -> Tensor:
         """[B, H, N, C], [B, N, C] → the best normalised plan u [B, T, A]."""
-        raise NotImplementedError
 
     # ----- shared pieces -----------------------------------------------------------------------------
     def cost(self, s_hist: Tensor, goal: Tensor, u: Tensor) -> Tensor:

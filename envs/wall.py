@@ -20,12 +20,12 @@ from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .goal_env import GoalImageEnv
 from .policies import CorrelatedRandomPolicy, Policy
+from .row_seeds import reseed_rows
 from .validation import check_action
 
 #: Pixels moved per unit of action (DINO-WM: ``pos += 2 * action``).
@@ -340,11 +340,8 @@ class WallVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
         """Start new episodes in every row; options ``start_state``/``goal_state``: [2] or [N, 2]."""
-        row_seeds = self._row_seeds(seed)
+        reseed_rows(self._row_rngs, seed)
         super().reset(seed=int(seed) if isinstance(seed, (int, np.integer)) else None)
-        for i, row_seed in enumerate(row_seeds):
-            if row_seed is not None or self._row_rngs[i] is None:
-                self._row_rngs[i] = seeding.np_random(row_seed)[0]
         options = options or {}
         self._restart(np.arange(self.num_envs), options.get("start_state"), options.get("goal_state"))
         self._prev_done[:] = False
@@ -375,17 +372,6 @@ class WallVectorEnv(VectorEnv):
         return render_dots(self.pos, self.geometry, self.image_size)
 
     # ----- helpers ---------------------------------------------------------------------------
-    def _row_seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
-        """The per-row seeds: ``seed + i`` for an int, the list itself for a list."""
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, (int, np.integer)):
-            return [int(seed) + i for i in range(self.num_envs)]
-        seeds = list(seed)
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"seed list must have num_envs={self.num_envs} entries, got {len(seeds)}")
-        return seeds
-
     def _restart(self, rows: np.ndarray, start_state=None, goal_state=None) -> None:
         """New episodes in ``rows`` [R]: sample start/goal from each row's generator, render goals.
 

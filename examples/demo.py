@@ -37,12 +37,11 @@ def real_vs_imagined_video(agent_path: Path, model: str, seed: int, out: Path) -
     obs, _ = real.reset(seed=seed)
     goal = real.unwrapped.goal_pixels
     im_obs, _ = imagined.reset(seed=seed, options={"start_frame": obs["pixels"], "goal_frame": goal})
+    goal_feat = wm.encode(torch.from_numpy(goal[None]))
     frames = [side_by_side(obs["pixels"], imagined.render()[:, :64], goal)]
     real_done = imag_done = False
     for _ in range(imagined.vec.horizon):
-        with torch.no_grad():
-            real_feat = wm.encode(torch.from_numpy(obs["pixels"][None]))
-            goal_feat = wm.encode(torch.from_numpy(goal[None]))
+        real_feat = wm.encode(torch.from_numpy(obs["pixels"][None]))  # encode is no_grad already
         real_obs = policy_observation(real_feat, goal_feat)
         if not real_done:
             action, _ = agent.predict(real_obs, deterministic=True)

@@ -27,7 +27,6 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
-from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 from torch import Tensor
@@ -35,6 +34,7 @@ from torch import Tensor
 from wm_gym.data.demo_bank import DemoBank
 from wm_gym.envs.action_chunk import chunk_space
 from wm_gym.envs.registration import SIMS
+from wm_gym.envs.row_seeds import reseed_rows
 from wm_gym.envs.validation import check_action
 from wm_gym.rewards import feature_distance, make_reward
 from wm_gym.world_model import WorldModel
@@ -133,7 +133,9 @@ class WMImagineVectorEnv(VectorEnv):
         # Per-row state (torch, on device).
         n, h = self.num_envs, self.model.config.history
         self.s_hist = torch.zeros(n, h, self.model.n_tokens, self.model.dim, device=self.device)  # [B, H, N, C]
-        self.demo = torch.zeros(n, t1, self.model.n_tokens, self.model.dim, device=self.device)  # [B, T+1, N, C]
+        # [B, T+1, N, C]: each row's demo, padded past its end with its goal (bank demos, custom demos and
+        # the growth for long custom demos all pad that way), so it is also the demo-aligned reward's target
+        self.demo = torch.zeros(n, t1, self.model.n_tokens, self.model.dim, device=self.device)
         self.demo_len = torch.ones(n, dtype=torch.long, device=self.device)
         self.steps = torch.zeros(n, dtype=torch.long, device=self.device)
         self.demo_index = np.zeros(n, np.int64)
@@ -144,10 +146,8 @@ class WMImagineVectorEnv(VectorEnv):
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
         """Start every row. options: ``demo_index`` (int or [B]), or your own ``start_frame`` and
         ``goal_frame`` (uint8 [H, W, 3]), or ``demo_frames`` (uint8 [T+1, H, W, 3]) for all rows."""
+        reseed_rows(self._row_rngs, seed)
         super().reset(seed=int(seed) if isinstance(seed, (int, np.integer)) else None)
-        for i, row_seed in enumerate(self._row_seeds(seed)):
-            if row_seed is not None or self._row_rngs[i] is None:
-                self._row_rngs[i] = seeding.np_random(row_seed)[0]
         rows = torch.arange(self.num_envs, device=self.device)
         self._restart(rows, options or {})
         self._needs_reset = False
@@ -161,7 +161,7 @@ class WMImagineVectorEnv(VectorEnv):
         s_prev = self.s_hist[:, -1]
         with torch.no_grad():
             s_next = self._imagine(a)
-            reward = self.reward_fn(s_prev, s_next, self._reward_target(), self.steps)
+            reward = self.reward_fn(s_prev, s_next, self.demo, self.steps)
             distance = feature_distance(s_next, self._goal(), self.success_metric)
         self.s_hist = torch.cat([self.s_hist[:, 1:], s_next[:, None]], dim=1)
         self.steps += 1
@@ -276,21 +276,5 @@ class WMImagineVectorEnv(VectorEnv):
         t = torch.minimum(self.steps + 1, self.demo_len)
         return self.demo[torch.arange(self.num_envs, device=self.device), t]
 
-    def _reward_target(self) -> Tensor:
-        """The demo sequence (padded with the goal) for demo-aligned terms; goal terms use its end."""
-        t1 = self.demo.shape[1]
-        idx = torch.minimum(torch.arange(t1, device=self.device)[None], self.demo_len[:, None])  # clamp at each demo's end
-        return self.demo[torch.arange(self.num_envs, device=self.device)[:, None], idx]
-
     def _obs(self) -> np.ndarray:
         return policy_observation(self.s_hist[:, -1], self._target())
-
-    def _row_seeds(self, seed) -> list[int | None]:
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, (int, np.integer)):
-            return [int(seed) + i for i in range(self.num_envs)]
-        seeds = list(seed)
-        if len(seeds) != self.num_envs:
-            raise ValueError(f"seed list must have num_envs={self.num_envs} entries, got {len(seeds)}")
-        return seeds

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from wm_gym.world_model import WorldModel
 
-PLANNERS = ("cem", "gbp", "mppi")
+PLANNERS = ("cem", "gbp", "gd", "mppi")
 
 
 @dataclass
@@ -40,9 +40,10 @@ class PlannerConfig:
     iterations: int = 10
     init_std: float = 1.0       # in normalised action units
     temperature: float = 0.5    # MPPI: weights ∝ exp(−cost / (temperature · std of costs))
-    # gradient-based planning
+    # gradient-based planning (gbp: Adam at lr; gd: plain gradient descent at gd_lr)
     gbp_steps: int = 100
     lr: float = 0.2
+    gd_lr: float = 1.0
     noise: float = 0.003        # Gaussian noise added to u after each Adam step (escapes flat spots)
     seed: int = 0
 
@@ -174,7 +175,7 @@ class GradientPlanner(Planner):
             u0 = torch.randn(b, self.cfg.horizon, self.model.config.action_dim, generator=self.generator,
                              device=goal.device).clamp(-1, 1)
         u = u0.requires_grad_(True)
-        optimizer = torch.optim.Adam([u], lr=self.cfg.lr)
+        optimizer = self.optimizer([u])
         s_hist, goal = s_hist.detach(), goal.detach()
         for _ in range(self.cfg.gbp_steps):
             loss = self.cost(s_hist, goal, u).sum()  # rows are independent: one backward for all
@@ -185,9 +186,19 @@ class GradientPlanner(Planner):
                 u.add_(self.cfg.noise * torch.randn(u.shape, generator=self.generator, device=u.device)).clamp_(-1, 1)
         return u.detach()
 
+    def optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=self.cfg.lr)
+
+
+class GradientDescentPlanner(GradientPlanner):
+    """Plain gradient descent on the actions (DINO-WM's GD planner: lr 1): the baseline Adam improves on."""
+
+    def optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.cfg.gd_lr)
+
 
 def make_planner(name: str, model: WorldModel, config: PlannerConfig | None = None) -> Planner:
-    classes = {"cem": CEMPlanner, "gbp": GradientPlanner, "mppi": MPPIPlanner}
+    classes = {"cem": CEMPlanner, "gbp": GradientPlanner, "gd": GradientDescentPlanner, "mppi": MPPIPlanner}
     if name not in classes:
         raise ValueError(f"unknown planner {name!r}; expected one of {', '.join(PLANNERS)}")
     return classes[name](model, config)

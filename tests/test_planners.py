@@ -25,7 +25,7 @@ def split(model, obs):
     return t[:, :n].view(-1, model.n_tokens, model.dim)[:, None], t[:, n:].view(-1, model.n_tokens, model.dim)
 
 
-@pytest.mark.parametrize("name", ["cem", "gbp", "mppi"])
+@pytest.mark.parametrize("name", ["cem", "gbp", "gd", "mppi"])
 def test_planner_lowers_the_cost_of_a_random_plan(setup, name):
     model, obs = setup
     cfg = PlannerConfig(horizon=3, samples=64, elites=8, iterations=4, gbp_steps=30, lr=0.2, seed=0)

@@ -71,6 +71,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         repa_weight=args.repa_weight, steps=args.steps, encoder=args.encoder, encoder_weights=args.encoder_weights,
         history=args.history, frameskip=args.frameskip, action_labels=args.action_labels, seed=args.seed,
         device=args.device, resume=args.resume, log_dir=args.log_dir, progress=not args.json, init_from=args.init_from,
+        adversarial=args.adversarial,
         stage_overrides={name: {"steps": steps} for name, steps in map(_stage_steps, args.stage_steps or [])},
     )
     model = train_world_model(cfg)
@@ -115,6 +116,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-from", default=None,
                    help="reuse this world model's encoder and latent actions; train only the dynamics (e.g. new labels)")
     p.add_argument("--log-dir", default=None, help="TensorBoard folder (default: runs/<OUT name>)")
+    p.add_argument("--adversarial", action="store_true",
+                   help="Adversarial World Modeling: FGSM-perturbed dynamics inputs (eps 0.05/0.02 std), clean targets")
     p.set_defaults(func=cmd_train)
 
 
@@ -149,15 +152,34 @@ def add_eval_wm(sub: argparse._SubParsersAction) -> None:
 
 
 # ----- plan ----------------------------------------------------------------------------------
+def _planner_config(args: argparse.Namespace):
+    from wm_gym.agents.planners import PlannerConfig
+
+    return PlannerConfig(horizon=args.horizon, mpc=args.mpc, samples=args.samples, elites=args.elites,
+                         iterations=args.iterations, gbp_steps=args.gbp_steps, lr=args.lr, gd_lr=args.gd_lr,
+                         seed=args.seed)
+
+
+def _add_planner_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--planner", default="gbp", choices=["cem", "gbp", "gd", "mppi"],
+                   help="gbp: Adam on the actions; gd: plain gradient descent; cem / mppi: sampling")
+    p.add_argument("--mpc", action="store_true", help="replan after every executed chunk (warm-started)")
+    p.add_argument("--horizon", type=int, default=5, help="chunks planned ahead")
+    p.add_argument("--samples", type=int, default=300, help="CEM/MPPI samples per iteration")
+    p.add_argument("--elites", type=int, default=30, help="CEM top-k")
+    p.add_argument("--iterations", type=int, default=10, help="CEM/MPPI iterations")
+    p.add_argument("--gbp-steps", type=int, default=100, help="gradient steps per plan (gbp and gd)")
+    p.add_argument("--lr", type=float, default=0.2, help="GBP Adam learning rate")
+    p.add_argument("--gd-lr", type=float, default=1.0, help="GD learning rate")
+
+
 def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
-    from wm_gym.agents.evaluate import evaluate_policy
-    from wm_gym.agents.planners import PlannerConfig, make_planner
+    from wm_gym.agents.planners import make_planner
+    from wm_gym.real_episodes import evaluate_policy
     from wm_gym.zoo import load_model
 
     model = load_model(args.model, args.device)
-    cfg = PlannerConfig(horizon=args.horizon, mpc=args.mpc, samples=args.samples, elites=args.elites,
-                        iterations=args.iterations, gbp_steps=args.gbp_steps, lr=args.lr, seed=args.seed)
-    planner = make_planner(args.planner, model, cfg)
+    planner = make_planner(args.planner, model, _planner_config(args))
     result = evaluate_policy(planner, model, args.env, episodes=args.episodes, seed=args.seed, batch=args.episodes,
                              max_steps=args.max_steps, video_dir=args.video)
     return {"planner": args.planner, "mpc": args.mpc, "seconds_per_plan": round(planner.seconds_per_plan, 4),
@@ -166,26 +188,109 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "plan", help="plan with the world model (CEM, GBP, MPPI) and act in the REAL sim",
+        "plan", help="plan with the world model (CEM, GBP, GD, MPPI) and act in the REAL sim",
         description="Plan action chunks with the world model for all episodes in one batch, execute them in the real "
         "sim (open loop, or replanning every step with --mpc) and report success and seconds per plan.",
     )
     p.add_argument("--model", default="wall", help="world model: zoo name or file")
     p.add_argument("--env", default=None, help=SIM_HELP + " (default: the model's sim)")
-    p.add_argument("--planner", default="gbp", choices=["cem", "gbp", "mppi"])
-    p.add_argument("--mpc", action="store_true", help="replan after every executed chunk (warm-started)")
-    p.add_argument("--horizon", type=int, default=5, help="chunks planned ahead")
-    p.add_argument("--samples", type=int, default=300, help="CEM/MPPI samples per iteration")
-    p.add_argument("--elites", type=int, default=30, help="CEM top-k")
-    p.add_argument("--iterations", type=int, default=10, help="CEM/MPPI iterations")
-    p.add_argument("--gbp-steps", type=int, default=100, help="GBP Adam steps")
-    p.add_argument("--lr", type=float, default=0.2, help="GBP Adam learning rate")
+    _add_planner_args(p)
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--max-steps", type=int, default=None, help="agent steps per episode (default: sim length / frameskip)")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--video", default=None, help="folder for mp4s of the first real episodes")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_plan)
+
+
+# ----- online --------------------------------------------------------------------------------
+def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.online import OnlineConfig, run_online
+    from wm_gym.train.finetune import FinetuneConfig
+
+    if args.agent:
+        from wm_gym.agents.train_agent import load_agent
+
+        policy = load_agent(args.agent)[0]
+    else:
+        from wm_gym.agents.planners import make_planner
+
+        config = _planner_config(args)
+        policy = lambda model: make_planner(args.planner, model, config)  # noqa: E731  (rebuilt on each round's model)
+    cfg = OnlineConfig(
+        out=args.out, rounds=args.rounds, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
+        batch=args.batch or args.episodes, data=args.data or [], eval_episodes=args.eval_episodes,
+        eval_seed=args.eval_seed, device=args.device, progress=not args.json,
+        finetune=FinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr, batch_size=args.batch_size,
+                                adversarial=args.adversarial, seed=args.seed, progress=not args.json),
+    )
+    rounds = run_online(args.model, policy, cfg)
+    return {"out": args.out, "rounds": [{k: r[k] for k in ("round", "success_rate", "episodes_added", "sim_steps_added")}
+                                        | {"mse_before": r["finetune"].get("mse_before"),
+                                           "mse_after": r["finetune"].get("mse_after")}
+                                        | ({"eval_success_rate": r["eval"]["success_rate"]} if "eval" in r else {})
+                                        for r in rounds]}
+
+
+def add_online(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "online", help="online world modeling: plan in the real sim, add the trajectories, fine-tune, repeat",
+        description="The data-aggregation loop. Each round runs --episodes real episodes with a planner (or an SB3 "
+        "agent, --agent), saves every finished trajectory atomically under OUT/round_RR/episodes, fine-tunes the "
+        "dynamics (lr 1e-5, encoder frozen) on --data plus all rounds' trajectories and writes OUT/round_RR/model.pt. "
+        "Re-run the same command to resume an interrupted run: nothing is lost or duplicated.",
+    )
+    p.add_argument("--model", default="wall", help="starting world model: zoo name or file")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--episodes", type=int, default=50, help="real episodes per round")
+    p.add_argument("--agent", default=None, help="act with this SB3 agent (train-agent .zip) instead of a planner")
+    _add_planner_args(p)
+    p.add_argument("--data", action="append", help="base dataset dir to fine-tune on as well (repeatable)")
+    p.add_argument("--finetune-steps", type=int, default=300)
+    p.add_argument("--finetune-lr", type=float, default=1e-5)
+    p.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size")
+    p.add_argument("--adversarial", action="store_true", help="FGSM-perturbed inputs while fine-tuning")
+    p.add_argument("--eval-episodes", type=int, default=0, help="also evaluate each round's model on fixed held-out seeds")
+    p.add_argument("--eval-seed", type=int, default=100_000)
+    p.add_argument("--max-steps", type=int, default=None, help="agent steps per episode")
+    p.add_argument("--batch", type=int, default=None, help="episodes run in lockstep (default: all of a round)")
+    p.add_argument("--seed", type=int, default=0, help="round r, episode i resets with seed + r*episodes + i")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_online)
+
+
+# ----- finetune ------------------------------------------------------------------------------
+def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.train.finetune import FinetuneConfig, finetune_dynamics
+    from wm_gym.zoo import load_model
+
+    model = load_model(args.model, args.device)
+    info = finetune_dynamics(model, args.data, FinetuneConfig(
+        steps=args.steps, lr=args.lr, batch_size=args.batch_size, adversarial=args.adversarial, seed=args.seed,
+        log_dir=args.log_dir, progress=not args.json))
+    model.save(args.out)
+    return {"out": args.out, **info}
+
+
+def add_finetune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "finetune", help="fine-tune a world model's dynamics on more data (optionally adversarial)",
+        description="Fine-tune only the dynamics (the predictor, or the controller of rla/lam models) on one-step "
+        "feature error; the encoder, latent actions and flow stay frozen. --adversarial trains on FGSM-perturbed "
+        "history features (eps 0.05 std) and actions (eps 0.02 std) with clean targets.",
+    )
+    p.add_argument("--model", required=True, help="world model: zoo name or file")
+    p.add_argument("--data", required=True, action="append", help="dataset dir (repeatable)")
+    p.add_argument("--out", required=True, help="world-model file to write")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--adversarial", action="store_true", help="FGSM with a random start on the inputs, clean targets")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-dir", default=None, help="TensorBoard folder")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_finetune)
 
 
 # ----- bench ---------------------------------------------------------------------------------
@@ -359,7 +464,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 # ----- entry point ---------------------------------------------------------------------------
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_collect, add_train, add_eval_wm, add_calibrate, add_train_agent, add_evaluate, add_plan, add_bench]
+    add_collect, add_train, add_eval_wm, add_calibrate, add_train_agent, add_evaluate, add_plan, add_online, add_finetune,
+    add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -184,16 +184,29 @@ class WorldModel(nn.Module):
         check_shape(s_hist, "s_hist", B=None, H=self.config.history, N=self.n_tokens, C=self.dim)
         check_shape(actions, "actions", B=s_hist.shape[0], A=self.config.action_dim)
         a = self.scale_actions(actions)
+        return self.snap(self.predict(s_hist, a, mode, steps=flow_steps, noise=noise, generator=generator))
+
+    def predict(self, s_hist: Tensor, a: Tensor, mode: str = "controller", **flow_kwargs) -> Tensor:
+        """The dynamics alone: s_hist and *scaled* action chunks a ∈ [−1, 1] → ŝ_{t+1}, not re-projected.
+
+        What one-step training and fine-tuning fit (``step`` = scale, ``predict``, ``snap``).
+        """
         if self.predictor is not None:
-            s_next = self.predictor(s_hist, a)
-        elif mode == "controller":
-            s_next = self.step_latent(s_hist[:, -1], self.controller(s_hist, a))
-        elif mode == "flow":
-            z = self.flow.sample(s_hist, a, steps=flow_steps, noise=noise, generator=generator)
-            s_next = self.step_latent(s_hist[:, -1], z)
-        else:
-            raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
-        return self.snap(s_next)
+            return self.predictor(s_hist, a)
+        if mode == "controller":
+            return self.step_latent(s_hist[:, -1], self.controller(s_hist, a))
+        if mode == "flow":
+            return self.step_latent(s_hist[:, -1], self.flow.sample(s_hist, a, **flow_kwargs))
+        raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
+
+    @property
+    def dynamics(self) -> nn.Module:
+        """The module that maps actions to motion: the predictor (action) or the controller (rla/lam).
+
+        Fine-tuning trains only this, so the encoder, the latent-action space and the flow model
+        that imagination envs and agents rely on stay as they were.
+        """
+        return self.predictor if self.predictor is not None else self.controller
 
     def snap(self, s: Tensor) -> Tensor:
         """A predicted state as the next rollout input: re-projected when the model does that."""

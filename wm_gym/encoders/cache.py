@@ -59,3 +59,10 @@ def cached_features(encoder: FrozenEncoder, frames: np.ndarray, cache_path: str 
     features = encode_frames(encoder, frames, batch_size, device, progress)
     atomic_torch_save({"key": key, "features": features}, cache_path)
     return features
+
+
+def dataset_features(encoder: FrozenEncoder, data_dir: str | Path, frames: np.ndarray, progress: bool = True,
+                     device: str | torch.device = "auto") -> torch.Tensor:
+    """:func:`cached_features` of a dataset's frames, cached in ``DIR/.cache`` per encoder."""
+    cache = Path(data_dir) / ".cache" / f"features-{encoder.identity()}.pt"
+    return cached_features(encoder, frames, cache, progress=progress, device=device)

@@ -22,8 +22,9 @@ import torch
 
 from wm_gym.data.dataset import load_episodes
 from wm_gym.data.windows import split_episodes
-from wm_gym.encoders.cache import cached_features
+from wm_gym.encoders.cache import dataset_features
 from wm_gym.encoders.conv import conv_encoder_objective
+from wm_gym.train.adversarial import FGSM
 from wm_gym.train.feature_windows import FeatureWindows
 from wm_gym.train.loop import StageConfig, Trainer, setup_device
 from wm_gym.world_model import WorldModel, WorldModelConfig, WorldModelMeta
@@ -95,7 +96,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     resume: bool = False             # continue from OUT.train-state
-    init_from: str | None = None     # reuse this model's encoder and latent-action stages; train the rest
+    init_from: str | None = None     # reuse this model's encoder (and latent actions, if configs match); train the rest
+    adversarial: bool = False        # FGSM-perturbed dynamics inputs, clean targets (train/adversarial.py)
     log_dir: str | None = None       # TensorBoard folder (default: runs/<out name>)
     progress: bool = True
     stage_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"latent": {"lr": 1e-3}}
@@ -163,8 +165,7 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
         _train_conv_encoder(trainer, model, frames, cfg)
 
     # ----- features ------------------------------------------------------------------------------
-    cache = Path(cfg.data) / ".cache" / f"features-{model.encoder.identity()}.pt"
-    raw = cached_features(model.encoder, frames, cache, progress=cfg.progress and dist.is_main)
+    raw = dataset_features(model.encoder, cfg.data, frames, progress=cfg.progress and dist.is_main)
     windows = FeatureWindows.from_data(raw, data, cfg.history, cfg.frameskip)
     train_rows = np.random.default_rng(cfg.seed).permutation(windows.frame_rows(train_eps))[:20_000]  # plenty
     stats = raw[torch.as_tensor(train_rows)].float()
@@ -172,13 +173,19 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
     model.feature_std.copy_(stats.std(dim=(0, 1)).clamp_min(1e-3))
     windows.features = model.normalize(raw.to(device)).half()
     scale = model.scale_actions
+    robust = _adversary(windows, labelled, scale, cfg.seed) if cfg.adversarial else None
+
+    def dynamics_loss(loss_fn, b: dict):
+        """loss_fn(s_hist, a) on the batch's inputs, or on FGSM-perturbed ones with --adversarial."""
+        s_hist, a = b["s_hist"], scale(b["actions"][:, 0])
+        return robust.loss(loss_fn, s_hist, a) if robust is not None else loss_fn(s_hist, a)
 
     # ----- stages: dynamics ------------------------------------------------------------------------
     if cfg.latent == "action":
         stage = cfg.stage("predictor")
         sample = windows.sampler(labelled, stage.batch_size, device=device)
-        trainer.run(stage, model.predictor,
-                    lambda b: model.predictor.loss(b["s_hist"], scale(b["actions"][:, 0]), b["targets"][:, 0]), sample)
+        trainer.run(stage, model.predictor, lambda b: dynamics_loss(
+            lambda s, a: model.predictor.loss(s, a, b["targets"][:, 0]), b), sample)
     else:
         latent = model.latent_model
         stage = cfg.stage("latent")
@@ -197,14 +204,13 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
         def with_z(b: dict) -> dict:  # targets for flow and controller: the frozen encoder's z
             with torch.no_grad():
                 b["z"] = latent.encode(b["s_hist"][:, -1], b["targets"][:, 0])
-            b["a"] = scale(b["actions"][:, 0])
             return b
 
         for name, module in (("flow", model.flow), ("controller", model.controller)):
             stage = cfg.stage(name)
             sample = windows.sampler(labelled, stage.batch_size, device=device)
-            loss = (lambda b: model.flow.loss(b["z"], b["s_hist"], b["a"])) if name == "flow" else \
-                   (lambda b: model.controller.loss(b["s_hist"], b["a"], b["z"]))
+            loss = (lambda b: dynamics_loss(lambda s, a: model.flow.loss(b["z"], s, a), b)) if name == "flow" else \
+                   (lambda b: dynamics_loss(lambda s, a: model.controller.loss(s, a, b["z"]), b))
             trainer.run(stage, module, loss, lambda g, s=sample: with_z(s(g)))
 
     # ----- finish ---------------------------------------------------------------------------------
@@ -213,6 +219,7 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
         "preset": cfg.preset, "latent": cfg.latent, "seconds": round(time.perf_counter() - started, 1),
         "episodes": n_eps, "train_episodes": len(train_eps), "val_episodes": val_eps.tolist(),
         "labelled_episodes": len(labelled), "action_labels": cfg.action_labels, "seed": cfg.seed,
+        "adversarial": cfg.adversarial,
         "world_size": dist.world_size, "device": str(device),
         "final_loss": {k: float(np.mean(v[-20:])) for k, v in trainer.history.items() if v},
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
@@ -224,7 +231,10 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
 
 
 def _init_from(model: WorldModel, path: str) -> set[str]:
-    """Copy the encoder and latent-action weights of a trained model (configs must match)."""
+    """Copy a trained model's encoder (its config must match) and its latent actions (if theirs does).
+
+    A different latent model (e.g. lam initialised from an rla model) is trained afresh on the reused encoder.
+    """
     base = WorldModel.load(path)
     reused = set()
     pairs = [("encoder", base.encoder, model.encoder), ("latent", base.latent_model, model.latent_model)]
@@ -233,11 +243,19 @@ def _init_from(model: WorldModel, path: str) -> set[str]:
             continue
         src_cfg, dst_cfg = (getattr(m, "config", None) or m.cfg for m in (src, dst))
         if src_cfg != dst_cfg:
-            raise ValueError(f"--init-from {path}: its {name} config {src_cfg} differs from this run's {dst_cfg}")
+            if name == "encoder":
+                raise ValueError(f"--init-from {path}: its encoder config {src_cfg} differs from this run's {dst_cfg}")
+            continue
         dst.load_state_dict(src.state_dict())
         reused.add(name)
     model.encoder.freeze()
     return reused
+
+
+def _adversary(windows: FeatureWindows, episodes: np.ndarray, scale, seed: int) -> FGSM:
+    """FGSM with ε from 2,048 random training windows (features are normalised, so feature ε ≈ 0.05)."""
+    probe = windows.sampler(episodes, 2048, device=windows.features.device)(torch.Generator().manual_seed(seed))
+    return FGSM.from_data(probe["s_hist"], scale(probe["actions"][:, 0]), seed=seed)
 
 
 def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray, cfg: TrainConfig) -> None:

@@ -1,0 +1,211 @@
+"""Adversarial perturbations, dynamics fine-tuning, episode recording and the resumable online loop."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from wm_gym.cli import main
+from wm_gym.data.collect import make_sim
+from wm_gym.data.dataset import Episode
+from wm_gym.online import OnlineConfig, run_online
+from wm_gym.real_episodes import evaluate_policy
+from wm_gym.train.adversarial import FGSM
+from wm_gym.train.finetune import FinetuneConfig, finetune_dynamics
+from wm_gym.world_model import WorldModel
+
+
+# ----- FGSM ------------------------------------------------------------------------------------------------
+def test_fgsm_on_a_linear_loss_steps_each_component_along_the_gradient_sign_from_its_random_start():
+    g = torch.Generator().manual_seed(0)
+    s, a = torch.randn(4, 1, 3, 2, generator=g), torch.randn(4, 6, generator=g)
+    w_s, w_a = torch.randn(3, 2, generator=g), torch.randn(6, generator=g)
+    eps_s, eps_a = torch.tensor([0.1, 0.3]), torch.full((6,), 0.02)
+    fgsm = FGSM(feature_eps=eps_s, action_eps=eps_a, generator=torch.Generator().manual_seed(5))
+    s_adv, a_adv = fgsm.perturb(lambda x, u: (x * w_s).sum() + (u * w_a).sum(), s, a)
+    # by hand: δ₀ = U(−ε, ε) from the same generator stream, then clip(δ₀ + 1.25ε·sign(w), −ε, ε)
+    g2 = torch.Generator().manual_seed(5)
+    d_s, d_a = (torch.rand(s.shape, generator=g2) * 2 - 1) * eps_s, (torch.rand(a.shape, generator=g2) * 2 - 1) * eps_a
+    want_s = torch.maximum(torch.minimum(d_s + 1.25 * eps_s * w_s.sign(), eps_s), -eps_s)
+    want_a = torch.maximum(torch.minimum(d_a + 1.25 * eps_a * w_a.sign(), eps_a), -eps_a)
+    torch.testing.assert_close(s_adv - s, want_s)
+    torch.testing.assert_close(a_adv - a, want_a)
+    assert torch.all((s_adv - s) * w_s.sign() >= -0.25 * eps_s - 1e-7)  # never against the gradient by more
+
+
+def test_fgsm_stays_within_eps_on_a_nonlinear_loss_and_raises_it():
+    g = torch.Generator().manual_seed(1)
+    s, a = torch.randn(64, 2, 4, 3, generator=g), torch.rand(64, 10, generator=g) * 2 - 1
+    fgsm = FGSM.from_data(s, a, seed=3)
+    torch.testing.assert_close(fgsm.feature_eps, 0.05 * s.flatten(0, -2).std(0))
+    torch.testing.assert_close(fgsm.action_eps, 0.02 * a.std(0))
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    loss = lambda x, u: ((net(x) - 1) ** 2).mean() + (u ** 3).mean()  # noqa: E731
+    s_adv, a_adv = fgsm.perturb(loss, s, a)
+    assert torch.all((s_adv - s).abs() <= fgsm.feature_eps + 1e-6)
+    assert torch.all((a_adv - a).abs() <= fgsm.action_eps + 1e-6)
+    assert (s_adv - s).abs().mean() > 0.5 * fgsm.feature_eps.mean()  # really perturbed, not a no-op
+    assert loss(s_adv, a_adv) > loss(s, a)
+    assert all(p.grad is None for p in net.parameters())  # crafting the attack leaves parameter grads alone
+
+
+# ----- fine-tuning -------------------------------------------------------------------------------------------
+@pytest.fixture()
+def model(tiny_imagine_world):
+    torch.set_num_threads(1)
+    return WorldModel.load(tiny_imagine_world.nobank_path)
+
+
+@pytest.fixture(scope="module")
+def action_model_path(tiny_imagine_world, tmp_path_factory):
+    """The tiny world's encoder with a briefly trained DINO-WM-style predictor (~3 s)."""
+    from wm_gym.train.world_model import TrainConfig, train_world_model
+
+    out = tmp_path_factory.mktemp("action") / "action.pt"
+    train_world_model(TrainConfig(data=str(tiny_imagine_world.random_dir), out=str(out), preset="tiny", steps=20,
+                                  latent="action", device="cpu", progress=False, log_dir=str(out.parent / "tb"),
+                                  init_from=str(tiny_imagine_world.nobank_path)))
+    return out
+
+
+@pytest.mark.parametrize("latent,adversarial,max_ratio", [("rla", False, 0.995), ("action", False, 0.7),
+                                                          ("action", True, 0.7)])
+def test_finetune_lowers_the_one_step_error_and_trains_only_the_dynamics(tiny_imagine_world, action_model_path,
+                                                                         latent, adversarial, max_ratio):
+    torch.set_num_threads(1)
+    model = WorldModel.load(tiny_imagine_world.nobank_path if latent == "rla" else action_model_path)
+    prefix = "controller." if latent == "rla" else "predictor."
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    info = finetune_dynamics(model, [tiny_imagine_world.random_dir],
+                             FinetuneConfig(steps=60, lr=3e-3, adversarial=adversarial, progress=False))
+    # the rla controller sits behind a frozen latent decoder that bounds what it can fix; the predictor is free
+    assert info["mse_after"] < max_ratio * info["mse_before"], info
+    assert info["adversarial"] is adversarial and model.meta.train_info["finetune"][-1] == info
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(k.startswith(prefix) for k in changed), changed
+    assert all(p.requires_grad for name, p in model.named_parameters() if not name.startswith("encoder."))
+
+
+def test_finetune_rejects_empty_and_mismatched_data(model, tiny_imagine_world, tmp_path):
+    with pytest.raises(ValueError, match="nothing to fine-tune"):
+        finetune_dynamics(model, [[]], FinetuneConfig(steps=1, progress=False))
+    with pytest.raises(ValueError, match="is empty"):
+        finetune_dynamics(model, [tmp_path], FinetuneConfig(steps=1, progress=False))
+    ep = Episode(frames=np.zeros((11, 64, 64, 3), np.uint8), proprio=np.zeros((11, 2), np.float32),
+                 states=np.zeros((11, 2)), success=np.zeros(11, bool), actions=np.zeros((10, 3), np.float32))
+    with pytest.raises(ValueError, match="dims"):
+        finetune_dynamics(model, [[ep]], FinetuneConfig(steps=1, progress=False))
+
+
+def test_train_adversarial_flag_runs_the_dynamics_stages_on_perturbed_inputs(tiny_imagine_world, tmp_path):
+    out = tmp_path / "adv.pt"
+    code = main(["train", "--data", str(tiny_imagine_world.random_dir), "--out", str(out), "--preset", "tiny",
+                 "--steps", "5", "--init-from", str(tiny_imagine_world.nobank_path), "--adversarial", "--device", "cpu",
+                 "--log-dir", str(tmp_path / "tb"), "--json"])
+    assert code == 0
+    assert WorldModel.load(out).meta.train_info["adversarial"] is True
+
+
+# ----- recording real episodes ---------------------------------------------------------------------------------
+class FixedPolicy:
+    """Action chunk = a fixed per-episode pattern; raises after ``fail_after`` calls (a simulated kill)."""
+
+    def __init__(self, action_dim: int, fail_after: int | None = None):
+        self.rng_actions = np.random.default_rng(0).uniform(-1, 1, (1000, action_dim)).astype(np.float32)
+        self.calls, self.fail_after = 0, fail_after
+
+    def predict(self, obs, deterministic=True):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated kill")
+        return self.rng_actions[: len(obs)], None
+
+
+def test_recorded_episodes_replay_exactly_in_a_fresh_sim(model):
+    episodes = {}
+    result = evaluate_policy(FixedPolicy(model.config.action_dim), model, episodes=3, seed=5, max_steps=2,
+                             record=lambda i, ep: episodes.__setitem__(i, ep))
+    assert sorted(episodes) == [0, 1, 2]
+    for i, ep in episodes.items():
+        ep.check()
+        assert ep.seed == 5 + i and ep.steps == result["per_episode"][i]["length"] * model.config.frameskip
+        sim = make_sim(model.meta.env_id).unwrapped
+        obs, _ = sim.reset(seed=ep.seed)
+        frames = [obs["pixels"]] + [sim.step(a)[0]["pixels"] for a in ep.actions]
+        np.testing.assert_array_equal(np.stack(frames), ep.frames)
+        np.testing.assert_array_equal(ep.goal_pixels, sim.goal_pixels)
+
+
+# ----- the online loop ------------------------------------------------------------------------------------------
+def online_cfg(out, **kw) -> OnlineConfig:
+    return OnlineConfig(out=str(out), rounds=2, episodes=3, max_steps=2, batch=1, seed=7,
+                        finetune=FinetuneConfig(steps=4, progress=False), device="cpu", **kw)
+
+
+def test_online_rounds_add_data_fine_tune_and_report(model, tmp_path):
+    rounds = run_online(model, lambda m: FixedPolicy(m.config.action_dim), online_cfg(tmp_path / "run"))
+    assert [r["round"] for r in rounds] == [0, 1]
+    for r, result in enumerate(rounds):
+        shards = sorted((tmp_path / "run" / f"round_{r:02d}" / "episodes").glob("*.npz"))
+        assert len(shards) == result["episodes_added"] == 3 and 0 <= result["success_rate"] <= 1
+        assert result["sim_steps_added"] == sum(Episode.load_npz(p).steps for p in shards)
+        assert result["finetune"]["episodes"] == 3 * (r + 1)  # aggregated: every round so far
+        assert WorldModel.load(result["model"]).meta.train_info["finetune"][-1]["steps"] == 4
+    seeds = [Episode.load_npz(p).seed for r in range(2)
+             for p in sorted((tmp_path / "run" / f"round_{r:02d}" / "episodes").glob("*.npz"))]
+    assert seeds == list(range(7, 13))  # fresh start/goal pairs each round
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+
+
+def test_an_interrupted_round_resumes_without_losing_or_duplicating_trajectories(model, tmp_path):
+    out = tmp_path / "run"
+    # round 0 completes (3 episodes x 2 steps = 6 calls); round 1 is killed after its first episode
+    with pytest.raises(KeyboardInterrupt):
+        run_online(model, FixedPolicy(model.config.action_dim, fail_after=6 + 3), online_cfg(out))
+    saved = sorted((out / "round_01" / "episodes").glob("*.npz"))
+    assert len(saved) == 1 and not (out / "round_01" / "result.json").exists()
+    before = {p.name: p.read_bytes() for p in saved}
+
+    policy = FixedPolicy(model.config.action_dim)
+    rounds = run_online(model, policy, online_cfg(out))
+    assert policy.calls == 2 * 2  # only round 1's two missing episodes ran
+    assert rounds[1]["resumed_episodes"] == 1 and rounds[1]["episodes_added"] == 3
+    files = sorted(p.name for p in (out / "round_01" / "episodes").glob("*"))
+    assert files == [f"episode_{i:06d}.npz" for i in range(3)]  # no duplicates, no temp files left
+    assert all((out / "round_01" / "episodes" / n).read_bytes() == b for n, b in before.items())
+    seeds = [Episode.load_npz(out / "round_01" / "episodes" / f).seed for f in files]
+    assert seeds == [10, 11, 12]
+
+    idle = FixedPolicy(model.config.action_dim, fail_after=0)  # a finished run does not act again
+    assert [r["success_rate"] for r in run_online(model, idle, online_cfg(out))] == [r["success_rate"] for r in rounds]
+
+
+def test_online_refuses_to_mix_runs_and_bad_settings(model, tmp_path):
+    run_online(model, FixedPolicy(model.config.action_dim), online_cfg(tmp_path / "run", ))
+    cfg = online_cfg(tmp_path / "run")
+    cfg.seed = 8
+    with pytest.raises(ValueError, match="other settings"):
+        run_online(model, FixedPolicy(model.config.action_dim), cfg)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "x.txt").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        run_online(model, FixedPolicy(model.config.action_dim), online_cfg(tmp_path / "other"))
+    with pytest.raises(ValueError, match="rounds and episodes"):
+        run_online(model, FixedPolicy(model.config.action_dim), OnlineConfig(out=str(tmp_path / "z"), rounds=0))
+
+
+def test_cli_online_and_finetune(tiny_imagine_world, tmp_path, capsys):
+    out = tmp_path / "ft.pt"
+    assert main(["finetune", "--model", str(tiny_imagine_world.nobank_path), "--data", str(tiny_imagine_world.random_dir),
+                 "--out", str(out), "--steps", "3", "--adversarial", "--device", "cpu", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["adversarial"] is True and line["steps"] == 3 and out.exists()
+    assert main(["online", "--model", str(out), "--out", str(tmp_path / "run"), "--rounds", "1", "--episodes", "2",
+                 "--max-steps", "1", "--planner", "gbp", "--gbp-steps", "2", "--horizon", "2", "--finetune-steps", "2",
+                 "--device", "cpu", "--json"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["rounds"][0]["episodes_added"] == 2 and "mse_after" in line["rounds"][0]
+    assert main(["online", "--model", "no-such-model", "--out", str(tmp_path / "r2"), "--json"]) == 2

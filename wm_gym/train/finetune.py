@@ -1,0 +1,122 @@
+"""Fine-tune a trained world model's dynamics on more data (online rounds, adversarial training).
+
+Only :attr:`WorldModel.dynamics` learns (the predictor, or the controller of a latent-action
+model); the encoder, the latent actions and the flow model stay frozen. The loss is the
+one-step feature error of what planning rolls out,
+
+    L = mean((predict(s_hist, a) − s_{t+1})²),
+
+at a small learning rate (1e-5 by default, as in Online World Modeling) so a few hundred
+steps on new trajectories correct the model where planning went without forgetting the rest.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wm_gym.data.dataset import Episode, load_episodes
+from wm_gym.encoders.cache import dataset_features
+from wm_gym.train.adversarial import FGSM
+from wm_gym.train.feature_windows import FeatureWindows
+from wm_gym.train.loop import StageConfig, Trainer
+from wm_gym.world_model import WorldModel
+
+Source = str | Path | Sequence[Episode]  # a dataset directory, or episodes in memory
+
+
+@dataclass
+class FinetuneConfig:
+    steps: int = 300
+    lr: float = 1e-5
+    batch_size: int = 64
+    adversarial: bool = False   # FGSM inputs, clean targets (train/adversarial.py)
+    seed: int = 0
+    log_dir: str | None = None  # TensorBoard folder (None: no logs)
+    progress: bool = True
+
+
+def feature_windows(model: WorldModel, sources: Sequence[Source], progress: bool = True) -> FeatureWindows:
+    """Encode every source with the model's frozen φ (datasets through their feature cache) into one window set."""
+    feats, lengths, actions = [], [], []
+    for src in sources:
+        if isinstance(src, (str, Path)):
+            data = load_episodes(src)
+            if model.meta.env_id and data.meta.get("env_id") not in (None, model.meta.env_id):
+                raise ValueError(f"{src} holds {data.meta.get('env_id')!r} episodes; the model is for {model.meta.env_id!r}")
+            if not data.has_actions:
+                raise ValueError(f"{src} has no actions; fine-tuning the dynamics needs action labels")
+            raw = dataset_features(model.encoder, src, np.concatenate(data.frames), progress=progress, device=model.device)
+            feats.append(model.normalize(raw.to(model.device)))
+            lengths += [len(f) for f in data.frames]
+            actions += list(data.actions)
+        else:
+            episodes = list(src)
+            if any(ep.actions is None for ep in episodes):
+                raise ValueError("fine-tuning needs episodes with actions")
+            if episodes:
+                feats.append(model.encode(torch.from_numpy(np.concatenate([ep.frames for ep in episodes]))))
+                lengths += [ep.frames.shape[0] for ep in episodes]
+                actions += [ep.actions for ep in episodes]
+    if not lengths:
+        raise ValueError("nothing to fine-tune on: every source is empty")
+    a_dim = {a.shape[-1] for a in actions}
+    if a_dim != {model.config.sim_action_dim}:
+        raise ValueError(f"the episodes' actions have {sorted(a_dim)} dims; the model takes {model.config.sim_action_dim}")
+    return FeatureWindows.from_episodes(torch.cat(feats).half(), lengths, actions, model.config.history,
+                                        model.config.frameskip)
+
+
+def finetune_dynamics(model: WorldModel, sources: Sequence[Source], cfg: FinetuneConfig | None = None) -> dict:
+    """Fine-tune ``model.dynamics`` in place on ``sources``; returns the loss before/after and timings."""
+    cfg = cfg or FinetuneConfig()
+    started = time.perf_counter()
+    windows = feature_windows(model, sources, cfg.progress)
+    episodes = np.arange(len(windows.lengths))
+    sample = windows.sampler(episodes, cfg.batch_size, device=model.device)
+    robust = None
+    if cfg.adversarial:
+        probe = windows.sampler(episodes, 2048, device=model.device)(torch.Generator().manual_seed(cfg.seed))
+        robust = FGSM.from_data(probe["s_hist"], model.scale_actions(probe["actions"][:, 0]), seed=cfg.seed)
+
+    def one_step(s_hist, a, target):
+        err = model.predict(s_hist, a) - target
+        return err.pow(2).mean(), {"mse": float(err.detach().pow(2).mean())}
+
+    def loss(b: dict):
+        s_hist, a, target = b["s_hist"], model.scale_actions(b["actions"][:, 0]), b["targets"][:, 0]
+        fn = lambda s, u: one_step(s, u, target)  # noqa: E731
+        return robust.loss(fn, s_hist, a) if robust is not None else fn(s_hist, a)
+
+    held = windows.sampler(episodes, 512, device=model.device)(torch.Generator().manual_seed(cfg.seed + 1))
+    before = _clean_mse(model, held)
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    model.requires_grad_(False)
+    model.dynamics.requires_grad_(True)
+    trainer = Trainer(modules={"model": model}, checkpoint=None, device=model.device, seed=cfg.seed,
+                      log_dir=Path(cfg.log_dir) if cfg.log_dir else None, progress=cfg.progress)
+    try:
+        stage = StageConfig("finetune", cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, warmup=min(50, cfg.steps // 10),
+                            ckpt_every=0)
+        trainer.run(stage, model.dynamics, loss, sample)
+    finally:
+        trainer.close()
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags[name])
+    model.eval()
+    after = _clean_mse(model, held)
+    info = {"steps": cfg.steps, "lr": cfg.lr, "adversarial": cfg.adversarial, "episodes": len(windows.lengths),
+            "mse_before": before, "mse_after": after, "seconds": round(time.perf_counter() - started, 1)}
+    model.meta.train_info.setdefault("finetune", []).append(info)
+    return info
+
+
+@torch.no_grad()
+def _clean_mse(model: WorldModel, batch: dict) -> float:
+    pred = model.predict(batch["s_hist"], model.scale_actions(batch["actions"][:, 0]))
+    return float(F.mse_loss(pred, batch["targets"][:, 0]))

@@ -15,12 +15,14 @@ whole plan open loop. Planning happens in normalised action units u ∈ [−1, 1
 """
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from wm_gym.world_model import WorldModel
@@ -34,6 +36,7 @@ class PlannerConfig:
     mpc: bool = True            # replan every step (else execute the plan open loop)
     mode: str = "controller"    # how the world model turns actions into latent actions
     decay: float = 0.5          # weight 0.5^(T−i) of predicted frame i in the cost
+    scales: tuple[int, ...] = (1,)  # token-grid blur kernels the cost averages over (1 = plain MSE); see goal_cost
     # sampling planners (CEM, MPPI)
     samples: int = 300
     elites: int = 30            # CEM top-k
@@ -103,7 +106,7 @@ class Planner(ABC):
         preds = self.model.rollout(s_hist, self.to_sim(u), mode=self.cfg.mode)  # [B, T, N, C]
         t = u.shape[1]
         weights = self.cfg.decay ** torch.arange(t - 1, -1, -1, device=u.device, dtype=preds.dtype)
-        per_frame = ((preds - goal[:, None]) ** 2).mean(dim=(2, 3))  # [B, T]
+        per_frame = goal_cost(preds, goal[:, None].expand_as(preds), self.cfg.scales)  # [B, T]
         return (per_frame * weights).sum(1)
 
     def to_sim(self, u: Tensor) -> Tensor:
@@ -195,6 +198,29 @@ class GradientDescentPlanner(GradientPlanner):
 
     def optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=self.cfg.gd_lr)
+
+
+def goal_cost(pred: Tensor, goal: Tensor, scales: tuple[int, ...] = (1,)) -> Tensor:
+    """Mean over ``scales`` of the MSE between token grids blurred by a k×k box: [..., N, C] → [...].
+
+    k = 1 is DINO-WM's plain feature MSE. With a local encoder, a small agent's features change
+    only in the few tokens it covers, so the plain MSE is flat once the agent is a few tokens
+    from the goal; blurring both grids spreads each token's features over k×k neighbours and
+    the cost keeps a slope towards the goal from further away.
+    """
+    if tuple(scales) == (1,):
+        return ((pred - goal) ** 2).mean(dim=(-2, -1))
+    *lead, n, c = pred.shape
+    g = math.isqrt(n)
+    if g * g != n:
+        raise ValueError(f"blurred costs need a square token grid, got {n} tokens")
+    both = torch.stack([pred, goal]).reshape(-1, g, g, c).permute(0, 3, 1, 2)  # [2·B', C, g, g]
+    total = 0.0
+    for k in scales:
+        blurred = both if k == 1 else F.avg_pool2d(both, k, stride=1, padding=k // 2, count_include_pad=False)
+        p, q = blurred.reshape(2, -1, c, g, g)
+        total = total + ((p - q) ** 2).mean(dim=(1, 2, 3))
+    return (total / len(scales)).reshape(lead)
 
 
 def make_planner(name: str, model: WorldModel, config: PlannerConfig | None = None) -> Planner:

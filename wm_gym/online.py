@@ -9,6 +9,10 @@ Each round of this data-aggregation loop (MISSION.md document D)
 4. fine-tunes the dynamics (lr 1e-5, encoder frozen) on the base data plus every round's episodes,
 5. writes ``OUT/round_RR/model.pt`` and then ``result.json``, which marks the round complete.
 
+Each result also reports the one-step error on the round's new trajectories before and after
+fine-tuning (``new_data_mse_before/after``): how far the model was wrong where its own plans
+went, i.e. the train–test gap this loop closes.
+
 Re-running the same call after an interrupt resumes: finished rounds are skipped, a round's
 saved episodes are kept and only the missing ones are run, so no trajectory is lost or
 duplicated. Python::
@@ -32,7 +36,7 @@ import numpy as np
 
 from wm_gym.data.dataset import Episode, write_json_atomic
 from wm_gym.real_episodes import evaluate_policy
-from wm_gym.train.finetune import FinetuneConfig, finetune_dynamics
+from wm_gym.train.finetune import FinetuneConfig, finetune_dynamics, one_step_mse
 from wm_gym.world_model import WorldModel
 
 PolicyFactory = Callable[[WorldModel], Any]  # model -> object with predict(obs, deterministic=...)
@@ -82,6 +86,8 @@ def run_online(model: str | Path | WorldModel, policy: PolicyFactory | Any, cfg:
         started = time.perf_counter()
         collected = _collect(make_policy(current), current, round_dir / EPISODES, r, cfg)
         sources = [*cfg.data, *(_load_round(out / f"round_{k:02d}" / EPISODES) for k in range(r + 1))]
+        fresh = sources[-1]  # this round's trajectories: where the current model's own plans took it
+        gap_before = one_step_mse(current, [fresh])
         tuned = WorldModel.load(round_dir / MODEL, base.device) if (round_dir / MODEL).exists() else None
         if tuned is None:
             tuned = _copy(current)
@@ -90,6 +96,7 @@ def run_online(model: str | Path | WorldModel, policy: PolicyFactory | Any, cfg:
         else:  # interrupted after the model was written: its fine-tune record is inside it
             fit = tuned.meta.train_info.get("finetune", [{}])[-1]
         result = {"round": r, **collected, "finetune": fit, "seconds": round(time.perf_counter() - started, 1),
+                  "new_data_mse_before": gap_before, "new_data_mse_after": one_step_mse(tuned, [fresh]),
                   "model": str(round_dir / MODEL)}
         if cfg.eval_episodes:
             result["eval"] = _evaluate(make_policy(tuned), tuned, cfg)

@@ -116,6 +116,13 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], cfg: Finetun
     return info
 
 
+def one_step_mse(model: WorldModel, sources: Sequence[Source], windows: int = 2048, seed: int = 0) -> float:
+    """The dynamics' one-step feature MSE on (up to ``windows`` random) windows of ``sources``."""
+    data = feature_windows(model, sources, progress=False)
+    batch = data.sampler(np.arange(len(data.lengths)), windows, device=model.device)(torch.Generator().manual_seed(seed))
+    return _clean_mse(model, batch)
+
+
 @torch.no_grad()
 def _clean_mse(model: WorldModel, batch: dict) -> float:
     pred = model.predict(batch["s_hist"], model.scale_actions(batch["actions"][:, 0]))

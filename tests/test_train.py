@@ -251,3 +251,85 @@ def test_cli_stage_steps_must_name_a_stage(tmp_path, capsys):
     assert _stage_steps("flow=1000") == ("flow", 1000)
     rc = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--stage-steps", "bogus=3"])
     assert rc == 2 and "--stage-steps takes STAGE=N" in capsys.readouterr().err
+
+
+# ----- a pixel decoder for encoders without one (DINOv2) -------------------------------------------------------
+def test_fit_pixel_decoder_learns_frames_from_detached_features(tiny_model, wall_data):
+    from wm_gym.data.dataset import load_episodes
+    from wm_gym.encoders.pixel_decoder import fit_pixel_decoder
+
+    model, _ = tiny_model
+    frames = np.concatenate(load_episodes(wall_data).frames)[:128]
+    feats = model.encode(torch.from_numpy(frames))
+    decoder, losses = fit_pixel_decoder(feats, frames, steps=60, batch_size=16)
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    images = decoder.to_pixels(feats[:3])
+    assert images.shape == (3, 64, 64, 3) and images.dtype == torch.uint8
+    with pytest.raises(ValueError, match="uint8"):
+        fit_pixel_decoder(feats, frames[:10], steps=1)
+    with pytest.raises(ValueError, match="tokens must be"):
+        decoder(feats[:, :5])
+
+
+def test_eval_wm_video_for_a_dinov2_world_model(wall_data, tmp_path):
+    from wm_gym.encoders import DinoV2Encoder
+    from wm_gym.world_model import WorldModelConfig, WorldModelMeta
+
+    torch.set_num_threads(1)
+    encoder = DinoV2Encoder(None, image_size=56, allow_random_weights=True, seed=0)  # no weights download here
+    cfg = WorldModelConfig(encoder="dinov2-vits14", encoder_config={"image_size": 56}, reproject=False,
+                           latent_config={"n_latents": 2, "latent_dim": 4, "width": 32, "enc_depth": 1, "dec_depth": 1, "heads": 2},
+                           flow_config={"width": 32, "depth": 1, "heads": 2},
+                           controller_config={"width": 32, "depth": 1, "heads": 2})
+    model = WorldModel(cfg, WorldModelMeta(sim="wall", env_id="wm_gym/Wall-v0", action_low=[-1, -1],
+                                           action_high=[1, 1]), encoder=encoder)
+    assert not hasattr(model.encoder, "decode")
+    result = evaluate_world_model(model, wall_data, max_windows=8, transfer_pairs=4, video_dir=tmp_path / "media",
+                                  pixel_decoder_steps=5)
+    assert Path(result["video"]).stat().st_size > 0 and Path(result["png"]).stat().st_size > 0
+
+
+# ----- bf16 autocast and torch.compile ----------------------------------------------------------------------------
+def test_bf16_rollout_is_close_to_fp32_differentiable_and_returns_fp32(tiny_model):
+    model, _ = tiny_model
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(4, model.config.history, model.n_tokens, model.dim, generator=g)
+    actions = (torch.rand(4, 3, model.config.action_dim, generator=g) * 2 - 1).requires_grad_(True)
+    assert model.precision == "auto" and not model.uses_bf16  # auto: fp32 on CPU
+    fp32 = model.rollout(s, actions)
+    model.precision = "bf16"
+    try:
+        bf16 = model.rollout(s, actions)
+        bf16.pow(2).mean().backward()
+    finally:
+        model.precision = "auto"
+    assert bf16.dtype == torch.float32 and actions.grad is not None and torch.isfinite(actions.grad).all()
+    assert not torch.equal(bf16, fp32)  # autocast really ran in bf16
+    rel = ((bf16 - fp32) ** 2).mean() / (fp32 ** 2).mean()
+    assert rel < 1e-2, float(rel)
+    model.precision = "fp16"
+    with pytest.raises(ValueError, match="precision"):
+        model.rollout(s, actions)
+    model.precision = "auto"
+
+
+def test_compiled_dynamics_match_eager(tiny_model):
+    import copy
+
+    model = copy.deepcopy(tiny_model[0])
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(3, model.config.history, model.n_tokens, model.dim, generator=g)
+    actions = torch.rand(3, 2, model.config.action_dim, generator=g) * 2 - 1
+    eager = model.rollout(s, actions)
+    torch.testing.assert_close(model.compile_dynamics(backend="eager").rollout(s, actions), eager)
+
+
+def test_training_runs_with_bf16_autocast_and_torch_compile(tiny_model, wall_data, tmp_path):
+    _, path = tiny_model
+    model = train_world_model(TrainConfig(data=str(wall_data), out=str(tmp_path / "m.pt"), preset="tiny", steps=3,
+                                          device="cpu", progress=False, log_dir=str(tmp_path / "tb"), init_from=str(path),
+                                          precision="bf16", compile="eager"))
+    assert all(np.isfinite(v) for v in model.meta.train_info["final_loss"].values())
+    with pytest.raises(ValueError, match="precision"):
+        train_world_model(TrainConfig(data=str(wall_data), out=str(tmp_path / "n.pt"), preset="tiny", steps=1,
+                                      device="cpu", progress=False, init_from=str(path), precision="half"))

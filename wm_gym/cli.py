@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         repa_weight=args.repa_weight, steps=args.steps, encoder=args.encoder, encoder_weights=args.encoder_weights,
         history=args.history, frameskip=args.frameskip, action_labels=args.action_labels, seed=args.seed,
         device=args.device, resume=args.resume, log_dir=args.log_dir, progress=not args.json, init_from=args.init_from,
-        adversarial=args.adversarial,
+        adversarial=args.adversarial, precision=args.precision, compile=args.compile,
         stage_overrides={name: {"steps": steps} for name, steps in map(_stage_steps, args.stage_steps or [])},
     )
     model = train_world_model(cfg)
@@ -118,6 +118,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-dir", default=None, help="TensorBoard folder (default: runs/<OUT name>)")
     p.add_argument("--adversarial", action="store_true",
                    help="Adversarial World Modeling: FGSM-perturbed dynamics inputs (eps 0.05/0.02 std), clean targets")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--compile", nargs="?", const="inductor", default=None, metavar="BACKEND",
+                   help="torch.compile each stage's loss (default backend: inductor)")
     p.set_defaults(func=cmd_train)
 
 

@@ -47,7 +47,8 @@ def _mse(a: Tensor, b: Tensor) -> float:
 @torch.no_grad()
 def evaluate_world_model(model: WorldModel, data_dir: str | Path, horizons: tuple[int, ...] = (1, 5, 10),
                          max_windows: int = 256, mode: str = "controller", seed: int = 0,
-                         video_dir: str | Path | None = None, transfer_pairs: int = 64) -> dict[str, Any]:
+                         video_dir: str | Path | None = None, transfer_pairs: int = 64,
+                         pixel_decoder_steps: int = 500) -> dict[str, Any]:
     data = load_episodes(data_dir)
     rng = np.random.default_rng(seed)
     frames = torch.from_numpy(np.concatenate(data.frames))
@@ -70,7 +71,8 @@ def evaluate_world_model(model: WorldModel, data_dir: str | Path, horizons: tupl
         result["ratio_to_copy_last"] = {h: result["mse_by_horizon"][h] / max(result["copy_last_mse_by_horizon"][h], 1e-12)
                                         for h in result["mse_by_horizon"]}
         if video_dir is not None:
-            result.update(write_rollout_media(model, batch, preds, Path(video_dir)))
+            result.update(write_rollout_media(model, batch, preds, Path(video_dir),
+                                              pixels=_pixel_decoder(model, feats, frames, pixel_decoder_steps)))
 
     # ----- latent-action checks -----------------------------------------------------------------
     if model.latent_model is not None:
@@ -137,9 +139,20 @@ def transfer_test(model: WorldModel, data, windows: FeatureWindows, rng: np.rand
             "copy_last_mse": _mse(s_b[:, -1].cpu(), s_true)}
 
 
+def _pixel_decoder(model: WorldModel, feats: Tensor, frames: Tensor, steps: int) -> Callable[[Tensor], Tensor]:
+    """The encoder's own decoder, or a small one fitted on these frames' detached features (DINOv2)."""
+    if hasattr(model.encoder, "decode"):
+        return model.decode_pixels
+    from wm_gym.encoders.pixel_decoder import fit_pixel_decoder
+
+    decoder, _ = fit_pixel_decoder(feats, frames, steps=steps)
+    return lambda s: decoder.to(s.device).to_pixels(s)
+
+
 def write_rollout_media(model: WorldModel, batch: dict[str, Tensor], preds: Tensor, out: Path,
-                        n: int = 4) -> dict[str, str]:
-    """mp4 + PNG of true (top) vs imagined (bottom) frames for ``n`` rollouts, decoded to pixels."""
+                        n: int = 4, pixels: Callable[[Tensor], Tensor] | None = None) -> dict[str, str]:
+    """mp4 + PNG of true (top) vs imagined (bottom) frames for ``n`` rollouts, decoded to pixels by ``pixels``
+    (normalised tokens → uint8 images; default: the model's own decoder)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -150,7 +163,7 @@ def write_rollout_media(model: WorldModel, batch: dict[str, Tensor], preds: Tens
     true = torch.cat([batch["s_hist"][:n, -1:], batch["targets"][:n]], dim=1)        # [n, T+1, N, C]
     imag = torch.cat([batch["s_hist"][:n, -1:], preds[:n]], dim=1)
     def to_pixels(s: Tensor) -> np.ndarray:  # [n, T, N, C] → uint8 [n, T, H, W, 3]
-        images = model.decode_pixels(s.flatten(0, 1).to(model.device)).cpu()
+        images = (pixels or model.decode_pixels)(s.flatten(0, 1).to(model.device)).cpu()
         return images.view(n, s.shape[1], *images.shape[1:]).numpy()
 
     true_px, imag_px = to_pixels(true), to_pixels(imag)

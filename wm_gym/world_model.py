@@ -184,7 +184,30 @@ class WorldModel(nn.Module):
         check_shape(s_hist, "s_hist", B=None, H=self.config.history, N=self.n_tokens, C=self.dim)
         check_shape(actions, "actions", B=s_hist.shape[0], A=self.config.action_dim)
         a = self.scale_actions(actions)
-        return self.snap(self.predict(s_hist, a, mode, steps=flow_steps, noise=noise, generator=generator))
+        with self.autocast():
+            s_next = self.snap(self._predict(s_hist, a, mode, steps=flow_steps, noise=noise, generator=generator))
+        return s_next.float()
+
+    # ----- speed: bf16 autocast and torch.compile ---------------------------------------------------
+    precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 elsewhere) | "bf16" | "fp32"
+
+    @property
+    def uses_bf16(self) -> bool:
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        return self.precision == "bf16" or (self.precision == "auto" and self.device.type == "cuda")
+
+    def autocast(self):
+        """bf16 autocast for the dynamics where it pays (CUDA), per ``precision``; outputs come back fp32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16)
+
+    def compile_dynamics(self, backend: str = "inductor", **kwargs) -> "WorldModel":
+        """torch.compile the dynamics step (optional; weights and files are unchanged). Returns self."""
+        self._predict = torch.compile(self.predict, backend=backend, **kwargs)
+        return self
+
+    def _predict(self, *args, **kwargs) -> Tensor:  # replaced by the compiled function after ``compile_dynamics()``
+        return self.predict(*args, **kwargs)
 
     def predict(self, s_hist: Tensor, a: Tensor, mode: str = "controller", **flow_kwargs) -> Tensor:
         """The dynamics alone: s_hist and *scaled* action chunks a ∈ [−1, 1] → ŝ_{t+1}, not re-projected.

@@ -103,6 +103,8 @@ class Trainer:
     log_dir: Path | None = None
     progress: bool = True
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved with checkpoints (e.g. stats)
+    precision: str = "auto"                 # "auto": bf16 autocast on CUDA, fp32 elsewhere | "bf16" | "fp32"
+    compile: str | None = None              # torch.compile backend for the loss (e.g. "inductor"); None = eager
     _resume: dict[str, Any] | None = None
     _writer: Any = None
     history: dict[str, list[float]] = field(default_factory=dict)
@@ -143,6 +145,11 @@ class Trainer:
         if self.distributed.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        if self.compile:
+            model = torch.compile(model, backend=self.compile)
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        bf16 = self.precision == "bf16" or (self.precision == "auto" and self.device.type == "cuda")
         optim = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
         gen = torch.Generator().manual_seed(self.seed * 1000 + self.distributed.rank + hash_name(stage.name))
         start, curve = 0, []
@@ -158,7 +165,8 @@ class Trainer:
         for step in bar:
             for group in optim.param_groups:
                 group["lr"] = lr_at(step, stage)
-            loss, metrics = model(sample(gen))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, metrics = model(sample(gen))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"stage {stage.name}: loss became {loss.item()} at step {step}")
             optim.zero_grad(set_to_none=True)

@@ -98,6 +98,8 @@ class TrainConfig:
     resume: bool = False             # continue from OUT.train-state
     init_from: str | None = None     # reuse this model's encoder (and latent actions, if configs match); train the rest
     adversarial: bool = False        # FGSM-perturbed dynamics inputs, clean targets (train/adversarial.py)
+    precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | fp32
+    compile: str | None = None       # torch.compile backend for each stage's loss (e.g. "inductor"); None = eager
     log_dir: str | None = None       # TensorBoard folder (default: runs/<out name>)
     progress: bool = True
     stage_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"latent": {"lr": 1e-3}}
@@ -154,7 +156,8 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
     out = Path(cfg.out)
     log_dir = Path(cfg.log_dir) if cfg.log_dir else Path("runs") / out.stem
     trainer = Trainer(modules={"model": model}, checkpoint=out.with_name(out.name + ".train-state"), device=device,
-                      distributed=dist, seed=cfg.seed, log_dir=log_dir, progress=cfg.progress)
+                      distributed=dist, seed=cfg.seed, log_dir=log_dir, progress=cfg.progress,
+                      precision=cfg.precision, compile=cfg.compile)
     if cfg.resume and not trainer.load_checkpoint():
         raise FileNotFoundError(f"--resume: no training state at {trainer.checkpoint}")
 

@@ -66,6 +66,8 @@ class Planner(ABC):
         self._warm: Tensor | None = None   # [B, T, A] normalised plan to start from
         self._queue: Tensor | None = None  # [B, k, A] open-loop actions still to execute
         self._hist: Tensor | None = None   # [B, H, N, C] past features
+        self._planned: Tensor | None = None  # [B, k, N, C] predicted features of the queued actions
+        self.expected: Tensor | None = None  # [B, N, C] what the model predicts after the action just returned
 
     # ----- SB3-style interface -------------------------------------------------------------------
     def predict(self, obs: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
@@ -79,8 +81,8 @@ class Planner(ABC):
         s, goal = obs_t[:, : n * c].view(-1, n, c), obs_t[:, n * c:].view(-1, n, c)
         self._push_history(s)
         if not self.cfg.mpc and self._queue is not None and self._queue.shape[1] > 0:
-            u = self._queue[:, 0]
-            self._queue = self._queue[:, 1:]
+            u, self.expected = self._queue[:, 0], self._planned[:, 0]
+            self._queue, self._planned = self._queue[:, 1:], self._planned[:, 1:]
         else:
             started = time.perf_counter()
             plan = self.plan(self._hist, goal, self._warm)
@@ -88,6 +90,9 @@ class Planner(ABC):
             u = plan[:, 0]
             self._warm = torch.cat([plan[:, 1:], plan[:, -1:]], dim=1)  # shift by one step
             self._queue = None if self.cfg.mpc else plan[:, 1:]
+            with torch.no_grad():  # the plan's imagined future, for planned-vs-real videos
+                predicted = self.model.rollout(self._hist, self.to_sim(plan), mode=self.cfg.mode)
+            self.expected, self._planned = predicted[:, 0], predicted[:, 1:]
         actions = self.to_sim(u).detach().cpu().numpy()
         return (actions[0] if single else actions), None
 

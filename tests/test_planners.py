@@ -75,3 +75,31 @@ def test_plan_cli_reports_success_and_seconds_per_plan(tiny_imagine_world, capsy
     assert rc == 0 and out["planner"] == "cem" and out["episodes"] == 2
     assert 0 <= out["success_rate"] <= 1 and out["seconds_per_plan"] > 0 and out["plans"] >= 1
     assert [e["seed"] for e in out["per_episode"]] == [1000, 1001]
+
+
+@pytest.mark.parametrize("mpc", [True, False])
+def test_planner_expected_features_are_the_models_prediction_for_the_returned_action(setup, mpc):
+    model, obs = setup
+    planner = make_planner("gbp", model, PlannerConfig(horizon=2, gbp_steps=3, mpc=mpc))
+    s_hist, _ = split(model, obs)
+    for step in range(2):  # open loop: the second action comes from the queue
+        actions, _ = planner.predict(obs)
+        with torch.no_grad():
+            predicted = model.step(s_hist, torch.as_tensor(actions))
+        torch.testing.assert_close(planner.expected, predicted, atol=1e-5, rtol=1e-4)
+        s_hist = predicted[:, None]
+        obs = np.concatenate([predicted.flatten(1).numpy(), obs[:, obs.shape[1] // 2:]], axis=1)
+
+
+def test_plan_videos_show_real_planned_and_goal_panels(setup, tmp_path):
+    import imageio.v3 as iio
+
+    from wm_gym.real_episodes import evaluate_policy
+
+    model, _ = setup
+    planner = make_planner("gbp", model, PlannerConfig(horizon=2, gbp_steps=2))
+    evaluate_policy(planner, model, episodes=2, seed=3, max_steps=2, video_dir=tmp_path, video_episodes=1)
+    (video,) = tmp_path.glob("*.mp4")
+    frames = iio.imread(video)
+    size = model.meta.image_size
+    assert frames.shape[2] == (3 * size + 2 * 2) * 4  # real | planned | goal, 2-px gaps, 4x upscale

@@ -79,18 +79,21 @@ def _run_batch(policy, model, env_id, seeds, max_steps, deterministic, video_dir
         goal_feats = _encode(model, np.stack(goals))
         active = np.ones(len(envs), bool)
         success, length = np.zeros(len(envs), bool), np.zeros(len(envs), int)
-        frames = [[side_by_side(p, g)] for p, g in zip(pixels[:n_videos], goals[:n_videos])]
+        # planners say what they expect to see next: videos then show real | planned (decoded) | goal
+        planned = n_videos > 0 and hasattr(policy, "expected") and hasattr(model.encoder, "decode")
+        frames = [[side_by_side(*([p, p] if planned else [p]), g)] for p, g in zip(pixels[:n_videos], goals[:n_videos])]
         if hasattr(policy, "reset"):  # planners keep warm starts per episode
             policy.reset()
         for _ in range(max_steps):
             obs = policy_observation(_encode(model, np.stack(pixels)), goal_feats)
             actions, _ = policy.predict(obs, deterministic=deterministic)
+            imagined = model.decode_pixels(policy.expected[:n_videos]).cpu().numpy() if planned else None
             for i in np.flatnonzero(active):
                 step_obs, _, terminated, _, info = envs[i].step(actions[i])
                 pixels[i] = step_obs["pixels"]
                 length[i] += 1
                 if i < n_videos:
-                    frames[i].append(side_by_side(pixels[i], goals[i]))
+                    frames[i].append(side_by_side(*([pixels[i], imagined[i]] if planned else [pixels[i]]), goals[i]))
                 if info["is_success"] or terminated:
                     success[i], active[i] = True, False
                     if on_end:

@@ -145,8 +145,10 @@ def online_cfg(out, **kw) -> OnlineConfig:
 
 
 def test_online_rounds_add_data_fine_tune_and_report(model, tmp_path):
-    rounds = run_online(model, lambda m: FixedPolicy(m.config.action_dim), online_cfg(tmp_path / "run"))
+    rounds = run_online(model, lambda m: FixedPolicy(m.config.action_dim), online_cfg(tmp_path / "run", eval_episodes=2))
     assert [r["round"] for r in rounds] == [0, 1]
+    assert all(r["eval"]["episodes"] == 2 and r["eval"]["seed"] == 100_000 for r in rounds)
+    assert all(r["new_data_mse_before"] > 0 and r["new_data_mse_after"] > 0 for r in rounds)
     for r, result in enumerate(rounds):
         shards = sorted((tmp_path / "run" / f"round_{r:02d}" / "episodes").glob("*.npz"))
         assert len(shards) == result["episodes_added"] == 3 and 0 <= result["success_rate"] <= 1
@@ -157,7 +159,7 @@ def test_online_rounds_add_data_fine_tune_and_report(model, tmp_path):
              for p in sorted((tmp_path / "run" / f"round_{r:02d}" / "episodes").glob("*.npz"))]
     assert seeds == list(range(7, 13))  # fresh start/goal pairs each round
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert [r["round"] for r in summary["rounds"]] == [0, 1]
+    assert [r["round"] for r in summary["rounds"]] == [0, 1] and summary["base_eval"]["episodes"] == 2
 
 
 def test_an_interrupted_round_resumes_without_losing_or_duplicating_trajectories(model, tmp_path):

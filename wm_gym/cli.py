@@ -222,7 +222,7 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
         config = _planner_config(args)
         policy = lambda model: make_planner(args.planner, model, config)  # noqa: E731  (rebuilt on each round's model)
     cfg = OnlineConfig(
-        out=args.out, rounds=args.rounds, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
+        out=args.out, env=args.env, rounds=args.rounds, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
         batch=args.batch or args.episodes, data=args.data or [], eval_episodes=args.eval_episodes,
         eval_seed=args.eval_seed, device=args.device, progress=not args.json,
         finetune=FinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr, batch_size=args.batch_size,
@@ -245,6 +245,7 @@ def add_online(sub: argparse._SubParsersAction) -> None:
         "Re-run the same command to resume an interrupted run: nothing is lost or duplicated.",
     )
     p.add_argument("--model", default="wall", help="starting world model: zoo name or file")
+    p.add_argument("--env", default=None, help=SIM_HELP + " (default: the model's sim)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--episodes", type=int, default=50, help="real episodes per round")

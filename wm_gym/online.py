@@ -48,6 +48,7 @@ _FIXED = ("model", "env", "episodes", "seed", "max_steps", "data")
 @dataclass
 class OnlineConfig:
     out: str                          # run directory (episodes, a model and a result per round)
+    env: str | None = None            # the real sim (default: the model's; another one raises)
     rounds: int = 2
     episodes: int = 50                # real episodes per round
     seed: int = 0                     # round r, episode i resets with seed + r·episodes + i
@@ -135,7 +136,7 @@ def _collect(policy, model: WorldModel, folder: Path, r: int, cfg: OnlineConfig)
     def save(i: int, episode: Episode) -> None:
         episode.save_npz(_shard(folder, i))
 
-    run = evaluate_policy(policy, model, episodes=cfg.episodes, seed=cfg.seed + r * cfg.episodes,
+    run = evaluate_policy(policy, model, cfg.env, episodes=cfg.episodes, seed=cfg.seed + r * cfg.episodes,
                           max_steps=cfg.max_steps, batch=cfg.batch, record=save, skip=done)
     episodes = [Episode.load_npz(_shard(folder, i)) for i in range(cfg.episodes)]
     success = np.array([ep.success.any() for ep in episodes])
@@ -145,8 +146,8 @@ def _collect(policy, model: WorldModel, folder: Path, r: int, cfg: OnlineConfig)
 
 
 def _evaluate(policy, model: WorldModel, cfg: OnlineConfig) -> dict[str, Any]:
-    run = evaluate_policy(policy, model, episodes=cfg.eval_episodes, seed=cfg.eval_seed, max_steps=cfg.max_steps,
-                          batch=cfg.batch)
+    run = evaluate_policy(policy, model, cfg.env, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
+                          max_steps=cfg.max_steps, batch=cfg.batch)
     return {k: run[k] for k in ("success_rate", "episodes", "mean_episode_length", "seed", "seconds")}
 
 

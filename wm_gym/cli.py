@@ -11,7 +11,6 @@ import sys
 import time
 from typing import Any, Callable
 
-os.environ.setdefault("MUJOCO_GL", "egl")  # headless MuJoCo rendering on CPU (Mesa) or GPU
 
 SIM_HELP = "real sim: wall, pointmaze, pusht, dmc-reacher, dmc-point_mass (or a full id like wm_gym/Wall-v0)"
 

@@ -20,7 +20,7 @@ from wm_gym.world_model import WorldModel
 @torch.no_grad()
 def demo_pairs(model: WorldModel, demos: DemoBank | str | Path | None = None,
                split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """(observations [M, 2·N·C], action chunks [M, A]) at every step of every demo before its end.
+    """(observations [M, (H+1)·N·C], action chunks [M, A]) at every step of every demo before its end.
 
     ``demos``: a DemoBank, a dataset folder, or None for the model's own bank. The goal shown is
     the demo's last frame, as in the imagination env.
@@ -37,7 +37,9 @@ def demo_pairs(model: WorldModel, demos: DemoBank | str | Path | None = None,
         steps = int(bank.lengths[m])
         frames = np.ascontiguousarray(bank.frames[m, : steps + 1])
         feats = model.encode(torch.from_numpy(frames))
-        obs.append(policy_observation(feats[:-1], feats[-1:].expand(steps, -1, -1)))
+        back = torch.arange(model.config.history - 1, -1, -1)  # history frames before each step, oldest first
+        history = feats[(torch.arange(steps)[:, None] - back).clamp_min(0)]  # [T, H, N, C]; start repeated, as at reset
+        obs.append(policy_observation(history, feats[-1:].expand(steps, -1, -1)))
         actions.append(bank.actions[m, :steps])
     return np.concatenate(obs), np.concatenate(actions).astype(np.float32)
 

@@ -6,7 +6,7 @@ Every planner minimises the same goal cost over a horizon of action chunks,
 
 so the last predicted frame counts most and earlier ones pull the plan towards the goal too.
 They all expose SB3's ``predict(obs) -> (actions, None)`` on the imagination env's observation
-``[features, goal features]``, so ``wm-gym evaluate``'s real-sim harness runs them unchanged.
+``[the model's history of feature frames, goal features]``, so ``wm-gym evaluate``'s real-sim harness runs them unchanged.
 One ``predict`` plans for every row of the batch at once (50 episodes = one batch).
 
 ``mpc=True`` replans at every step and executes the first chunk (warm-starting from the
@@ -65,21 +65,22 @@ class Planner(ABC):
     def reset(self) -> None:
         self._warm: Tensor | None = None   # [B, T, A] normalised plan to start from
         self._queue: Tensor | None = None  # [B, k, A] open-loop actions still to execute
-        self._hist: Tensor | None = None   # [B, H, N, C] past features
+        self._hist: Tensor | None = None   # [B, H, N, C] past features (from the latest observation)
         self._planned: Tensor | None = None  # [B, k, N, C] predicted features of the queued actions
         self.expected: Tensor | None = None  # [B, N, C] what the model predicts after the action just returned
 
     # ----- SB3-style interface -------------------------------------------------------------------
     def predict(self, obs: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
-        """obs [B, 2·N·C] (or [2·N·C]) → action chunks [B, A] in sim units."""
+        """obs [B, (H+1)·N·C] (or unbatched) → action chunks [B, A] in sim units."""
         obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=self.model.device)
         single = obs_t.ndim == 1
         obs_t = obs_t[None] if single else obs_t
-        n, c = self.model.n_tokens, self.model.dim
-        if obs_t.shape[1:] != (2 * n * c,):
-            raise ValueError(f"obs must be [B, {2 * n * c}] (features and goal features), got {tuple(obs_t.shape)}")
-        s, goal = obs_t[:, : n * c].view(-1, n, c), obs_t[:, n * c:].view(-1, n, c)
-        self._push_history(s)
+        n, c, h = self.model.n_tokens, self.model.dim, self.model.config.history
+        if obs_t.shape[1:] != ((h + 1) * n * c,):
+            raise ValueError(f"obs must be [B, {(h + 1) * n * c}] ({h} feature frames and the goal's), "
+                             f"got {tuple(obs_t.shape)}")
+        self._hist = obs_t[:, : h * n * c].reshape(-1, h, n, c)
+        goal = obs_t[:, h * n * c:].reshape(-1, n, c)
         if not self.cfg.mpc and self._queue is not None and self._queue.shape[1] > 0:
             u, self.expected = self._queue[:, 0], self._planned[:, 0]
             self._queue, self._planned = self._queue[:, 1:], self._planned[:, 1:]
@@ -122,13 +123,6 @@ class Planner(ABC):
         if warm is not None and warm.shape[0] == b:
             return warm
         return torch.zeros(b, self.cfg.horizon, self.model.config.action_dim, device=self.model.device)
-
-    def _push_history(self, s: Tensor) -> None:
-        h = self.model.config.history
-        if self._hist is None or self._hist.shape[0] != s.shape[0]:
-            self._hist = s[:, None].expand(-1, h, -1, -1).clone()
-        else:
-            self._hist = torch.cat([self._hist[:, 1:], s[:, None]], dim=1)
 
     def _sample_costs(self, s_hist: Tensor, goal: Tensor, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
         """Draw ``samples`` plans per row around mean/std; returns (u [B, S, T, A], cost [B, S])."""

@@ -24,7 +24,7 @@ from wm_gym.agents.train_agent import AgentConfig, load_agent, train_agent
 from wm_gym.data.collect import make_sim
 from wm_gym.envs.action_chunk import ActionChunk
 from wm_gym.imagine import WMImagineEnv
-from wm_gym.imagine.vector_env import policy_observation
+from wm_gym.imagine.vector_env import policy_observation, push_history
 from wm_gym.media import side_by_side, write_mp4
 
 
@@ -40,9 +40,11 @@ def real_vs_imagined_video(agent_path: Path, model: str, seed: int, out: Path) -
     goal_feat = wm.encode(torch.from_numpy(goal[None]))
     frames = [side_by_side(obs["pixels"], imagined.render()[:, :64], goal)]
     real_done = imag_done = False
+    history = None
     for _ in range(imagined.vec.horizon):
         real_feat = wm.encode(torch.from_numpy(obs["pixels"][None]))  # encode is no_grad already
-        real_obs = policy_observation(real_feat, goal_feat)
+        history = push_history(history, real_feat, wm.config.history)
+        real_obs = policy_observation(history, goal_feat)
         if not real_done:
             action, _ = agent.predict(real_obs, deterministic=True)
             obs, _, real_done, _, _ = real.step(action[0])

@@ -550,3 +550,82 @@ def test_shipped_pointmaze_model_reads_three_frames():
         if terminated or truncated:
             obs, _ = env.reset()
     assert env.unwrapped.vec.s_hist.shape[1] == 3
+
+
+# ----- models with a history of H > 1 frames: the policy sees the same history everywhere ------------------------
+@pytest.fixture(scope="module")
+def history2_model(tiny_imagine_world, tmp_path_factory):
+    """The tiny world's encoder and latent actions with history-2 dynamics (a few seconds) and its bank."""
+    from wm_gym.data.demo_bank import DemoBank
+    from wm_gym.train.world_model import TrainConfig, train_world_model
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("h2") / "h2.pt"
+    model = train_world_model(TrainConfig(data=str(tiny_imagine_world.random_dir), out=str(out), preset="tiny", steps=10,
+                                          history=2, device="cpu", progress=False, log_dir=str(out.parent / "tb"),
+                                          init_from=str(tiny_imagine_world.nobank_path)))
+    model.config.reproject = False
+    model.bank = DemoBank.from_dataset(tiny_imagine_world.expert_dir, model.config.frameskip, heldout_fraction=0.25)
+    return model
+
+
+def test_history_observations_in_imagination_shift_one_frame_per_step(history2_model):
+    model = history2_model
+    n = model.n_tokens * model.dim
+    env = WMImagineVectorEnv(num_envs=3, model=model, device="cpu")
+    assert env.single_observation_space.shape == (3 * n,)
+    obs, _ = env.reset(seed=0)
+    np.testing.assert_array_equal(obs[:, :n], obs[:, n:2 * n])  # a new episode repeats its first frame
+    goal = obs[:, 2 * n:]
+    nxt, *_ = env.step(np.zeros((3, model.config.action_dim), np.float32))
+    np.testing.assert_allclose(nxt[:, :n], obs[:, n:2 * n])  # the newest frame became the older one
+    np.testing.assert_allclose(nxt[:, n:2 * n], env.s_hist[:, -1].flatten(1).numpy())
+    np.testing.assert_allclose(nxt[:, 2 * n:], goal)
+
+
+class RecordingPolicy:
+    def __init__(self, action_dim):
+        self.seen, self.action_dim = [], action_dim
+
+    def predict(self, obs, deterministic=True):
+        self.seen.append(obs.copy())
+        return np.full((len(obs), self.action_dim), 0.5, np.float32), None
+
+
+def test_real_sim_harness_gives_the_policy_the_same_history_layout(history2_model):
+    from wm_gym.imagine.real_sim import make_feature_sim
+    from wm_gym.real_episodes import evaluate_policy
+
+    model = history2_model
+    n = model.n_tokens * model.dim
+    policy = RecordingPolicy(model.config.action_dim)
+    evaluate_policy(policy, model, episodes=2, seed=4, max_steps=3)
+    first, second = policy.seen[0], policy.seen[1]
+    assert first.shape == (2, 3 * n)
+    np.testing.assert_array_equal(first[:, :n], first[:, n:2 * n])
+    np.testing.assert_array_equal(second[:, :n], first[:, n:2 * n])
+    assert not np.allclose(second[:, n:2 * n], first[:, n:2 * n])  # the dot moved
+    # the single-env twin (used by bench and SB3 in the real sim) builds the same observations
+    sim = make_feature_sim(model)
+    obs, _ = sim.reset(seed=4)
+    np.testing.assert_allclose(obs, first[0], atol=1e-6)
+    obs, *_ = sim.step(np.full(model.config.action_dim, 0.5, np.float32))
+    np.testing.assert_allclose(obs, second[0], atol=1e-6)
+
+
+def test_behaviour_cloning_pairs_and_planners_take_history_observations(history2_model):
+    from wm_gym.agents.behavior_cloning import demo_pairs
+    from wm_gym.agents.planners import PlannerConfig, make_planner
+
+    model = history2_model
+    n = model.n_tokens * model.dim
+    obs, actions = demo_pairs(model)
+    assert obs.shape == (len(actions), 3 * n)
+    np.testing.assert_array_equal(obs[0, :n], obs[0, n:2 * n])
+    np.testing.assert_array_equal(obs[1, :n], obs[0, n:2 * n])
+    planner = make_planner("gbp", model, PlannerConfig(horizon=2, gbp_steps=2))
+    chunk, _ = planner.predict(obs[:4])
+    assert chunk.shape == (4, model.config.action_dim)
+    torch.testing.assert_close(planner._hist, torch.as_tensor(obs[:4, :2 * n]).view(4, 2, model.n_tokens, model.dim))
+    with pytest.raises(ValueError, match="2 feature frames"):
+        planner.predict(obs[:4, n:])

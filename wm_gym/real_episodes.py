@@ -25,7 +25,7 @@ from wm_gym.data.dataset import Episode
 from wm_gym.data.recorder import EpisodeRecorder
 from wm_gym.envs.action_chunk import ActionChunk
 from wm_gym.envs.registration import SIMS, resolve_env_id, sim_name
-from wm_gym.imagine.vector_env import policy_observation
+from wm_gym.imagine.vector_env import policy_observation, push_history
 from wm_gym.media import side_by_side, write_mp4
 from wm_gym.world_model import WorldModel
 
@@ -84,8 +84,10 @@ def _run_batch(policy, model, env_id, seeds, max_steps, deterministic, video_dir
         frames = [[side_by_side(*([p, p] if planned else [p]), g)] for p, g in zip(pixels[:n_videos], goals[:n_videos])]
         if hasattr(policy, "reset"):  # planners keep warm starts per episode
             policy.reset()
+        history = None  # [B, H, N, C]: the policy sees the model's history of frames, as in imagination
         for _ in range(max_steps):
-            obs = policy_observation(_encode(model, np.stack(pixels)), goal_feats)
+            history = push_history(history, _encode(model, np.stack(pixels)), model.config.history)
+            obs = policy_observation(history, goal_feats)
             actions, _ = policy.predict(obs, deterministic=deterministic)
             imagined = model.decode_pixels(policy.expected[:n_videos]).cpu().numpy() if planned else None
             for i in np.flatnonzero(active):

@@ -14,7 +14,7 @@ from gymnasium import spaces
 from wm_gym.data.collect import make_sim
 from wm_gym.envs.action_chunk import ActionChunk
 from wm_gym.envs.registration import SIMS, sim_name
-from wm_gym.imagine.vector_env import policy_observation
+from wm_gym.imagine.vector_env import policy_observation, push_history
 from wm_gym.world_model import WorldModel
 
 
@@ -23,16 +23,19 @@ class FeatureObservation(gym.ObservationWrapper):
         super().__init__(env)
         self.model = model
         n = model.n_tokens * model.dim
-        self.observation_space = spaces.Box(-np.inf, np.inf, (2 * n,), np.float32)
+        self.observation_space = spaces.Box(-np.inf, np.inf, ((model.config.history + 1) * n,), np.float32)
         self._goal: torch.Tensor | None = None
+        self._history: torch.Tensor | None = None
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self._goal = self._encode(self.env.unwrapped.goal_pixels)
+        self._history = None
         return self.observation(obs), info
 
     def observation(self, obs) -> np.ndarray:
-        return policy_observation(self._encode(obs["pixels"]), self._goal)[0]
+        self._history = push_history(self._history, self._encode(obs["pixels"]), self.model.config.history)
+        return policy_observation(self._history, self._goal)[0]
 
     @torch.no_grad()
     def _encode(self, frame: np.ndarray) -> torch.Tensor:

@@ -59,9 +59,23 @@ def load_demo_bank(demos: Any, model: WorldModel) -> DemoBank:
     return DemoBank.from_videos(list(demos), frameskip=1)
 
 
-def policy_observation(features: Tensor, target: Tensor) -> np.ndarray:
-    """The policy's input: flat float32 [B, 2·N·C] = [features, target]; also used in the real sim."""
-    return torch.cat([features.flatten(1), target.flatten(1)], dim=1).float().cpu().numpy()
+def policy_observation(history: Tensor, target: Tensor) -> np.ndarray:
+    """The policy's input, in imagination and in the real sim: flat float32 [B, (H+1)·N·C].
+
+    ``history`` is the last H feature frames [B, H, N, C] (H = the model's history; a single
+    frame [B, N, C] means H = 1) and ``target`` the goal or demo frame [B, N, C]. With H > 1 the
+    policy sees motion, e.g. the momentum of PointMaze's ball, which one frame cannot show.
+    """
+    history = history[:, None] if history.ndim == 3 else history
+    return torch.cat([history.flatten(1), target.flatten(1)], dim=1).float().cpu().numpy()
+
+
+def push_history(history: Tensor | None, features: Tensor, h: int) -> Tensor:
+    """[B, H, N, C] history with ``features`` [B, N, C] appended; None (a new episode) repeats them H times,
+    as the imagination env does at reset."""
+    if history is None or history.shape[0] != features.shape[0]:
+        return features[:, None].expand(-1, h, -1, -1).clone()
+    return torch.cat([history[:, 1:], features[:, None]], dim=1)
 
 
 class WMImagineVectorEnv(VectorEnv):
@@ -116,9 +130,9 @@ class WMImagineVectorEnv(VectorEnv):
         default_horizon = sim.max_episode_steps // self.model.config.frameskip if sim else int(self.bank.lengths.max())
         self.horizon = int(horizon or default_horizon)
 
-        # Spaces: flat features + target; the real action chunk or a standardised latent action.
-        n_feat = self.model.n_tokens * self.model.dim
-        self.single_observation_space = spaces.Box(-np.inf, np.inf, (2 * n_feat,), np.float32)
+        # Spaces: flat feature history + target; the real action chunk or a standardised latent action.
+        n_feat, h = self.model.n_tokens * self.model.dim, self.model.config.history
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, ((h + 1) * n_feat,), np.float32)
         if action_space == "sim":
             low = np.asarray(self.model.meta.action_low or [-1.0] * self.model.config.sim_action_dim, np.float32)
             high = np.asarray(self.model.meta.action_high or [1.0] * self.model.config.sim_action_dim, np.float32)
@@ -277,4 +291,4 @@ class WMImagineVectorEnv(VectorEnv):
         return self.demo[torch.arange(self.num_envs, device=self.device), t]
 
     def _obs(self) -> np.ndarray:
-        return policy_observation(self.s_hist[:, -1], self._target())
+        return policy_observation(self.s_hist, self._target())

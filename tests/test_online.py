@@ -88,6 +88,21 @@ def test_finetune_lowers_the_one_step_error_and_trains_only_the_dynamics(tiny_im
     assert all(p.requires_grad for name, p in model.named_parameters() if not name.startswith("encoder."))
 
 
+@pytest.mark.parametrize("adversarial", [False, True])
+def test_multi_step_finetune_lowers_the_rollout_error(tiny_imagine_world, action_model_path, adversarial):
+    from wm_gym.train.feature_windows import FeatureWindows  # noqa: F401  (the windows the loss reads)
+
+    torch.set_num_threads(1)
+    model = WorldModel.load(action_model_path)
+    info = finetune_dynamics(model, [tiny_imagine_world.random_dir],
+                             FinetuneConfig(steps=40, lr=1e-3, horizon=3, adversarial=adversarial, progress=False))
+    assert info["horizon"] == 3 and info["mse_after"] < info["mse_before"], info
+    curve = model.meta.train_info["finetune"][-1]
+    assert curve["steps"] == 40
+    with pytest.raises(ValueError, match="horizon"):
+        finetune_dynamics(model, [tiny_imagine_world.random_dir], FinetuneConfig(steps=1, horizon=0, progress=False))
+
+
 def test_finetune_rejects_empty_and_mismatched_data(model, tiny_imagine_world, tmp_path):
     with pytest.raises(ValueError, match="nothing to fine-tune"):
         finetune_dynamics(model, [[]], FinetuneConfig(steps=1, progress=False))
@@ -155,6 +170,8 @@ def test_online_rounds_add_data_fine_tune_and_report(model, tmp_path):
         assert result["sim_steps_added"] == sum(Episode.load_npz(p).steps for p in shards)
         assert result["finetune"]["episodes"] == 3 * (r + 1)  # aggregated: every round so far
         assert WorldModel.load(result["model"]).meta.train_info["finetune"][-1]["steps"] == 4
+    folder = tmp_path / "run" / "round_00" / "episodes"  # an online round's folder fine-tunes like a dataset
+    assert finetune_dynamics(model, [folder], FinetuneConfig(steps=2, progress=False))["episodes"] == 3
     seeds = [Episode.load_npz(p).seed for r in range(2)
              for p in sorted((tmp_path / "run" / f"round_{r:02d}" / "episodes").glob("*.npz"))]
     assert seeds == list(range(7, 13))  # fresh start/goal pairs each round

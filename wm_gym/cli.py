@@ -225,7 +225,8 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
         batch=args.batch or args.episodes, data=args.data or [], eval_episodes=args.eval_episodes,
         eval_seed=args.eval_seed, device=args.device, progress=not args.json,
         finetune=FinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr, batch_size=args.batch_size,
-                                adversarial=args.adversarial, seed=args.seed, progress=not args.json),
+                                adversarial=args.adversarial, horizon=args.finetune_horizon, seed=args.seed,
+                                progress=not args.json),
     )
     rounds = run_online(args.model, policy, cfg)
     return {"out": args.out, "rounds": [{k: r[k] for k in ("round", "success_rate", "episodes_added", "sim_steps_added")}
@@ -253,6 +254,7 @@ def add_online(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", action="append", help="base dataset dir to fine-tune on as well (repeatable)")
     p.add_argument("--finetune-steps", type=int, default=300)
     p.add_argument("--finetune-lr", type=float, default=1e-5)
+    p.add_argument("--finetune-horizon", type=int, default=1, help="open-loop steps in the fine-tuning loss")
     p.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size")
     p.add_argument("--adversarial", action="store_true", help="FGSM-perturbed inputs while fine-tuning")
     p.add_argument("--eval-episodes", type=int, default=0, help="also evaluate each round's model on fixed held-out seeds")
@@ -272,6 +274,7 @@ def cmd_finetune(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(args.model, args.device)
     info = finetune_dynamics(model, args.data, FinetuneConfig(
         steps=args.steps, lr=args.lr, batch_size=args.batch_size, adversarial=args.adversarial, seed=args.seed,
+        horizon=args.horizon,
         log_dir=args.log_dir, progress=not args.json))
     model.save(args.out)
     return {"out": args.out, **info}
@@ -285,12 +288,15 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
         "history features (eps 0.05 std) and actions (eps 0.02 std) with clean targets.",
     )
     p.add_argument("--model", required=True, help="world model: zoo name or file")
-    p.add_argument("--data", required=True, action="append", help="dataset dir (repeatable)")
+    p.add_argument("--data", required=True, action="append",
+                   help="dataset dir, or an online round's episodes folder (repeatable)")
     p.add_argument("--out", required=True, help="world-model file to write")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--adversarial", action="store_true", help="FGSM with a random start on the inputs, clean targets")
+    p.add_argument("--horizon", type=int, default=1,
+                   help="loss over open-loop rollouts of this many steps (re-projected, as planners roll out)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-dir", default=None, help="TensorBoard folder")
     p.add_argument("--device", default="auto")

@@ -6,6 +6,9 @@ one-step feature error of what planning rolls out,
 
     L = mean((predict(s_hist, a) − s_{t+1})²),
 
+or, with ``horizon`` k > 1, the error of k-step open-loop rollouts (re-projected between steps,
+as planners roll out), which is where a planner's own trajectories go wrong.
+
 at a small learning rate (1e-5 by default, as in Online World Modeling) so a few hundred
 steps on new trajectories correct the model where planning went without forgetting the rest.
 """
@@ -27,7 +30,7 @@ from wm_gym.train.feature_windows import FeatureWindows
 from wm_gym.train.loop import StageConfig, Trainer
 from wm_gym.world_model import WorldModel
 
-Source = str | Path | Sequence[Episode]  # a dataset directory, or episodes in memory
+Source = str | Path | Sequence[Episode]  # a dataset dir, a folder of episode_*.npz (an online round), or episodes
 
 
 @dataclass
@@ -36,6 +39,7 @@ class FinetuneConfig:
     lr: float = 1e-5
     batch_size: int = 64
     adversarial: bool = False   # FGSM inputs, clean targets (train/adversarial.py)
+    horizon: int = 1            # >1: the loss is over open-loop rollouts of this many steps, as planning rolls out
     seed: int = 0
     log_dir: str | None = None  # TensorBoard folder (None: no logs)
     progress: bool = True
@@ -45,6 +49,8 @@ def feature_windows(model: WorldModel, sources: Sequence[Source], progress: bool
     """Encode every source with the model's frozen φ (datasets through their feature cache) into one window set."""
     feats, lengths, actions = [], [], []
     for src in sources:
+        if isinstance(src, (str, Path)) and not (Path(src) / "meta.json").exists() and any(Path(src).glob("episode_*.npz")):
+            src = [Episode.load_npz(p) for p in sorted(Path(src).glob("episode_*.npz"))]  # an online round's episodes
         if isinstance(src, (str, Path)):
             data = load_episodes(src)
             if model.meta.env_id and data.meta.get("env_id") not in (None, model.meta.env_id):
@@ -77,24 +83,40 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], cfg: Finetun
     cfg = cfg or FinetuneConfig()
     started = time.perf_counter()
     windows = feature_windows(model, sources, cfg.progress)
+    if cfg.horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {cfg.horizon}")
     episodes = np.arange(len(windows.lengths))
-    sample = windows.sampler(episodes, cfg.batch_size, device=model.device)
+    sample = windows.sampler(episodes, cfg.batch_size, horizon=cfg.horizon, device=model.device)
     robust = None
     if cfg.adversarial:
         probe = windows.sampler(episodes, 2048, device=model.device)(torch.Generator().manual_seed(cfg.seed))
         robust = FGSM.from_data(probe["s_hist"], model.scale_actions(probe["actions"][:, 0]), seed=cfg.seed)
 
-    def one_step(s_hist, a, target):
-        err = model.predict(s_hist, a) - target
+    def rollout_error(s_hist, a, targets):
+        """One step: the raw prediction. Several: open loop through ``snap``, exactly as planners roll out."""
+        if a.shape[1] == 1:
+            err = model.predict(s_hist, a[:, 0]) - targets[:, 0]
+        else:
+            preds = []
+            for t in range(a.shape[1]):
+                preds.append(model.snap(model.predict(s_hist, a[:, t])))
+                s_hist = torch.cat([s_hist[:, 1:], preds[-1][:, None]], dim=1)
+            err = torch.stack(preds, dim=1) - targets
         return err.pow(2).mean(), {"mse": float(err.detach().pow(2).mean())}
 
     def loss(b: dict):
-        s_hist, a, target = b["s_hist"], model.scale_actions(b["actions"][:, 0]), b["targets"][:, 0]
-        fn = lambda s, u: one_step(s, u, target)  # noqa: E731
+        s_hist, a, targets = b["s_hist"], model.scale_actions(b["actions"]), b["targets"]
+        fn = lambda s, u: rollout_error(s, u, targets)  # noqa: E731
         return robust.loss(fn, s_hist, a) if robust is not None else fn(s_hist, a)
 
-    held = windows.sampler(episodes, 512, device=model.device)(torch.Generator().manual_seed(cfg.seed + 1))
-    before = _clean_mse(model, held)
+    held = windows.sampler(episodes, 512, horizon=cfg.horizon, device=model.device)(
+        torch.Generator().manual_seed(cfg.seed + 1))
+
+    def clean_mse() -> float:  # the objective on held windows, without perturbations
+        with torch.no_grad():
+            return rollout_error(held["s_hist"], model.scale_actions(held["actions"]), held["targets"])[0].item()
+
+    before = clean_mse()
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
     model.dynamics.requires_grad_(True)
@@ -109,8 +131,9 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], cfg: Finetun
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
     model.eval()
-    after = _clean_mse(model, held)
-    info = {"steps": cfg.steps, "lr": cfg.lr, "adversarial": cfg.adversarial, "episodes": len(windows.lengths),
+    after = clean_mse()
+    info = {"steps": cfg.steps, "lr": cfg.lr, "adversarial": cfg.adversarial, "horizon": cfg.horizon,
+            "episodes": len(windows.lengths),
             "mse_before": before, "mse_after": after, "seconds": round(time.perf_counter() - started, 1)}
     model.meta.train_info.setdefault("finetune", []).append(info)
     return info

@@ -137,32 +137,38 @@ class Planner(ABC):
         return u, cost
 
 
-class CEMPlanner(Planner):
+class SamplingPlanner(Planner):
+    """Sample ``samples`` plans around a Gaussian, score them, refit; ``iterations`` times."""
+
+    def plan(self, s_hist, goal, warm):
+        mean = self._start(goal.shape[0], warm)
+        std = torch.full_like(mean, self.cfg.init_std)
+        for _ in range(self.cfg.iterations):
+            u, cost = self._sample_costs(s_hist, goal, mean, std)
+            mean, std = self.refit(u, cost, std)
+        return mean
+
+    @abstractmethod
+    def refit(self, u: Tensor, cost: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
+        """Plans u [B, S, T, A] with costs [B, S] → the next (mean, std) [B, T, A]."""
+
+
+class CEMPlanner(SamplingPlanner):
     """Cross-entropy method: refit a Gaussian to the ``elites`` best of ``samples`` plans."""
 
-    def plan(self, s_hist, goal, warm):
-        mean = self._start(goal.shape[0], warm)
-        std = torch.full_like(mean, self.cfg.init_std)
-        for _ in range(self.cfg.iterations):
-            u, cost = self._sample_costs(s_hist, goal, mean, std)
-            idx = cost.topk(self.cfg.elites, dim=1, largest=False).indices  # [B, E]
-            elites = u.gather(1, idx[:, :, None, None].expand(-1, -1, *u.shape[2:]))
-            mean, std = elites.mean(1), elites.std(1).clamp_min(1e-3)
-        return mean
+    def refit(self, u, cost, std):
+        idx = cost.topk(self.cfg.elites, dim=1, largest=False).indices  # [B, E]
+        elites = u.gather(1, idx[:, :, None, None].expand(-1, -1, *u.shape[2:]))
+        return elites.mean(1), elites.std(1).clamp_min(1e-3)
 
 
-class MPPIPlanner(Planner):
-    """MPPI: the cost-weighted average of sampled plans, weights ∝ exp(−cost / λ)."""
+class MPPIPlanner(SamplingPlanner):
+    """MPPI: the cost-weighted average of sampled plans, weights ∝ exp(−cost / λ); the spread stays fixed."""
 
-    def plan(self, s_hist, goal, warm):
-        mean = self._start(goal.shape[0], warm)
-        std = torch.full_like(mean, self.cfg.init_std)
-        for _ in range(self.cfg.iterations):
-            u, cost = self._sample_costs(s_hist, goal, mean, std)
-            scale = self.cfg.temperature * cost.std(1, keepdim=True).clamp_min(1e-8)
-            w = torch.softmax(-(cost - cost.min(1, keepdim=True).values) / scale, dim=1)  # [B, S]
-            mean = (w[:, :, None, None] * u).sum(1)
-        return mean
+    def refit(self, u, cost, std):
+        scale = self.cfg.temperature * cost.std(1, keepdim=True).clamp_min(1e-8)
+        w = torch.softmax(-(cost - cost.min(1, keepdim=True).values) / scale, dim=1)  # [B, S]
+        return (w[:, :, None, None] * u).sum(1), std
 
 
 class GradientPlanner(Planner):

@@ -24,3 +24,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"device {device!r} requested but MPS is not available; use 'auto' or 'cpu'")
     return resolved
+
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to autocast to bf16: ``"auto"`` does where it pays (CUDA), ``"bf16"``/``"fp32"`` force it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")

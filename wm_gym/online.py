@@ -26,6 +26,7 @@ CLI: ``wm-gym online --model wall --planner gbp --rounds 2 --out runs/online-wal
 """
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -86,12 +87,12 @@ def run_online(model: str | Path | WorldModel, policy: PolicyFactory | Any, cfg:
             continue
         started = time.perf_counter()
         collected = _collect(make_policy(current), current, round_dir / EPISODES, r, cfg)
-        sources = [*cfg.data, *(_load_round(out / f"round_{k:02d}" / EPISODES) for k in range(r + 1))]
+        sources = [*cfg.data, *(out / f"round_{k:02d}" / EPISODES for k in range(r + 1))]  # episode folders
         fresh = sources[-1]  # this round's trajectories: where the current model's own plans took it
         gap_before = one_step_mse(current, [fresh])
         tuned = WorldModel.load(round_dir / MODEL, base.device) if (round_dir / MODEL).exists() else None
         if tuned is None:
-            tuned = _copy(current)
+            tuned = copy.deepcopy(current)
             fit = finetune_dynamics(tuned, sources, cfg.finetune)
             tuned.save(round_dir / MODEL)
         else:  # interrupted after the model was written: its fine-tune record is inside it
@@ -151,15 +152,5 @@ def _evaluate(policy, model: WorldModel, cfg: OnlineConfig) -> dict[str, Any]:
     return {k: run[k] for k in ("success_rate", "episodes", "mean_episode_length", "seed", "seconds")}
 
 
-def _load_round(folder: Path) -> list[Episode]:
-    return [Episode.load_npz(p) for p in sorted(folder.glob("episode_*.npz"))]
-
-
 def _shard(folder: Path, i: int) -> Path:
     return folder / f"episode_{i:06d}.npz"
-
-
-def _copy(model: WorldModel) -> WorldModel:
-    import copy
-
-    return copy.deepcopy(model)

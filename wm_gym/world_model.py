@@ -27,6 +27,7 @@ from wm_gym.dynamics.flow import FlowConfig, FlowDynamics
 from wm_gym.dynamics.predictor import ActionPredictor, PredictorConfig
 from wm_gym.encoders import ConvEncoder, ConvEncoderConfig, DinoV2Encoder, FrozenEncoder
 from wm_gym.data.demo_bank import DemoBank
+from wm_gym.device import use_bf16
 from wm_gym.io import atomic_torch_save
 from wm_gym.latent_actions.autoencoder import LatentActionAutoencoder, LatentActionConfig
 from wm_gym.nn import check_shape
@@ -193,9 +194,7 @@ class WorldModel(nn.Module):
 
     @property
     def uses_bf16(self) -> bool:
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
-        return self.precision == "bf16" or (self.precision == "auto" and self.device.type == "cuda")
+        return use_bf16(self.precision, self.device)
 
     def autocast(self):
         """bf16 autocast for the dynamics where it pays (CUDA), per ``precision``; outputs come back fp32."""

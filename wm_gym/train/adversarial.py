@@ -43,6 +43,12 @@ class FGSM:
         a_std = actions.float().flatten(0, -2).std(0)
         return cls(visual_factor * f_std, action_factor * a_std, torch.Generator().manual_seed(seed))
 
+    @classmethod
+    def from_windows(cls, windows, episodes, scale_actions: Callable[[Tensor], Tensor], seed: int = 0) -> "FGSM":
+        """ε from 2,048 random training windows of a ``FeatureWindows`` (actions scaled as the dynamics see them)."""
+        probe = windows.sampler(episodes, 2048, device=windows.features.device)(torch.Generator().manual_seed(seed))
+        return cls.from_data(probe["s_hist"], scale_actions(probe["actions"][:, 0]), seed=seed)
+
     def perturb(self, loss_fn: Callable[[Tensor, Tensor], Tensor], s_hist: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
         """The adversarial (s_hist, a): one signed-gradient step of 1.25ε from a random start, kept in the ε-box."""
         eps = [self.feature_eps.to(s_hist), self.action_eps.to(a)]

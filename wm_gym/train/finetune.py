@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 
 from wm_gym.data.dataset import Episode, load_episodes
 from wm_gym.encoders.cache import dataset_features
@@ -87,36 +87,16 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], cfg: Finetun
         raise ValueError(f"horizon must be >= 1, got {cfg.horizon}")
     episodes = np.arange(len(windows.lengths))
     sample = windows.sampler(episodes, cfg.batch_size, horizon=cfg.horizon, device=model.device)
-    robust = None
-    if cfg.adversarial:
-        probe = windows.sampler(episodes, 2048, device=model.device)(torch.Generator().manual_seed(cfg.seed))
-        robust = FGSM.from_data(probe["s_hist"], model.scale_actions(probe["actions"][:, 0]), seed=cfg.seed)
-
-    def rollout_error(s_hist, a, targets):
-        """One step: the raw prediction. Several: open loop through ``snap``, exactly as planners roll out."""
-        if a.shape[1] == 1:
-            err = model.predict(s_hist, a[:, 0]) - targets[:, 0]
-        else:
-            preds = []
-            for t in range(a.shape[1]):
-                preds.append(model.snap(model.predict(s_hist, a[:, t])))
-                s_hist = torch.cat([s_hist[:, 1:], preds[-1][:, None]], dim=1)
-            err = torch.stack(preds, dim=1) - targets
-        return err.pow(2).mean(), {"mse": float(err.detach().pow(2).mean())}
+    robust = FGSM.from_windows(windows, episodes, model.scale_actions, cfg.seed) if cfg.adversarial else None
 
     def loss(b: dict):
         s_hist, a, targets = b["s_hist"], model.scale_actions(b["actions"]), b["targets"]
-        fn = lambda s, u: rollout_error(s, u, targets)  # noqa: E731
+        fn = lambda s, u: rollout_error(model, s, u, targets)  # noqa: E731
         return robust.loss(fn, s_hist, a) if robust is not None else fn(s_hist, a)
 
     held = windows.sampler(episodes, 512, horizon=cfg.horizon, device=model.device)(
         torch.Generator().manual_seed(cfg.seed + 1))
-
-    def clean_mse() -> float:  # the objective on held windows, without perturbations
-        with torch.no_grad():
-            return rollout_error(held["s_hist"], model.scale_actions(held["actions"]), held["targets"])[0].item()
-
-    before = clean_mse()
+    before = clean_mse(model, held)
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
     model.dynamics.requires_grad_(True)
@@ -131,7 +111,7 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], cfg: Finetun
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
     model.eval()
-    after = clean_mse()
+    after = clean_mse(model, held)
     info = {"steps": cfg.steps, "lr": cfg.lr, "adversarial": cfg.adversarial, "horizon": cfg.horizon,
             "episodes": len(windows.lengths),
             "mse_before": before, "mse_after": after, "seconds": round(time.perf_counter() - started, 1)}
@@ -139,14 +119,30 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], cfg: Finetun
     return info
 
 
+def rollout_error(model: WorldModel, s_hist: Tensor, a: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, float]]:
+    """MSE of predictions from scaled action chunks a [B, k, A] against targets [B, k, N, C].
+
+    One step: the raw prediction. Several: open loop through ``snap``, exactly as planners roll out.
+    """
+    if a.shape[1] == 1:
+        err = model.predict(s_hist, a[:, 0]) - targets[:, 0]
+    else:
+        preds = []
+        for t in range(a.shape[1]):
+            preds.append(model.snap(model.predict(s_hist, a[:, t])))
+            s_hist = torch.cat([s_hist[:, 1:], preds[-1][:, None]], dim=1)
+        err = torch.stack(preds, dim=1) - targets
+    return err.pow(2).mean(), {"mse": float(err.detach().pow(2).mean())}
+
+
+@torch.no_grad()
+def clean_mse(model: WorldModel, batch: dict) -> float:
+    """:func:`rollout_error` on a window batch, without perturbations."""
+    return rollout_error(model, batch["s_hist"], model.scale_actions(batch["actions"]), batch["targets"])[0].item()
+
+
 def one_step_mse(model: WorldModel, sources: Sequence[Source], windows: int = 2048, seed: int = 0) -> float:
     """The dynamics' one-step feature MSE on (up to ``windows`` random) windows of ``sources``."""
     data = feature_windows(model, sources, progress=False)
     batch = data.sampler(np.arange(len(data.lengths)), windows, device=model.device)(torch.Generator().manual_seed(seed))
-    return _clean_mse(model, batch)
-
-
-@torch.no_grad()
-def _clean_mse(model: WorldModel, batch: dict) -> float:
-    pred = model.predict(batch["s_hist"], model.scale_actions(batch["actions"][:, 0]))
-    return float(F.mse_loss(pred, batch["targets"][:, 0]))
+    return clean_mse(model, batch)

@@ -24,7 +24,7 @@ import torch.nn as nn
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from wm_gym.device import resolve_device
+from wm_gym.device import resolve_device, use_bf16
 from wm_gym.io import atomic_torch_save
 
 LossFn = Callable[[Any], tuple[Tensor, dict[str, float]]]
@@ -147,9 +147,7 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
         if self.compile:
             model = torch.compile(model, backend=self.compile)
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
-        bf16 = self.precision == "bf16" or (self.precision == "auto" and self.device.type == "cuda")
+        bf16 = use_bf16(self.precision, self.device)
         optim = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
         gen = torch.Generator().manual_seed(self.seed * 1000 + self.distributed.rank + hash_name(stage.name))
         start, curve = 0, []

@@ -176,7 +176,7 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
     model.feature_std.copy_(stats.std(dim=(0, 1)).clamp_min(1e-3))
     windows.features = model.normalize(raw.to(device)).half()
     scale = model.scale_actions
-    robust = _adversary(windows, labelled, scale, cfg.seed) if cfg.adversarial else None
+    robust = FGSM.from_windows(windows, labelled, scale, cfg.seed) if cfg.adversarial else None
 
     def dynamics_loss(loss_fn, b: dict):
         """loss_fn(s_hist, a) on the batch's inputs, or on FGSM-perturbed ones with --adversarial."""
@@ -253,12 +253,6 @@ def _init_from(model: WorldModel, path: str) -> set[str]:
         reused.add(name)
     model.encoder.freeze()
     return reused
-
-
-def _adversary(windows: FeatureWindows, episodes: np.ndarray, scale, seed: int) -> FGSM:
-    """FGSM with ε from 2,048 random training windows (features are normalised, so feature ε ≈ 0.05)."""
-    probe = windows.sampler(episodes, 2048, device=windows.features.device)(torch.Generator().manual_seed(seed))
-    return FGSM.from_data(probe["s_hist"], scale(probe["actions"][:, 0]), seed=seed)
 
 
 def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray, cfg: TrainConfig) -> None:

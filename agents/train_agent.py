@@ -38,6 +38,8 @@ class AgentConfig:
     metric: str = "l1"
     scale: float | None = None
     horizon: int | None = None       # default: the sim's episode length in agent steps
+    success_threshold: float | None = None  # imagined success ends an episode below this distance; None: the
+                                     # model's calibrated one; 0: episodes end only at the horizon
     gamma: float = 0.9               # RLA-WM's PPO settings
     gae_lambda: float = 0.95
     learning_rate: float = 3e-4
@@ -51,6 +53,8 @@ class AgentConfig:
                                      # "bank", a dataset folder, or None (pure RL from scratch)
     bc_epochs: int = 30
     log_std_init: float = -1.0       # PPO's initial action noise (log std): small, to keep the cloned policy
+    critic_warmup: int = 0           # PPO: first rollouts update only the value net, so a random critic's
+                                     # advantages do not drag the cloned actor off the demos
     checkpoint_every: int = 50_000
     resume: bool = False
     log_dir: str | None = None       # TensorBoard folder (default: runs/<agent name>)
@@ -103,7 +107,8 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
     log_dir = cfg.log_dir or str(Path("runs") / out.stem)
     env = VecMonitor(make_sb3_vec_env(
         num_envs=cfg.num_envs, seed=cfg.seed, model=world_model, task=cfg.task, reward=cfg.reward,
-        metric=cfg.metric, scale=cfg.scale, horizon=cfg.horizon, device=cfg.device))
+        metric=cfg.metric, scale=cfg.scale, horizon=cfg.horizon, success_threshold=cfg.success_threshold,
+        device=cfg.device))
     algo = _algo_class(cfg.algo)
     if cfg.resume and ckpt.is_file():
         agent = algo.load(ckpt, env=env, device=cfg.policy_device, tensorboard_log=log_dir)
@@ -132,6 +137,9 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
         """Learning curve from finished imagined episodes, plus atomic periodic checkpoints."""
 
         def _on_rollout_end(self) -> None:
+            if cfg.algo == "ppo":  # the update that follows this rollout trains the actor only after warm-up
+                rollouts = self.num_timesteps // (cfg.num_envs * cfg.n_steps)
+                set_actor_trainable(self.model.policy, rollouts > cfg.critic_warmup)
             buf = self.model.ep_info_buffer
             every = max(cfg.steps // 200, 1)  # at most ~200 points (SAC ends a "rollout" every step)
             if buf and (not curve or self.num_timesteps - curve[-1]["step"] >= every):
@@ -165,6 +173,13 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
             "imagined_steps_per_s": round((agent.num_timesteps - start_steps) / seconds, 1) if remaining > 0 else None,
             "final_imagined_return": last.get("return"), "final_imagined_success": last.get("success"),
             "curve_png": str(png) if curve else None, "log_dir": log_dir}
+
+
+def set_actor_trainable(policy, trainable: bool) -> None:
+    """Freeze or unfreeze everything of an SB3 ActorCriticPolicy but its value head and value layers."""
+    for name, param in policy.named_parameters():
+        if not (name.startswith("value_net") or name.startswith("mlp_extractor.value_net")):
+            param.requires_grad_(trainable)
 
 
 def plot_learning_curve(curve: list[dict[str, float]], path: str | Path) -> None:

@@ -244,6 +244,27 @@ def test_sb3_ppo_on_a_tiny_model_raises_its_imagined_reward(world, tmp_path):
     assert after > zero.mean() + 0.5 * gain, report
 
 
+def test_critic_warmup_trains_only_the_value_net_first(world, tmp_path):
+    """2 rollouts of 8 envs × 32 steps with critic_warmup=5: the actor (incl. log std) stays as built."""
+    out = tmp_path / "warm.zip"
+    train_agent(config(world, tmp_path / "init.zip", steps=0))
+    train_agent(config(world, out, steps=512, critic_warmup=5))
+    init, _ = load_agent(tmp_path / "init.zip")
+    warm, _ = load_agent(out)
+    changed = {k for k, v in warm.policy.state_dict().items() if not torch.equal(v, init.policy.state_dict()[k])}
+    assert changed and all(k.startswith(("value_net", "mlp_extractor.value_net")) for k in changed), changed
+    train_agent(config(world, tmp_path / "free.zip", steps=512, critic_warmup=1))  # 2nd update trains the actor
+    free, _ = load_agent(tmp_path / "free.zip")
+    assert not torch.equal(free.policy.log_std, init.policy.log_std)
+
+
+def test_success_threshold_zero_runs_every_imagined_episode_to_the_horizon(world, tmp_path):
+    out = tmp_path / "long.zip"
+    train_agent(config(world, out, steps=256, success_threshold=0.0, horizon=4, n_steps=16))
+    curve = json.loads(sidecar_path(out).read_text())["curve"]
+    assert curve and all(c["length"] == 4 and c["success"] == 0 for c in curve)
+
+
 # ----- evaluate_policy in the real sim ------------------------------------------------------------------
 class ZeroPolicy:
     """Always the zero chunk; records what it was shown."""

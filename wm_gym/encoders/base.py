@@ -43,11 +43,15 @@ class FrozenEncoder(nn.Module):
             raise ValueError(f"frames must have shape [B, H, W, 3], got {tuple(frames.shape)}")
         return frames.to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
 
+    def identity_config(self) -> dict:
+        """The config fields the identity hashes (subclasses drop fields added later, at their old value)."""
+        return asdict(self.config)
+
     def identity(self) -> str:
         """Stable hash of class, config and every weight: feature caches key on it."""
         h = hashlib.sha256()
         h.update(type(self).__name__.encode())
-        h.update(json.dumps(asdict(self.config), sort_keys=True, default=str).encode())
+        h.update(json.dumps(self.identity_config(), sort_keys=True, default=str).encode())
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().cpu().contiguous()
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())

@@ -31,36 +31,44 @@ class ConvEncoderConfig:
     grid: int = 8         # tokens form a grid × grid patch grid; image_size / grid must be a power of 2
     dim: int = 32         # channels per token
     width: int = 32       # channels of the first conv; doubles per downsampling, capped at 2 × width
+    stem: str = "conv"    # "conv": strided / transposed conv pyramid; "patch": per-patch MLP at token resolution
+
+
+STEMS = ("conv", "patch")
 
 
 class ConvEncoder(FrozenEncoder):
-    """Strided convs → [B, grid², dim] tokens; transposed convs decode them back to pixels."""
+    """Strided convs → [B, grid², dim] tokens; transposed convs decode them back to pixels.
+
+    ``stem="patch"`` swaps the pyramid for ViT-style patches: one patch-sized conv in, a 3×3 conv
+    over the token grid for context, and a per-token linear map to the patch's pixels out
+    (pixel shuffle). No layer runs at full resolution, so decode + re-encode (the re-projection
+    every imagined step pays) costs a few per cent of the pyramid's on a CPU.
+    """
 
     def __init__(self, config: ConvEncoderConfig | None = None):
         super().__init__()
         self.config = config = config or ConvEncoderConfig()
         self.grid, self.dim = config.grid, config.dim
+        if config.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {config.stem!r}")
         n_down = math.log2(config.image_size / config.grid)
         if n_down < 1 or not n_down.is_integer():
             raise ValueError(f"image_size / grid must be a power of 2 ≥ 2, got {config.image_size} / {config.grid}")
-        # Channels after each stride-2 conv (64 → 32 → 16 → 8 px by default); doubling, capped at 2 × width.
-        widths = [min(config.width * 2**i, 2 * config.width) for i in range(int(n_down))]
-
-        enc: list[nn.Module] = []
-        for c_in, c_out in zip([3] + widths[:-1], widths):
-            enc += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.GELU()]
-        enc += [nn.Conv2d(widths[-1], widths[-1], 3, padding=1), nn.GELU(), nn.Conv2d(widths[-1], config.dim, 1)]
-        self.encoder = nn.Sequential(*enc)
-
-        ups = widths[::-1] + [max(1, config.width // 2)]  # mirror, ending on a thin full-resolution layer
-        dec: list[nn.Module] = [nn.Conv2d(config.dim, ups[0], 3, padding=1), nn.GELU()]
-        for c_in, c_out in zip(ups[:-1], ups[1:]):
-            dec += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.GELU()]
-        dec += [nn.Conv2d(ups[-1], 3, 3, padding=1)]
-        self.decoder = nn.Sequential(*dec)
+        if config.stem == "patch":
+            self.encoder, self.decoder = _patch_stem(config)
+        else:
+            self.encoder, self.decoder = _conv_pyramid(config, int(n_down))
         # The dataset's static background [3, H, W] in [0, 1] (set by train_conv_encoder). The encoder
         # sees frame − background and the decoder adds it back, so both spend capacity only on what moves.
         self.register_buffer("background", torch.full((3, config.image_size, config.image_size), 0.5))
+
+    def identity_config(self) -> dict:
+        """The pyramid's files predate ``stem``: leaving it out keeps their identity (and the zoo) valid."""
+        config = asdict(self.config)
+        if config["stem"] == "conv":
+            del config["stem"]
+        return config
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, H, W, 3] → tokens [B, grid², dim] (row-major patch order)."""
@@ -97,6 +105,32 @@ class ConvEncoder(FrozenEncoder):
         model = cls(ConvEncoderConfig(**ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
         return model.freeze()
+
+
+def _conv_pyramid(config: ConvEncoderConfig, n_down: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """Stride-2 convs down to the token grid and transposed convs back up (64 → 32 → 16 → 8 px by default)."""
+    # Channels after each stride-2 conv; doubling, capped at 2 × width.
+    widths = [min(config.width * 2**i, 2 * config.width) for i in range(n_down)]
+    enc: list[nn.Module] = []
+    for c_in, c_out in zip([3] + widths[:-1], widths):
+        enc += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.GELU()]
+    enc += [nn.Conv2d(widths[-1], widths[-1], 3, padding=1), nn.GELU(), nn.Conv2d(widths[-1], config.dim, 1)]
+    ups = widths[::-1] + [max(1, config.width // 2)]  # mirror, ending on a thin full-resolution layer
+    dec: list[nn.Module] = [nn.Conv2d(config.dim, ups[0], 3, padding=1), nn.GELU()]
+    for c_in, c_out in zip(ups[:-1], ups[1:]):
+        dec += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.GELU()]
+    dec += [nn.Conv2d(ups[-1], 3, 3, padding=1)]
+    return nn.Sequential(*enc), nn.Sequential(*dec)
+
+
+def _patch_stem(config: ConvEncoderConfig) -> tuple[nn.Sequential, nn.Sequential]:
+    """Patch in (a p×p conv, stride p), 3×3 context over the grid; per-token MLP to p×p×3 pixels out."""
+    p, w = config.image_size // config.grid, config.width
+    enc = nn.Sequential(nn.Conv2d(3, w, p, stride=p), nn.GELU(), nn.Conv2d(w, w, 3, padding=1), nn.GELU(),
+                        nn.Conv2d(w, config.dim, 1))
+    dec = nn.Sequential(nn.Conv2d(config.dim, w, 3, padding=1), nn.GELU(), nn.Conv2d(w, w, 1), nn.GELU(),
+                        nn.Conv2d(w, 3 * p * p, 1), nn.PixelShuffle(p))
+    return enc, dec
 
 
 # ----- training objective ------------------------------------------------------------------

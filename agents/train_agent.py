@@ -42,7 +42,7 @@ class AgentConfig:
                                      # model's calibrated one; 0: episodes end only at the horizon
     gamma: float = 0.9               # RLA-WM's PPO settings
     gae_lambda: float = 0.95
-    learning_rate: float = 3e-4
+    learning_rate: float = 1e-4      # with critic_warmup and log_std_init below: PPO refines the cloned policy
     n_steps: int = 64                # PPO rollout length per env
     batch_size: int = 512
     n_epochs: int = 4
@@ -52,8 +52,9 @@ class AgentConfig:
     bc_data: str | None = "auto"     # clone demos before RL: "auto" (the model's bank if it has actions),
                                      # "bank", a dataset folder, or None (pure RL from scratch)
     bc_epochs: int = 30
-    log_std_init: float = -1.0       # PPO's initial action noise (log std): small, to keep the cloned policy
-    critic_warmup: int = 0           # PPO: first rollouts update only the value net, so a random critic's
+    bc_noise: float = 0.0            # std of the feature noise added to cloned observations (see clone_into)
+    log_std_init: float = -1.6       # PPO's initial action noise (log std, std 0.2): small, to keep the cloned policy
+    critic_warmup: int = 3           # PPO: first rollouts update only the value net, so a random critic's
                                      # advantages do not drag the cloned actor off the demos
     checkpoint_every: int = 50_000
     resume: bool = False
@@ -129,7 +130,8 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
         bc = "bank" if world_model.bank is not None and world_model.bank.actions is not None else None
     if bc and not (cfg.resume and ckpt.is_file()):
         demos = None if bc == "bank" else bc
-        bc_losses = clone_into(agent, *demo_pairs(world_model, demos), epochs=cfg.bc_epochs, seed=cfg.seed)
+        bc_losses = clone_into(agent, *demo_pairs(world_model, demos), epochs=cfg.bc_epochs, seed=cfg.seed,
+                               noise=cfg.bc_noise)
 
     curve: list[dict[str, float]] = []
 

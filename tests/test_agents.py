@@ -40,7 +40,8 @@ def model(world) -> WorldModel:
 
 def config(world, out, **kwargs) -> AgentConfig:
     base = dict(model=str(world.path), out=str(out), steps=512, num_envs=8, n_steps=32, batch_size=64, device="cpu",
-                progress=False, checkpoint_every=10**9, log_dir=str(out.parent / "tb"), bc_data=None, log_std_init=0.0)
+                progress=False, checkpoint_every=10**9, log_dir=str(out.parent / "tb"), bc_data=None, log_std_init=0.0,
+                critic_warmup=0)
     return AgentConfig(**{**base, **kwargs})  # pure RL from scratch unless a test asks for cloning
 
 

@@ -68,6 +68,24 @@ def test_cloning_fits_the_demo_actions(model, tiny_imagine_world, algo):
     assert after < 0.5 * before
 
 
+def test_cloning_noise_is_seeded_and_regularises(model, tiny_imagine_world):
+    """Same seed and noise: the same policy; with noise the fit to the clean demos is looser than without."""
+    from wm_gym.imagine.sb3_vec_env import WMImagineSB3VecEnv
+
+    obs, actions = demo_pairs(model)
+
+    def cloned(noise: float, seed: int = 0) -> tuple[PPO, list[float]]:
+        torch.manual_seed(0)
+        env = WMImagineSB3VecEnv(WMImagineVectorEnv(num_envs=2, model=tiny_imagine_world.path, device="cpu"))
+        agent = PPO("MlpPolicy", env, seed=0, device="cpu")
+        return agent, clone_into(agent, obs, actions, epochs=20, lr=3e-3, seed=seed, noise=noise)
+
+    (a, losses_a), (b, losses_b), (clean, losses_clean) = cloned(1.0), cloned(1.0), cloned(0.0)
+    assert losses_a == losses_b
+    np.testing.assert_array_equal(a.predict(obs, deterministic=True)[0], b.predict(obs, deterministic=True)[0])
+    assert losses_a[-1] > losses_clean[-1]  # the noisy inputs cannot be memorised as well
+
+
 def test_imagined_calibration_pairs_use_open_loop_predictions(model, tiny_imagine_world):
     data = load_episodes(tiny_imagine_world.random_dir, cache=False)
     fs = model.config.frameskip

@@ -112,8 +112,8 @@ def decoded_dot_error(enc: ConvEncoder, frames: np.ndarray, dot_xy: np.ndarray) 
     return np.linalg.norm(xy - dot_xy, axis=-1)
 
 
-@pytest.mark.parametrize("stem", ["conv", "patch"])
-def test_conv_encoder_learns_wall_frames(wall_data, stem):
+@pytest.mark.parametrize("decoder", ["conv", "patch"])
+def test_conv_encoder_learns_wall_frames(wall_data, decoder):
     """Training must shrink the loss and keep the small dot: its reconstruction lands on the true dot.
 
     Measured at 100 steps, seeds 0-2: loss ÷12 to ÷33, dot within 2 px in 100 % of held-out
@@ -124,7 +124,7 @@ def test_conv_encoder_learns_wall_frames(wall_data, stem):
     bar (training must not lose the state); learning is checked through the reconstruction.
     """
     train_frames, probe_frames, probe_state = wall_data
-    config = SMALL if stem == "conv" else ConvEncoderConfig(image_size=32, grid=8, dim=16, width=64, stem="patch")
+    config = ConvEncoderConfig(**{**vars(SMALL), "decoder": decoder})
     kw = dict(config=config, batch_size=32, lr=3e-3, seed=0, device="cpu", progress=False)
     init = train_conv_encoder(train_frames, steps=0, **kw)
     trained = train_conv_encoder(train_frames, steps=120, **kw)
@@ -148,29 +148,27 @@ def test_conv_encoder_learns_wall_frames(wall_data, stem):
     assert r2 > 0.95
 
 
-def test_patch_stem_shapes_and_no_full_resolution_layer():
-    enc = ConvEncoder(ConvEncoderConfig(image_size=64, grid=8, dim=32, width=64, stem="patch"))
+def test_patch_decoder_shapes_and_no_layer_above_token_resolution():
+    enc = ConvEncoder(ConvEncoderConfig(image_size=64, grid=8, dim=32, width=16, decoder="patch"))
     frames = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
     tokens = enc(frames)
     assert tokens.shape == (3, 64, 32) and enc.decode(tokens).shape == (3, 64, 64, 3)
-    # every conv runs on the 8×8 token grid: the patch conv in (stride 8), then only grid-sized layers
-    sizes = []
-    hook = lambda m, i, o: sizes.append(o.shape[-1])  # noqa: E731
-    for m in list(enc.encoder) + list(enc.decoder):
+    sizes = []  # output width of every decoder conv: all on the 8×8 token grid, pixels come from the shuffle
+    for m in enc.decoder:
         if isinstance(m, torch.nn.Conv2d):
-            m.register_forward_hook(hook)
-    enc.decode(enc(frames))
-    assert set(sizes) == {8}
-    with pytest.raises(ValueError, match="stem must be one of"):
-        ConvEncoder(ConvEncoderConfig(stem="unet"))
+            m.register_forward_hook(lambda m, i, o: sizes.append(o.shape[-1]))
+    enc.decode(tokens)
+    assert sizes and set(sizes) == {8}
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        ConvEncoder(ConvEncoderConfig(decoder="unet"))
 
 
-def test_identity_of_pyramid_encoders_does_not_depend_on_the_later_stem_field():
-    """Files written before ``stem`` existed hash their config without it; the pyramid must hash the same."""
+def test_identity_of_pyramid_encoders_does_not_depend_on_the_later_decoder_field():
+    """Files written before ``decoder`` existed hash their config without it; the pyramid must hash the same."""
     enc = ConvEncoder(ConvEncoderConfig(image_size=32, grid=8, dim=16, width=16))
-    assert "stem" not in enc.identity_config()
-    patch = ConvEncoder(ConvEncoderConfig(image_size=32, grid=8, dim=16, width=16, stem="patch"))
-    assert patch.identity_config()["stem"] == "patch" and patch.identity() != enc.identity()
+    assert "decoder" not in enc.identity_config()
+    patch = ConvEncoder(ConvEncoderConfig(image_size=32, grid=8, dim=16, width=16, decoder="patch"))
+    assert patch.identity_config()["decoder"] == "patch" and patch.identity() != enc.identity()
 
 
 def test_conv_training_is_deterministic(wall_data):

@@ -333,3 +333,14 @@ def test_training_runs_with_bf16_autocast_and_torch_compile(tiny_model, wall_dat
     with pytest.raises(ValueError, match="precision"):
         train_world_model(TrainConfig(data=str(wall_data), out=str(tmp_path / "n.pt"), preset="tiny", steps=1,
                                       device="cpu", progress=False, init_from=str(path), precision="half"))
+
+
+def test_fast_preset_trains_a_patch_decoder_model_that_reprojects_and_round_trips(wall_data, tmp_path):
+    out = tmp_path / "fast.pt"
+    model = train_world_model(TrainConfig(data=str(wall_data), out=str(out), preset="fast", steps=2, device="cpu",
+                                          progress=False))
+    assert model.config.encoder_config["decoder"] == "patch" and model.reprojects
+    loaded = WorldModel.load(out)
+    assert loaded.encoder.identity() == model.encoder.identity()
+    s = loaded.encode(torch.zeros(2, 64, 64, 3, dtype=torch.uint8))[:, None]
+    assert loaded.step(s, torch.zeros(2, loaded.config.action_dim)).shape == (2, loaded.n_tokens, loaded.dim)

@@ -51,7 +51,8 @@ def wall_vector_steps_per_s(num_envs: int = 256, steps: int = 50, seed: int = 0)
     return float(np.round(num_envs * steps / elapsed, 1))
 
 
-def imagine_steps_per_s(model, num_envs: int = 256, steps: int = 10, device: str = "cpu", seed: int = 0) -> float:
+def imagine_steps_per_s(model, num_envs: int = 256, steps: int = 30, device: str = "cpu", seed: int = 0,
+                        warmup: int = 3) -> float:
     """Imagined env steps per second (all rows counted) of the batched imagination env.
 
     One imagined step is one agent step: an action chunk of ``frameskip`` sim steps, the
@@ -62,7 +63,8 @@ def imagine_steps_per_s(model, num_envs: int = 256, steps: int = 10, device: str
     envs = WMImagineVectorEnv(num_envs=num_envs, model=model, device=device, render_mode=None)
     envs.action_space.seed(seed)
     envs.reset(seed=seed)
-    envs.step(envs.action_space.sample())  # warm-up (allocations, CUDA kernels)
+    for _ in range(warmup):  # allocations, oneDNN primitive caches, CUDA kernels
+        envs.step(envs.action_space.sample())
     _sync(envs.device)
     start = time.perf_counter()
     for _ in range(steps):

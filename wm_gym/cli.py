@@ -411,6 +411,7 @@ def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
                       n_steps=args.n_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                       checkpoint_every=args.checkpoint_every, log_std_init=args.log_std_init,
                       success_threshold=args.success_threshold, critic_warmup=args.critic_warmup,
+                      bc_noise=args.bc_noise,
                       bc_data=None if args.bc_data == "none" else args.bc_data)
     return train_agent(cfg)
 
@@ -433,13 +434,15 @@ def add_train_agent(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--horizon", type=int, default=None, help="agent steps per imagined episode")
     p.add_argument("--n-steps", type=int, default=64, help="PPO rollout length per env (steps round up to whole rollouts)")
     p.add_argument("--batch-size", type=int, default=512, help="minibatch size")
-    p.add_argument("--learning-rate", type=float, default=3e-4)
+    p.add_argument("--learning-rate", type=float, default=1e-4, help="PPO/SAC learning rate")
     p.add_argument("--checkpoint-every", type=int, default=50_000, help="atomic checkpoint every N steps")
     p.add_argument("--bc-data", default="auto",
                    help="behaviour-clone demos before RL: auto (the model's demo bank, if it has action labels), bank, "
                    "a dataset folder, or none (pure RL from a random policy)")
-    p.add_argument("--log-std-init", type=float, default=-1.0, help="PPO initial log std of the action noise")
-    p.add_argument("--critic-warmup", type=int, default=0,
+    p.add_argument("--bc-noise", type=float, default=0.0,
+                   help="std of Gaussian noise added to the features while cloning (regularises cloning on few demos)")
+    p.add_argument("--log-std-init", type=float, default=-1.6, help="PPO initial log std of the action noise")
+    p.add_argument("--critic-warmup", type=int, default=3,
                    help="PPO rollouts whose update trains only the value net (keeps a cloned actor while the critic "
                    "learns)")
     p.add_argument("--success-threshold", type=float, default=None,

@@ -3,7 +3,7 @@
 Every step is a `wm-gym` command, so each can be re-run or resumed on its own:
 
 1. collect random episodes (the world model's training data) and a held-out set at a fresh seed;
-2. train the world model (`--preset small`: about 25 min on 2 CPU cores; wall uses `fast`);
+2. train the world model (`--preset small`: about 25 min on 2 CPU cores; `--preset fast` for wall-fast);
 3. collect noisy-expert demos and retrain the dynamics (flow, controller) on them, keeping the
    encoder and latent actions learned from random data (`--init-from`): expert paths (through
    Wall's door, along PointMaze's U) are rare in random data, and they are exactly where an
@@ -24,8 +24,8 @@ from pathlib import Path
 RECIPES = {
     # random episodes, held-out episodes, noisy-expert demos (fine-tuning and the bank), demos in the bank,
     # the dynamics' history (PointMaze's ball has momentum: one frame cannot show its velocity), and the
-    # model size (wall: `fast`, the patch-stem model whose imagination runs ~4x faster on CPUs)
-    "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="fast"),
+    # model size (`--preset fast --name wall-fast` makes the CPU-speed model)
+    "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small"),
     "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small"),
 }
 
@@ -45,9 +45,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--preset", default=None, choices=["small", "fast"],
                         help="world-model size (`wm-gym train --preset`; default: the recipe's)")
+    parser.add_argument("--name", default=None, help="zoo entry to write (default: the sim's name), e.g. wall-fast")
+    parser.add_argument("--base-dynamics-steps", type=int, default=None,
+                        help="flow and controller steps of the random-data model (default: the preset's); "
+                        "the demo stage retrains both, so a short run only skips that model's own dynamics")
     args = parser.parse_args()
     r, d, sim = RECIPES[args.sim], Path(args.data), args.sim
-    preset = args.preset or r["preset"]
+    preset, name = args.preset or r["preset"], args.name or sim
+    from wm_gym.zoo import MODELS
+
+    if name not in MODELS:
+        parser.error(f"--name must be a zoo entry ({', '.join(MODELS)}), got {name!r}")
+    base_steps = [] if args.base_dynamics_steps is None else [
+        "--stage-steps", f"flow={args.base_dynamics_steps}", "--stage-steps", f"controller={args.base_dynamics_steps}"]
     run("collect", "--env", sim, "--episodes", str(r["episodes"]), "--out", str(d / f"{sim}-random"),
         "--seed", "0", "--workers", str(args.workers))
     run("collect", "--env", sim, "--episodes", str(r["heldout"]), "--out", str(d / f"{sim}-heldout"), "--seed", "1")
@@ -55,18 +65,18 @@ def main() -> None:
         "--policy", "noisy-expert", "--seed", "3", "--workers", str(args.workers))
     base, tuned = d / f"{sim}-rla-{preset}.pt", d / f"{sim}-rla-{preset}-ft.pt"
     run("train", "--data", str(d / f"{sim}-random"), "--out", str(base), "--preset", preset, "--latent", "rla",
-        "--device", args.device)
+        "--device", args.device, *base_steps)
     run("train", "--data", str(d / f"{sim}-expert"), "--out", str(tuned), "--preset", preset, "--latent", "rla",
         "--history", str(r["history"]), "--init-from", str(base), "--stage-steps", "flow=1000", "--device", args.device)
     calibration = run("calibrate", "--model", str(tuned), "--data", str(d / f"{sim}-heldout"),
                       "--demos", str(d / f"{sim}-expert"), "--demo-episodes", str(r["bank"]))
     from wm_gym.world_model import WorldModel
-    from wm_gym.zoo import MODELS, ZOO_DIR
+    from wm_gym.zoo import ZOO_DIR
 
     model = WorldModel.load(tuned)
-    model.save(ZOO_DIR / MODELS[sim], half=True)
-    size = (ZOO_DIR / MODELS[sim]).stat().st_size / 1e6
-    print(json.dumps({"zoo": str(ZOO_DIR / MODELS[sim]), "megabytes": round(size, 1), **calibration}))
+    model.save(ZOO_DIR / MODELS[name], half=True)
+    size = (ZOO_DIR / MODELS[name]).stat().st_size / 1e6
+    print(json.dumps({"zoo": str(ZOO_DIR / MODELS[name]), "megabytes": round(size, 1), **calibration}))
 
 
 if __name__ == "__main__":

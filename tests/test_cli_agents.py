@@ -132,8 +132,11 @@ def test_train_agent_cli_unknown_model_lists_the_zoo(capsys, tmp_path):
 # ----- bench -----------------------------------------------------------------------------------------------
 def test_bench_cli_imagination_vs_feature_sim(capsys, world):
     rc, result, err = run(capsys, "bench", "--model", str(world.path), "--batch", "8", "--steps", "20", "--sim", "wall",
-                          "--no-ppo", "--device", "cpu", "--json")
+                          "--no-ppo", "--device", "cpu", "--repeats", "3", "--json")
     assert rc == 0, err
+    runs = result["repeats"]["imagine_cpu"]
+    assert len(runs) == 3 and result["imagine_steps_per_s"]["cpu"] == sorted(runs)[1]  # the median of the repeats
+    assert result["repeats"]["pointmaze"] == []
     assert set(result["sim_steps_per_s"]) == {"wall"} and result["sim_steps_per_s"]["wall"] > 0
     assert result["wall_vector_steps_per_s"] > 0
     assert set(result["imagine_steps_per_s"]) == {"cpu"} and result["imagine_steps_per_s"]["cpu"] > 0

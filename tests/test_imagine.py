@@ -508,6 +508,20 @@ def test_default_env_loads_the_shipped_wall_model_offline(monkeypatch):
     assert (ZOO_DIR / "wall.pt").stat().st_size < 12e6
 
 
+def test_shipped_wall_fast_model_is_the_patch_decoder_model_and_steps():
+    from wm_gym.zoo import ZOO_DIR, available
+
+    assert "wall-fast" in available()
+    env = gym.make("WMImagine-v0", model="wall-fast", device="cpu")
+    wm = env.unwrapped.model
+    assert wm.config.encoder_config["decoder"] == "patch" and wm.reprojects and wm.meta.sim == "wall"
+    assert wm.meta.success_threshold is not None and wm.bank is not None and wm.bank.actions is not None
+    env.reset(seed=0)
+    obs, reward, *_ = env.step(np.zeros(env.action_space.shape, np.float32))
+    assert obs.shape == (2 * wm.n_tokens * wm.dim,) and np.isfinite(obs).all() and reward < 0
+    assert (ZOO_DIR / "wall-fast.pt").stat().st_size < (ZOO_DIR / "wall.pt").stat().st_size
+
+
 def test_corrupt_model_files_raise_value_error(world, tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"this is not a world model")

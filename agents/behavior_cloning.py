@@ -50,8 +50,8 @@ def clone_into(agent, observations: np.ndarray, actions: np.ndarray, epochs: int
 
     ``noise`` adds Gaussian noise of that std (normalised feature units) to every observation
     seen in training: a few hundred demos × thousands of features are easy to memorise, and the
-    noise makes the policy act alike on all states near a demo's (on the Wall zoo model it cuts
-    the held-out action error from 0.15 to 0.11).
+    noise makes the policy act alike on all states near a demo's (with ``wall-fast``, noise 1
+    raised real Wall success from 0.90 to 0.94; on PointMaze it lowered it, so it is off by default).
     """
     policy = agent.policy
     actions = np.clip(actions, agent.action_space.low, agent.action_space.high)

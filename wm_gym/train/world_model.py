@@ -32,8 +32,8 @@ from wm_gym.world_model import WorldModel, WorldModelConfig, WorldModelMeta
 
 @dataclass
 class Preset:
-    """Model sizes and stage budgets. ``tiny``: tests; ``small``: ≤30 min on 2 CPU cores; ``fast``: small's
-    stage budgets at half the width with a patch decoder, for cheap imagination on CPUs; ``base``: GPU."""
+    """Model sizes and stage budgets. ``tiny``: tests; ``small``: ≤30 min on 2 CPU cores; ``fast``: half
+    small's width, a patch decoder and a longer encoder stage, for cheap imagination on CPUs; ``base``: GPU."""
 
     encoder: dict
     latent: dict
@@ -68,7 +68,7 @@ PRESETS: dict[str, Preset] = {
         predictor=dict(width=128, depth=3, heads=4),
         stages=_stages(encoder=600, latent=2500, flow=2500, controller=3000, batch=64),  # ~25 min on 2 CPU cores
     ),
-    "fast": Preset(  # ~1,850 imagined steps/s at batch 256 on 2 CPU cores, against small's ~500
+    "fast": Preset(  # ~2,100-2,500 imagined steps/s at batch 256 on 2 CPU cores (`wm-gym bench`), small ~545
         encoder=dict(grid=8, dim=32, width=16, decoder="patch"),
         latent=dict(n_latents=8, latent_dim=16, width=64, enc_depth=2, dec_depth=1, heads=2),
         flow=dict(width=64, depth=3, heads=2), controller=dict(width=64, depth=2, heads=2),

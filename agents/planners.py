@@ -5,6 +5,10 @@ Every planner minimises the same goal cost over a horizon of action chunks,
     cost(a_1..a_T) = Σ_i 0.5^(T−i) · mean((ŝ_i − s_goal)²),   ŝ = model.rollout(s_hist, a),
 
 so the last predicted frame counts most and earlier ones pull the plan towards the goal too.
+A goal distance has no notion of obstacles: on Wall even an exact model stalls MPC against
+the wall on a third of the pairs (``benchmarks/oracle_planning.py``). Given a ``value``
+function (an agent's critic trained in imagination, see ``agents.train_agent.value_function``),
+the cost adds a learned cost-to-go of the plan's end, ``− value_weight · V(ŝ_T, goal)``.
 They all expose SB3's ``predict(obs) -> (actions, None)`` on the imagination env's observation
 ``[the model's history of feature frames, goal features]``, so ``wm-gym evaluate``'s real-sim harness runs them unchanged.
 One ``predict`` plans for every row of the batch at once (50 episodes = one batch).
@@ -19,12 +23,14 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from wm_gym.imagine.vector_env import policy_observation_tensor
 from wm_gym.world_model import WorldModel
 
 PLANNERS = ("cem", "gbp", "gd", "mppi")
@@ -49,13 +55,18 @@ class PlannerConfig:
     gd_lr: float = 1.0
     noise: float = 0.003        # Gaussian noise added to u after each Adam step (escapes flat spots)
     seed: int = 0
+    value_weight: float = 1.0   # weight of −V(last predicted frames, goal), when a value function is given
+
+
+#: Maps policy observations [B, (H+1)·N·C] to values [B] (higher = better), differentiably.
+ValueFunction = Callable[[Tensor], Tensor]
 
 
 class Planner(ABC):
     """Shared plumbing: observation parsing, history, warm start, open-loop queue, timing."""
 
-    def __init__(self, model: WorldModel, config: PlannerConfig | None = None):
-        self.model, self.cfg = model.eval(), config or PlannerConfig()
+    def __init__(self, model: WorldModel, config: PlannerConfig | None = None, value: ValueFunction | None = None):
+        self.model, self.cfg, self.value = model.eval(), config or PlannerConfig(), value
         if self.cfg.horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {self.cfg.horizon}")
         self.generator = torch.Generator(device=model.device).manual_seed(self.cfg.seed)
@@ -113,7 +124,11 @@ class Planner(ABC):
         t = u.shape[1]
         weights = self.cfg.decay ** torch.arange(t - 1, -1, -1, device=u.device, dtype=preds.dtype)
         per_frame = goal_cost(preds, goal[:, None].expand_as(preds), self.cfg.scales)  # [B, T]
-        return (per_frame * weights).sum(1)
+        cost = (per_frame * weights).sum(1)
+        if self.value is not None:  # cost-to-go from the plan's last H frames, as the agent would see them
+            last = torch.cat([s_hist, preds], dim=1)[:, -self.model.config.history:]
+            cost = cost - self.cfg.value_weight * self.value(policy_observation_tensor(last, goal))
+        return cost
 
     def to_sim(self, u: Tensor) -> Tensor:
         low, high = self.model.action_low, self.model.action_high
@@ -228,8 +243,9 @@ def goal_cost(pred: Tensor, goal: Tensor, scales: tuple[int, ...] = (1,)) -> Ten
     return (total / len(scales)).reshape(lead)
 
 
-def make_planner(name: str, model: WorldModel, config: PlannerConfig | None = None) -> Planner:
+def make_planner(name: str, model: WorldModel, config: PlannerConfig | None = None,
+                 value: ValueFunction | None = None) -> Planner:
     classes = {"cem": CEMPlanner, "gbp": GradientPlanner, "gd": GradientDescentPlanner, "mppi": MPPIPlanner}
     if name not in classes:
         raise ValueError(f"unknown planner {name!r}; expected one of {', '.join(PLANNERS)}")
-    return classes[name](model, config)
+    return classes[name](model, config, value)

@@ -14,9 +14,10 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from wm_gym.io import atomic_path
 
@@ -84,6 +85,26 @@ def load_agent(path: str | Path, device: str = "cpu"):
         return _algo_class(algo).load(path, device=device), meta
     except Exception as err:  # zipfile.BadZipFile, KeyError, pickle errors: all "not a usable agent"
         raise ValueError(f"{path} is not a readable SB3 {algo.upper()} agent: {err}") from err
+
+
+def value_function(agent) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A PPO agent's critic as a differentiable map: observations [B, D] → values [B], on their device.
+
+    The critic learnt the imagined return of its policy, so it scores how close a state is to
+    success along paths the policy knows (through Wall's door, say): a cost-to-go for planners.
+    """
+    if not hasattr(agent.policy, "predict_values"):
+        raise ValueError(f"a value function needs a PPO agent's critic; {type(agent).__name__} has none "
+                         "(SAC's critics score state-action pairs)")
+    policy = agent.policy.eval()
+
+    def value(obs: torch.Tensor) -> torch.Tensor:
+        if obs.shape[1:] != agent.observation_space.shape:
+            raise ValueError(f"the agent's critic takes observations of shape {agent.observation_space.shape}, got "
+                             f"{tuple(obs.shape[1:])}: was it trained on this world model?")
+        return policy.predict_values(obs.to(policy.device, torch.float32)).squeeze(-1).to(obs.device)
+
+    return value
 
 
 def _algo_class(algo: str):

@@ -393,3 +393,23 @@ def test_feature_sim_matches_the_imagination_interface_and_truncates(model, worl
         steps += 1
     assert truncated and not terminated and steps == 50 // model.config.frameskip == 10
     env.close()
+
+
+def test_value_function_is_the_ppo_critic_and_checks_its_input(trained):
+    from types import SimpleNamespace
+
+    from wm_gym.agents.train_agent import value_function
+
+    out, _, _ = trained
+    agent, _ = load_agent(out)
+    value = value_function(agent)
+    obs = torch.randn(4, *agent.observation_space.shape, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    v = value(obs)
+    assert v.shape == (4,)
+    assert torch.allclose(v, agent.policy.predict_values(obs).squeeze(-1))
+    v.sum().backward()
+    assert obs.grad is not None and obs.grad.abs().sum() > 0  # differentiable: planners push gradients through it
+    with pytest.raises(ValueError, match="critic takes observations"):
+        value(obs[:, :-1])
+    with pytest.raises(ValueError, match="PPO agent's critic"):
+        value_function(SimpleNamespace(policy=object()))

@@ -103,3 +103,34 @@ def test_plan_videos_show_real_planned_and_goal_panels(setup, tmp_path):
     frames = iio.imread(video)
     size = model.meta.image_size
     assert frames.shape[2] == (3 * size + 2 * 2) * 4  # real | planned | goal, 2-px gaps, 4x upscale
+
+
+def test_value_function_adds_a_cost_to_go_of_the_plans_last_frames(setup):
+    from wm_gym.imagine.vector_env import policy_observation_tensor
+
+    model, obs = setup
+    s_hist, goal = split(model, obs)
+    centre = torch.randn(model.n_tokens, model.dim, generator=torch.Generator().manual_seed(3))
+
+    def value(o):  # prefers ending near `centre`; any differentiable map of the agent's observation works
+        return -((o[:, : model.n_tokens * model.dim] - centre.flatten()) ** 2).mean(1)
+
+    cfg = PlannerConfig(horizon=2, gbp_steps=30, value_weight=2.0)
+    plain, guided = make_planner("gbp", model, cfg), make_planner("gbp", model, cfg, value=value)
+    u = torch.rand(3, 2, model.config.action_dim, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    with torch.no_grad():
+        last = model.rollout(s_hist, plain.to_sim(u))[:, -1:]
+        expected = plain.cost(s_hist, goal, u) - 2.0 * value(policy_observation_tensor(last, goal))
+        assert torch.allclose(guided.cost(s_hist, goal, u), expected, atol=1e-5)
+    # the gradient reaches the actions through the value: a value that rewards ending far from the goal,
+    # weighted to dominate, makes GBP end farther from it than the goal cost alone
+    def away(o):
+        return ((o[:, : model.n_tokens * model.dim] - goal.flatten(1)) ** 2).mean(1)
+
+    small = dict(horizon=2, gbp_steps=10, lr=0.05, noise=0.0)
+    plain = make_planner("gbp", model, PlannerConfig(**small))
+    contrary = make_planner("gbp", model, PlannerConfig(**small, value_weight=100.0), value=away)
+    with torch.no_grad():
+        ends = [model.rollout(s_hist, p.to_sim(p.plan(s_hist, goal, None)))[:, -1] for p in (plain, contrary)]
+    dist = [((e - goal) ** 2).mean((1, 2)) for e in ends]
+    assert torch.all(dist[1] > dist[0]), dist

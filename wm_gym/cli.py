@@ -161,7 +161,16 @@ def _planner_config(args: argparse.Namespace):
 
     return PlannerConfig(horizon=args.horizon, mpc=args.mpc, samples=args.samples, elites=args.elites,
                          iterations=args.iterations, gbp_steps=args.gbp_steps, lr=args.lr, gd_lr=args.gd_lr,
-                         seed=args.seed)
+                         seed=args.seed, value_weight=args.value_weight)
+
+
+def _planner_value(args: argparse.Namespace):
+    """The --value-agent's critic (a learned cost-to-go), or None."""
+    if args.value_agent is None:
+        return None
+    from wm_gym.agents.train_agent import load_agent, value_function
+
+    return value_function(load_agent(args.value_agent)[0])
 
 
 def _add_planner_args(p: argparse.ArgumentParser) -> None:
@@ -175,6 +184,10 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gbp-steps", type=int, default=100, help="gradient steps per plan (gbp and gd)")
     p.add_argument("--lr", type=float, default=0.2, help="GBP Adam learning rate")
     p.add_argument("--gd-lr", type=float, default=1.0, help="GD learning rate")
+    p.add_argument("--value-agent", default=None,
+                   help="a PPO agent (train-agent .zip) on this model: its critic adds a learned cost-to-go, "
+                   "−w·V(end of plan, goal), to the goal cost")
+    p.add_argument("--value-weight", type=float, default=1.0, help="w of --value-agent's cost-to-go")
 
 
 def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,7 +196,7 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.zoo import load_model
 
     model = load_model(args.model, args.device)
-    planner = make_planner(args.planner, model, _planner_config(args))
+    planner = make_planner(args.planner, model, _planner_config(args), _planner_value(args))
     result = evaluate_policy(planner, model, args.env, episodes=args.episodes, seed=args.seed, batch=args.episodes,
                              max_steps=args.max_steps, video_dir=args.video)
     return {"planner": args.planner, "mpc": args.mpc, "seconds_per_plan": round(planner.seconds_per_plan, 4),
@@ -219,8 +232,8 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
     else:
         from wm_gym.agents.planners import make_planner
 
-        config = _planner_config(args)
-        policy = lambda model: make_planner(args.planner, model, config)  # noqa: E731  (rebuilt on each round's model)
+        config, value = _planner_config(args), _planner_value(args)
+        policy = lambda model: make_planner(args.planner, model, config, value)  # noqa: E731  (rebuilt each round)
     cfg = OnlineConfig(
         out=args.out, env=args.env, rounds=args.rounds, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
         batch=args.batch or args.episodes, data=args.data or [], eval_episodes=args.eval_episodes,

@@ -66,8 +66,14 @@ def policy_observation(history: Tensor, target: Tensor) -> np.ndarray:
     frame [B, N, C] means H = 1) and ``target`` the goal or demo frame [B, N, C]. With H > 1 the
     policy sees motion, e.g. the momentum of PointMaze's ball, which one frame cannot show.
     """
+    return policy_observation_tensor(history, target).float().cpu().numpy()
+
+
+def policy_observation_tensor(history: Tensor, target: Tensor) -> Tensor:
+    """:func:`policy_observation` as a tensor on the features' device, differentiable (planners
+    push gradients through an agent's value of imagined states)."""
     history = history[:, None] if history.ndim == 3 else history
-    return torch.cat([history.flatten(1), target.flatten(1)], dim=1).float().cpu().numpy()
+    return torch.cat([history.flatten(1), target.flatten(1)], dim=1)
 
 
 def push_history(history: Tensor | None, features: Tensor, h: int) -> Tensor:

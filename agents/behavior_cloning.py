@@ -18,13 +18,18 @@ from wm_gym.world_model import WorldModel
 
 
 @torch.no_grad()
-def demo_pairs(model: WorldModel, demos: DemoBank | str | Path | None = None,
+def demo_pairs(model: WorldModel, demos: DemoBank | str | Path | list[str | Path] | None = None,
                split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     """(observations [M, (H+1)·N·C], action chunks [M, A]) at every step of every demo before its end.
 
-    ``demos``: a DemoBank, a dataset folder, or None for the model's own bank. The goal shown is
-    the demo's last frame, as in the imagination env.
+    ``demos``: a DemoBank, a dataset folder, a list of folders (their pairs concatenated), or None
+    for the model's own bank. The goal shown is the demo's last frame, as in the imagination env.
     """
+    if isinstance(demos, (list, tuple)):
+        if not demos:
+            raise ValueError("behaviour cloning got an empty list of demo folders")
+        obs, actions = zip(*(demo_pairs(model, folder) for folder in demos))
+        return np.concatenate(obs), np.concatenate(actions)
     bank = demos if isinstance(demos, DemoBank) else (
         model.bank if demos is None else DemoBank.from_dataset(demos, model.config.frameskip, heldout_fraction=0.0))
     if bank is None or bank.actions is None:

@@ -51,7 +51,7 @@ class AgentConfig:
     net_arch: list[int] = field(default_factory=lambda: [256, 256])
     buffer_size: int = 50_000        # SAC replay buffer (obs are N·C·2 floats: keep it modest)
     bc_data: str | None = "auto"     # clone demos before RL: "auto" (the model's bank if it has actions),
-                                     # "bank", a dataset folder, or None (pure RL from scratch)
+                                     # "bank", a dataset folder ("A,B": several), or None (pure RL from scratch)
     bc_epochs: int = 30
     bc_noise: float = 0.0            # std of the feature noise added to cloned observations (see clone_into)
     log_std_init: float = -1.6       # PPO's initial action noise (log std, std 0.2): small, to keep the cloned policy
@@ -150,7 +150,7 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
     if bc == "auto":
         bc = "bank" if world_model.bank is not None and world_model.bank.actions is not None else None
     if bc and not (cfg.resume and ckpt.is_file()):
-        demos = None if bc == "bank" else bc
+        demos = None if bc == "bank" else bc.split(",") if "," in bc else bc
         bc_losses = clone_into(agent, *demo_pairs(world_model, demos), epochs=cfg.bc_epochs, seed=cfg.seed,
                                noise=cfg.bc_noise)
 

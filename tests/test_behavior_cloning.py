@@ -46,6 +46,15 @@ def test_demo_pairs_show_each_demo_frame_beside_the_demo_goal(model):
     np.testing.assert_array_equal(actions[0], model.bank.actions[first, 0])
 
 
+def test_demo_pairs_of_several_folders_are_each_folders_pairs_in_order(model, tiny_imagine_world):
+    one = demo_pairs(model, tiny_imagine_world.expert_dir)
+    both = demo_pairs(model, [tiny_imagine_world.expert_dir, tiny_imagine_world.expert_dir])
+    for single, joined in zip(one, both):
+        np.testing.assert_array_equal(joined, np.concatenate([single, single]))
+    with pytest.raises(ValueError, match="empty list"):
+        demo_pairs(model, [])
+
+
 def test_demo_pairs_need_action_labels(model):
     video_bank = DemoBank.from_videos([model.bank.frames[0, :3]])
     with pytest.raises(ValueError, match="action labels"):

@@ -466,7 +466,7 @@ def add_train_agent(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-every", type=int, default=50_000, help="atomic checkpoint every N steps")
     p.add_argument("--bc-data", default="auto",
                    help="behaviour-clone demos before RL: auto (the model's demo bank, if it has action labels), bank, "
-                   "a dataset folder, or none (pure RL from a random policy)")
+                   "a dataset folder (several: A,B), or none (pure RL from a random policy)")
     p.add_argument("--bc-noise", type=float, default=0.0,
                    help="std of Gaussian noise added to the features while cloning (regularises cloning on few demos)")
     p.add_argument("--log-std-init", type=float, default=-1.6, help="PPO initial log std of the action noise")

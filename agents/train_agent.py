@@ -150,7 +150,7 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
     if bc == "auto":
         bc = "bank" if world_model.bank is not None and world_model.bank.actions is not None else None
     if bc and not (cfg.resume and ckpt.is_file()):
-        demos = None if bc == "bank" else bc.split(",") if "," in bc else bc
+        demos = None if bc == "bank" else bc.split(",")  # one or more dataset folders
         bc_losses = clone_into(agent, *demo_pairs(world_model, demos), epochs=cfg.bc_epochs, seed=cfg.seed,
                                noise=cfg.bc_noise)
 

@@ -25,10 +25,11 @@ import time
 
 import numpy as np
 
+from wm_gym.envs import SIMS
 from wm_gym.envs.wall import WallGeometry, goal_reached, sample_start_goal, wall_step
 
-FRAMESKIP = 5
-EPISODE_CHUNKS = 10  # Wall's 50 sim steps in chunks of 5
+FRAMESKIP = 5  # sim steps per planned chunk, as in the world models
+EPISODE_CHUNKS = SIMS["wall"].max_episode_steps // FRAMESKIP
 
 
 def rollout(geometry: WallGeometry, pos: np.ndarray, plans: np.ndarray) -> np.ndarray:
@@ -47,9 +48,10 @@ def geodesic(geometry: WallGeometry, p: np.ndarray, goal: np.ndarray) -> np.ndar
     same_side = geometry.side(p[..., 0]) == geometry.side(goal[..., 0])
     lo, hi = geometry.door_lo + 1.0, geometry.door_hi - 1.0
     y = np.clip((p[..., 1] + goal[..., 1]) / 2, lo, hi)
-    left = np.where(p[..., 0] < geometry.wall_x, geometry.wall_lo, geometry.wall_hi)
-    right = np.where(p[..., 0] < geometry.wall_x, geometry.wall_hi, geometry.wall_lo)
-    near, far = np.stack([left, y], -1), np.stack([right, y], -1)
+    on_left = p[..., 0] < geometry.wall_x
+    near_x = np.where(on_left, geometry.wall_lo, geometry.wall_hi)  # the wall face on p's side
+    far_x = np.where(on_left, geometry.wall_hi, geometry.wall_lo)
+    near, far = np.stack([near_x, y], -1), np.stack([far_x, y], -1)
     via_door = (np.linalg.norm(p - near, axis=-1) + np.linalg.norm(near - far, axis=-1)
                 + np.linalg.norm(far - goal, axis=-1))
     return np.where(same_side, np.linalg.norm(p - goal, axis=-1), via_door)
@@ -92,7 +94,8 @@ def mpc_cem(kind: str, episodes: int = 50, seed: int = 1000, horizon: int = 5, s
     at_wall = at_face & ((pos[:, 1] < geometry.door_lo) | (pos[:, 1] > geometry.door_hi))  # solid part, not the door
     return {"cost": kind, "success_rate": float(done.mean()), "failures": int((~done).sum()),
             "failures_against_wall": int((~done & at_wall).sum()), "episodes": episodes, "seed": seed,
-            "horizon": horizon, "door_center": geometry.door_center, "mean_chunks_to_success": float(steps[done].mean()) if done.any() else None,
+            "horizon": horizon, "door_center": geometry.door_center,
+            "mean_chunks_to_success": float(steps[done].mean()) if done.any() else None,
             "seconds": round(time.perf_counter() - started, 1)}
 
 

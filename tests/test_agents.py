@@ -54,6 +54,19 @@ def test_default_agent_is_cloned_from_the_models_demo_bank_first(world, tmp_path
     assert json.loads(sidecar_path(tmp_path / "none.zip").read_text())["bc_losses"] == []
 
 
+def test_bc_data_names_one_or_several_dataset_folders(world, tmp_path, monkeypatch):
+    import wm_gym.agents.behavior_cloning as bc_mod
+
+    seen, real = [], bc_mod.demo_pairs
+    monkeypatch.setattr(bc_mod, "demo_pairs", lambda model, demos: seen.append(demos) or real(model, demos))
+    expert = str(world.expert_dir)
+    train_agent(config(world, tmp_path / "one.zip", steps=0, bc_data=expert, bc_epochs=2))
+    train_agent(config(world, tmp_path / "two.zip", steps=0, bc_data=f"{expert},{expert}", bc_epochs=2))
+    # train_agent passes the folder list; demo_pairs then calls itself once per folder
+    assert seen == [[expert], expert, [expert, expert], expert, expert]
+    assert all(len(json.loads(sidecar_path(tmp_path / f"{n}.zip").read_text())["bc_losses"]) == 2 for n in ("one", "two"))
+
+
 def ckpt_of(out: Path) -> Path:
     return out.with_name(out.stem + ".ckpt.zip")
 

@@ -9,6 +9,8 @@ A goal distance has no notion of obstacles: on Wall even an exact model stalls M
 the wall on a third of the pairs (``benchmarks/oracle_planning.py``). Given a ``value``
 function (an agent's critic trained in imagination, see ``agents.train_agent.value_function``),
 the cost adds a learned cost-to-go of the plan's end, ``− value_weight · V(ŝ_T, goal)``.
+``agents.waypoints.WaypointPlanner`` instead keeps the cost and moves the goal: it aims any of
+these planners at a waypoint found by graph search over an offline dataset's frames.
 They all expose SB3's ``predict(obs) -> (actions, None)`` on the imagination env's observation
 ``[the model's history of feature frames, goal features]``, so ``wm-gym evaluate``'s real-sim harness runs them unchanged.
 One ``predict`` plans for every row of the batch at once (50 episodes = one batch).
@@ -86,12 +88,7 @@ class Planner(ABC):
         obs_t = torch.as_tensor(np.asarray(obs, np.float32), device=self.model.device)
         single = obs_t.ndim == 1
         obs_t = obs_t[None] if single else obs_t
-        n, c, h = self.model.n_tokens, self.model.dim, self.model.config.history
-        if obs_t.shape[1:] != ((h + 1) * n * c,):
-            raise ValueError(f"obs must be [B, {(h + 1) * n * c}] ({h} feature frames and the goal's), "
-                             f"got {tuple(obs_t.shape)}")
-        self._hist = obs_t[:, : h * n * c].reshape(-1, h, n, c)
-        goal = obs_t[:, h * n * c:].reshape(-1, n, c)
+        self._hist, goal = split_observation(self.model, obs_t)
         if not self.cfg.mpc and self._queue is not None and self._queue.shape[1] > 0:
             u, self.expected = self._queue[:, 0], self._planned[:, 0]
             self._queue, self._planned = self._queue[:, 1:], self._planned[:, 1:]
@@ -241,6 +238,15 @@ def goal_cost(pred: Tensor, goal: Tensor, scales: tuple[int, ...] = (1,)) -> Ten
         p, q = blurred.reshape(2, -1, c, g, g)
         total = total + ((p - q) ** 2).mean(dim=(1, 2, 3))
     return (total / len(scales)).reshape(lead)
+
+
+def split_observation(model: WorldModel, obs: Tensor) -> tuple[Tensor, Tensor]:
+    """A policy observation [B, (H+1)·N·C] → (history [B, H, N, C], goal [B, N, C]); bad shapes raise."""
+    n, c, h = model.n_tokens, model.dim, model.config.history
+    if obs.ndim != 2 or obs.shape[1:] != ((h + 1) * n * c,):
+        raise ValueError(f"obs must be [B, {(h + 1) * n * c}] ({h} feature frames and the goal's), "
+                         f"got {tuple(obs.shape)}")
+    return obs[:, : h * n * c].reshape(-1, h, n, c), obs[:, h * n * c:].reshape(-1, n, c)
 
 
 def make_planner(name: str, model: WorldModel, config: PlannerConfig | None = None,

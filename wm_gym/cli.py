@@ -188,19 +188,47 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
                    help="a PPO agent (train-agent .zip) on this model: its critic adds a learned cost-to-go, "
                    "−w·V(end of plan, goal), to the goal cost")
     p.add_argument("--value-weight", type=float, default=1.0, help="w of --value-agent's cost-to-go")
+    p.add_argument("--waypoints", default=None, metavar="DIR[,DIR]",
+                   help="dataset folder(s) (wm-gym collect; random data covers most states) whose frames form a graph "
+                   "in feature space; the planner then aims at the waypoint --waypoint-lookahead steps along the "
+                   "shortest path to the goal instead of at the goal (goes around walls)")
+    p.add_argument("--waypoint-lookahead", type=float, default=2.0,
+                   help="how far along the path the waypoint is, in model steps")
+
+
+def _cli_planner(args: argparse.Namespace):
+    """model -> the planner the flags describe (wrapped in a WaypointPlanner with --waypoints).
+
+    The waypoint graph is built once, with the first model's encoder: fine-tuning (online) keeps it frozen."""
+    from wm_gym.agents.planners import make_planner
+
+    config, value, graph = _planner_config(args), _planner_value(args), []
+
+    def build(model):
+        planner = make_planner(args.planner, model, config, value)
+        if not args.waypoints:
+            return planner
+        from wm_gym.agents.waypoints import WaypointGraph, WaypointPlanner
+
+        if not graph:
+            graph.append(WaypointGraph.from_datasets(model, args.waypoints.split(","), progress=not args.json))
+        return WaypointPlanner(planner, graph[0], args.waypoint_lookahead)
+
+    return build
 
 
 def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
-    from wm_gym.agents.planners import make_planner
     from wm_gym.real_episodes import evaluate_policy
     from wm_gym.zoo import load_model
 
     model = load_model(args.model, args.device)
-    planner = make_planner(args.planner, model, _planner_config(args), _planner_value(args))
+    planner = _cli_planner(args)(model)
     result = evaluate_policy(planner, model, args.env, episodes=args.episodes, seed=args.seed, batch=args.episodes,
                              max_steps=args.max_steps, video_dir=args.video)
+    steered = getattr(planner, "waypoint_fraction", None)  # share of planning calls' rows aimed at a waypoint
     return {"planner": args.planner, "mpc": args.mpc, "seconds_per_plan": round(planner.seconds_per_plan, 4),
-            "plans": len(planner.plan_seconds), **result}
+            "plans": len(planner.plan_seconds), **({"waypoint_fraction": round(sum(steered) / len(steered), 4)}
+                                                   if steered else {}), **result}
 
 
 def add_plan(sub: argparse._SubParsersAction) -> None:
@@ -230,10 +258,7 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
 
         policy = load_agent(args.agent)[0]
     else:
-        from wm_gym.agents.planners import make_planner
-
-        config, value = _planner_config(args), _planner_value(args)
-        policy = lambda model: make_planner(args.planner, model, config, value)  # noqa: E731  (rebuilt each round)
+        policy = _cli_planner(args)  # rebuilt each round, on that round's model
     cfg = OnlineConfig(
         out=args.out, env=args.env, rounds=args.rounds, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
         batch=args.batch or args.episodes, data=args.data or [], eval_episodes=args.eval_episodes,

@@ -136,7 +136,7 @@ class WaypointGraph:
             path.append(int(after[path[-1]]))
         return path
 
-    def waypoints(self, current: Tensor, goal: Tensor, lookahead: float = 2.0) -> tuple[Tensor, np.ndarray]:
+    def waypoints(self, current: Tensor, goal: Tensor, lookahead: float = 1.5) -> tuple[Tensor, np.ndarray]:
         """Goals for a planner: [B, D] features ``lookahead`` steps along each row's path (the goal itself
         when the path reaches it or none exists), and bool [B]: which rows got a waypoint."""
         if lookahead <= 0:
@@ -156,7 +156,7 @@ class WaypointPlanner:
     Same SB3-style ``predict`` as the planners, so ``wm-gym plan``'s real-sim harness runs it.
     """
 
-    def __init__(self, planner: Planner, graph: WaypointGraph, lookahead: float = 2.0):
+    def __init__(self, planner: Planner, graph: WaypointGraph, lookahead: float = 1.5):
         if graph.features.shape[1] != planner.model.n_tokens * planner.model.dim:
             raise ValueError(f"the waypoint graph's features have {graph.features.shape[1]} numbers per frame, the "
                              f"model's {planner.model.n_tokens * planner.model.dim}: build it with this model")

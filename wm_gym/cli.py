@@ -192,7 +192,7 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
                    help="dataset folder(s) (wm-gym collect; random data covers most states) whose frames form a graph "
                    "in feature space; the planner then aims at the waypoint --waypoint-lookahead steps along the "
                    "shortest path to the goal instead of at the goal (goes around walls)")
-    p.add_argument("--waypoint-lookahead", type=float, default=2.0,
+    p.add_argument("--waypoint-lookahead", type=float, default=1.5,
                    help="how far along the path the waypoint is, in model steps")
 
 

@@ -73,7 +73,8 @@ class WaypointGraph:
         # reversed graph: shortest paths *from* the goal in it are shortest paths *to* the goal
         self._to_goal = coo_matrix((cost, (cols, rows)), shape=(m, m)).tocsr()
         self.merges = int(len(rows) - len(np.unique(np.c_[src, src + 1], axis=0)))  # merge edges beside transitions
-        self._paths: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._paths: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # goal node -> steps_to(goal node)
+        self.cached_goals = 256
         self._sq = (features ** 2).sum(1)
 
     @classmethod
@@ -124,6 +125,8 @@ class WaypointGraph:
     def steps_to(self, goal_node: int) -> tuple[np.ndarray, np.ndarray]:
         """(model steps from every node to ``goal_node`` [M] (inf: unreachable), next node on the way [M])."""
         if goal_node not in self._paths:
+            if len(self._paths) >= self.cached_goals:  # forget the oldest goal: a long online run sees many
+                self._paths.pop(next(iter(self._paths)))
             steps, after = dijkstra(self._to_goal, indices=goal_node, return_predecessors=True)
             self._paths[goal_node] = (steps, after)
         return self._paths[goal_node]

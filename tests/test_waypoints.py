@@ -49,6 +49,16 @@ def test_near_the_goal_or_without_a_path_the_goal_itself_is_the_target():
     assert not used[0] and torch.equal(targets, goal)
 
 
+def test_paths_are_cached_per_goal_and_the_oldest_goal_is_forgotten():
+    graph = u_graph(neighbours=3)
+    graph.cached_goals = 2
+    first = graph.steps_to(10)
+    assert graph.steps_to(10) is first  # served from the cache
+    graph.steps_to(9), graph.steps_to(8)
+    assert list(graph._paths) == [9, 8]
+    np.testing.assert_array_equal(graph.steps_to(10)[0], first[0])  # recomputed, the same
+
+
 def test_a_wide_merge_radius_lets_the_graph_jump_across_the_u():
     """The radius is what keeps merges from cutting through walls: widen it and the path shortcuts."""
     graph = u_graph(neighbours=10, merge_radius=3.5)

@@ -50,6 +50,7 @@ class WaypointGraph:
         if not torch.isfinite(features).all():
             raise ValueError("waypoint graph features contain NaN or inf")
         self.features, self.lengths = features, lengths
+        self._sq = (features ** 2).sum(1)  # squared norms, for distances as |x|² + |y|² − 2x·y
         m = len(features)
         ends = np.cumsum(lengths)
         src = np.concatenate([np.arange(e - n, e - 1) for e, n in zip(ends, lengths)])  # every frame but an episode's last
@@ -72,10 +73,9 @@ class WaypointGraph:
         rows, cols, cost = rows[first], cols[first], cost[first]
         # reversed graph: shortest paths *from* the goal in it are shortest paths *to* the goal
         self._to_goal = coo_matrix((cost, (cols, rows)), shape=(m, m)).tocsr()
-        self.merges = int(len(rows) - len(np.unique(np.c_[src, src + 1], axis=0)))  # merge edges beside transitions
+        self.merges = len(rows) - len(src)  # edges beside the (distinct) transitions
         self._paths: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # goal node -> steps_to(goal node)
         self.cached_goals = 256
-        self._sq = (features ** 2).sum(1)
 
     @classmethod
     def from_datasets(cls, model: WorldModel, folders: Sequence[str | Path], progress: bool = True,
@@ -91,11 +91,11 @@ class WaypointGraph:
             data = load_episodes(folder)
             if data.image_size != model.meta.image_size:
                 raise ValueError(f"{folder} has {data.image_size}px frames, the model takes {model.meta.image_size}px")
-            frames = np.concatenate([f[::fs] for f in data.frames])  # one frame per model step
+            clips = [f[::fs] for f in data.frames]  # one frame per model step
             cache = Path(folder) / ".cache" / f"features-{model.encoder.identity()}-every{fs}.pt"
-            raw = cached_features(model.encoder, frames, cache, progress=progress, device=model.device)
+            raw = cached_features(model.encoder, np.concatenate(clips), cache, progress=progress, device=model.device)
             feats.append(model.normalize(raw.to(model.device)).cpu())
-            lengths += [len(f[::fs]) for f in data.frames]
+            lengths += [len(c) for c in clips]
         return cls(torch.cat(feats), lengths, **kwargs)
 
     def __len__(self) -> int:
@@ -103,8 +103,7 @@ class WaypointGraph:
 
     def _nearest_neighbours(self, k: int, block: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices [M, k], distances [M, k]) of each node's k nearest other nodes."""
-        x = self.features
-        sq = (x ** 2).sum(1)
+        x, sq = self.features, self._sq
         if k < 1:
             return np.zeros((len(x), 0), np.int64), np.zeros((len(x), 0))
         idx, dist = [], []

@@ -15,9 +15,10 @@ They all expose SB3's ``predict(obs) -> (actions, None)`` on the imagination env
 ``[the model's history of feature frames, goal features]``, so ``wm-gym evaluate``'s real-sim harness runs them unchanged.
 One ``predict`` plans for every row of the batch at once (50 episodes = one batch).
 
-``mpc=True`` replans at every step and executes the first chunk (warm-starting from the
-previous plan shifted by one); ``mpc=False`` plans once per ``horizon`` steps and executes the
-whole plan open loop. Planning happens in normalised action units u ∈ [−1, 1].
+``mpc=True`` replans after every ``execute`` chunks (1 by default; DINO-WM's MPC executes 5)
+and warm-starts from the previous plan shifted by what was executed; ``mpc=False`` plans once
+per ``horizon`` steps and executes the whole plan open loop. Planning happens in normalised
+action units u ∈ [−1, 1].
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ PLANNERS = ("cem", "gbp", "gd", "mppi")
 @dataclass
 class PlannerConfig:
     horizon: int = 5            # action chunks planned ahead
-    mpc: bool = True            # replan every step (else execute the plan open loop)
+    mpc: bool = True            # replan every `execute` steps (else execute the whole plan open loop)
+    execute: int = 1            # MPC: chunks of each plan executed before replanning (DINO-WM: 5)
     mode: str = "controller"    # how the world model turns actions into latent actions
     decay: float = 0.5          # weight 0.5^(T−i) of predicted frame i in the cost
     scales: tuple[int, ...] = (1,)  # token-grid blur kernels the cost averages over (1 = plain MSE); see goal_cost
@@ -69,8 +71,8 @@ class Planner(ABC):
 
     def __init__(self, model: WorldModel, config: PlannerConfig | None = None, value: ValueFunction | None = None):
         self.model, self.cfg, self.value = model.eval(), config or PlannerConfig(), value
-        if self.cfg.horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {self.cfg.horizon}")
+        if self.cfg.horizon < 1 or not 1 <= self.cfg.execute <= self.cfg.horizon:
+            raise ValueError(f"need horizon >= 1 and 1 <= execute <= horizon, got {self.cfg.horizon} and {self.cfg.execute}")
         self.generator = torch.Generator(device=model.device).manual_seed(self.cfg.seed)
         self.plan_seconds: list[float] = []
         self.reset()
@@ -89,7 +91,7 @@ class Planner(ABC):
         single = obs_t.ndim == 1
         obs_t = obs_t[None] if single else obs_t
         self._hist, goal = split_observation(self.model, obs_t)
-        if not self.cfg.mpc and self._queue is not None and self._queue.shape[1] > 0:
+        if self._queue is not None and self._queue.shape[1] > 0:
             u, self.expected = self._queue[:, 0], self._planned[:, 0]
             self._queue, self._planned = self._queue[:, 1:], self._planned[:, 1:]
         else:
@@ -97,8 +99,9 @@ class Planner(ABC):
             plan = self.plan(self._hist, goal, self._warm)
             self.plan_seconds.append(time.perf_counter() - started)
             u = plan[:, 0]
-            self._warm = torch.cat([plan[:, 1:], plan[:, -1:]], dim=1)  # shift by one step
-            self._queue = None if self.cfg.mpc else plan[:, 1:]
+            k = self.cfg.execute if self.cfg.mpc else 1  # open loop keeps its one-step shift
+            self._warm = torch.cat([plan[:, k:], plan[:, -1:].expand(-1, k, -1)], dim=1)  # shift by what runs
+            self._queue = plan[:, 1:self.cfg.execute] if self.cfg.mpc else plan[:, 1:]
             with torch.no_grad():  # the plan's imagined future, for planned-vs-real videos
                 predicted = self.model.rollout(self._hist, self.to_sim(plan), mode=self.cfg.mode)
             self.expected, self._planned = predicted[:, 0], predicted[:, 1:]

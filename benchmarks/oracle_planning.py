@@ -12,10 +12,12 @@ left is the objective's own limit.
 * ``--cost geodesic``: the length of the shortest path around the wall (through the door's
   nearer end). It is a cost-to-go, not a goal distance, and no goal-image cost provides it.
 
-    python benchmarks/oracle_planning.py --cost position geodesic --episodes 50 --seed 1000
-    python benchmarks/oracle_planning.py --cost position --door-center 32     # a mid-wall door
+    python benchmarks/oracle_planning.py --cost position geodesic --budget dino-wm swm --episodes 50 --seed 1000
+    python benchmarks/oracle_planning.py --version 0 --budget 50 --execute 1   # wm-gym v0's Wall and budget
 
-Numpy only, on one core: about a minute per 50 episodes at horizon 5.
+Budgets are the evaluation harness's (``--budget dino-wm``: replan every 5 chunks, success
+checked at the end of each replan, reported after 2/4/10/20 replans; ``swm``: 50 sim steps).
+Numpy only, on one core: about a minute per 50 episodes and 10 plans at horizon 5.
 """
 from __future__ import annotations
 
@@ -26,10 +28,10 @@ import time
 import numpy as np
 
 from wm_gym.envs import SIMS
-from wm_gym.envs.wall import WallGeometry, goal_reached, sample_start_goal, wall_step
+from wm_gym.envs.wall import WallGeometry, goal_reached, make_geometry, sample_start_goal, wall_step
+from wm_gym.real_episodes import DINO_WM_REPLAN_CHUNKS, make_budget
 
 FRAMESKIP = 5  # sim steps per planned chunk, as in the world models
-EPISODE_CHUNKS = SIMS["wall"].max_episode_steps // FRAMESKIP
 
 
 def rollout(geometry: WallGeometry, pos: np.ndarray, plans: np.ndarray) -> np.ndarray:
@@ -67,35 +69,55 @@ def plan_cost(geometry: WallGeometry, kind: str, traj: np.ndarray, goal: np.ndar
 
 def mpc_cem(kind: str, episodes: int = 50, seed: int = 1000, horizon: int = 5, samples: int = 300,
             elites: int = 30, iterations: int = 10, planner_seed: int = 0,
-            geometry: WallGeometry | None = None) -> dict:
-    """Run MPC-CEM on the true dynamics for ``episodes`` fresh pairs (reset seeds seed, seed+1, ...)."""
+            geometry: WallGeometry | None = None, budget: str | int | None = None, execute: int | None = None) -> dict:
+    """Run MPC-CEM on the true dynamics for ``episodes`` fresh pairs (reset seeds seed, seed+1, ...).
+
+    ``budget`` is the harness's (``wm_gym.real_episodes.make_budget``): ``dino-wm`` replans
+    every 5 executed chunks and checks success only at the end of each replan; ``swm`` and
+    step counts check it at every sim step. ``execute`` chunks of each plan run before the
+    next plan (default: 5 under ``dino-wm``, else 1).
+    """
     geometry, rng = geometry or WallGeometry(), np.random.default_rng(planner_seed)
+    budget = make_budget(budget, FRAMESKIP, SIMS["wall"].max_episode_steps)
+    execute = execute or (DINO_WM_REPLAN_CHUNKS if budget.name == "dino-wm" else 1)
+    if not 1 <= execute <= horizon:
+        raise ValueError(f"need 1 <= execute <= horizon, got {execute} and {horizon}")
     pairs = [sample_start_goal(np.random.default_rng(seed + i), geometry) for i in range(episodes)]
     pos, goal = np.stack([s for s, _ in pairs]), np.stack([g for _, g in pairs])
-    done, steps = np.zeros(episodes, bool), np.full(episodes, EPISODE_CHUNKS)
+    done, success_step = np.zeros(episodes, bool), np.full(episodes, np.inf)
     warm = np.zeros((episodes, horizon, FRAMESKIP, 2))
-    started = time.perf_counter()
-    for chunk in range(EPISODE_CHUNKS):
-        mean, std = warm, np.ones_like(warm)
-        for _ in range(iterations):
-            u = np.clip(mean[:, None] + std[:, None] * rng.standard_normal((episodes, samples, *mean.shape[1:])), -1, 1)
-            u[:, 0] = np.clip(mean, -1, 1)  # keep the current mean among the candidates
-            flat = u.reshape(episodes * samples, *mean.shape[1:])
-            cost = plan_cost(geometry, kind, rollout(geometry, np.repeat(pos, samples, 0), flat),
-                             np.repeat(goal, samples, 0)).reshape(episodes, samples)
-            best = np.take_along_axis(u, np.argsort(cost, 1)[:, :elites, None, None, None], 1)
-            mean, std = best.mean(1), best.std(1) + 1e-3
-        for k in range(FRAMESKIP):  # execute the first chunk; finished episodes stay put
-            pos = np.where(done[:, None], pos, wall_step(pos, mean[:, 0, k], geometry))
-            newly = ~done & goal_reached(pos, goal)
-            steps[newly], done = chunk + 1, done | newly
-        warm = np.concatenate([mean[:, 1:], mean[:, -1:]], 1)
+    started, sim_steps, chunk = time.perf_counter(), 0, 0
+    while sim_steps < budget.sim_steps and not done.all():
+        if chunk % execute == 0:  # (re)plan
+            mean, std = warm, np.ones_like(warm)
+            for _ in range(iterations):
+                u = np.clip(mean[:, None] + std[:, None] * rng.standard_normal((episodes, samples, *mean.shape[1:])), -1, 1)
+                u[:, 0] = np.clip(mean, -1, 1)  # keep the current mean among the candidates
+                flat = u.reshape(episodes * samples, *mean.shape[1:])
+                cost = plan_cost(geometry, kind, rollout(geometry, np.repeat(pos, samples, 0), flat),
+                                 np.repeat(goal, samples, 0)).reshape(episodes, samples)
+                best = np.take_along_axis(u, np.argsort(cost, 1)[:, :elites, None, None, None], 1)
+                mean, std = best.mean(1), best.std(1) + 1e-3
+            plan = mean
+            warm = np.concatenate([mean[:, execute:], np.repeat(mean[:, -1:], execute, 1)], 1)
+        for k in range(FRAMESKIP):  # execute the next chunk of the plan; finished episodes stay put
+            if sim_steps >= budget.sim_steps:
+                break
+            pos = np.where(done[:, None], pos, wall_step(pos, plan[:, chunk % execute, k], geometry))
+            sim_steps += 1
+            if sim_steps % budget.check_every == 0:
+                newly = ~done & goal_reached(pos, goal)
+                success_step[newly], done = sim_steps, done | newly
+        chunk += 1
     at_face = (np.abs(pos[:, 0] - geometry.wall_lo) < 1.0) | (np.abs(pos[:, 0] - geometry.wall_hi) < 1.0)
     at_wall = at_face & ((pos[:, 1] < geometry.door_lo) | (pos[:, 1] > geometry.door_hi))  # solid part, not the door
-    return {"cost": kind, "success_rate": float(done.mean()), "failures": int((~done).sum()),
+    report = {str(k): float((success_step <= k).mean()) for k in budget.report_at}
+    return {"cost": kind, "version": geometry.version, "budget": budget.name, "execute": execute,
+            "success_rate": float(done.mean()), "success_at_sim_steps": report, "failures": int((~done).sum()),
             "failures_against_wall": int((~done & at_wall).sum()), "episodes": episodes, "seed": seed,
             "horizon": horizon, "door_center": geometry.door_center,
-            "mean_chunks_to_success": float(steps[done].mean()) if done.any() else None,
+            "mean_sim_steps_to_success": float(success_step[done].mean()) if done.any() else None,
+            "success_sim_steps": [int(k) if np.isfinite(k) else None for k in success_step],
             "seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -108,13 +130,20 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--elites", type=int, default=30)
     parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--door-center", type=float, default=WallGeometry.door_center,
-                        help="door's y (ours: 44; 32 puts it mid-wall, on most straight lines between the sides)")
+    parser.add_argument("--version", type=int, default=1, choices=[0, 1], help="Wall-v1 (DINO-WM) or Wall-v0")
+    parser.add_argument("--door-center", type=float, default=None,
+                        help="door's y (default: the version's, v1 30, v0 44)")
+    parser.add_argument("--budget", nargs="+", default=["dino-wm", "swm"],
+                        help="evaluation budgets (dino-wm | swm | sim steps), each a separate run")
+    parser.add_argument("--execute", type=int, default=None,
+                        help="chunks executed per plan (default: 5 under dino-wm, else 1)")
     args = parser.parse_args()
-    geometry = WallGeometry(door_center=args.door_center)
-    for kind in args.cost:
-        print(json.dumps(mpc_cem(kind, args.episodes, args.seed, args.horizon, args.samples, args.elites,
-                                 args.iterations, geometry=geometry)), flush=True)
+    geometry = make_geometry(args.version, door_center=args.door_center)
+    for budget in args.budget:
+        for kind in args.cost:
+            print(json.dumps(mpc_cem(kind, args.episodes, args.seed, args.horizon, args.samples, args.elites,
+                                     args.iterations, geometry=geometry, budget=budget, execute=args.execute)),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -19,31 +19,49 @@ class SimSpec:
     kwargs: tuple = ()
 
 
-#: CLI short name -> registration. Episode lengths follow the DINO-WM data protocol.
+#: CLI short name -> the current version's registration. Episode lengths follow the DINO-WM data protocol.
+#: Wall, PointMaze and PushT are at v1, DINO-WM's evaluation protocol parameter by parameter
+#: (``docs/protocol.md``).
 SIMS: dict[str, SimSpec] = {
-    "wall": SimSpec("wm_gym/Wall-v0", "wm_gym.envs.wall:WallEnv", 50, "wm_gym.envs.wall:WallVectorEnv"),
-    "pointmaze": SimSpec("wm_gym/PointMaze-UMaze-v0", "wm_gym.envs.pointmaze:PointMazeEnv", 100),
-    "pusht": SimSpec("wm_gym/PushT-v0", "wm_gym.envs.pusht:PushTEnv", 100),
+    "wall": SimSpec("wm_gym/Wall-v1", "wm_gym.envs.wall:WallEnv", 50, "wm_gym.envs.wall:WallVectorEnv", (("version", 1),)),
+    "pointmaze": SimSpec("wm_gym/PointMaze-UMaze-v1", "wm_gym.envs.pointmaze:PointMazeEnv", 100, kwargs=(("version", 1),)),
+    "pusht": SimSpec("wm_gym/PushT-v1", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 1),)),
     "dmc-reacher": SimSpec("wm_gym/DMC-reacher-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100, kwargs=(("domain", "reacher"), ("task", "easy"))),
     "dmc-point_mass": SimSpec("wm_gym/DMC-point_mass-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100, kwargs=(("domain", "point_mass"), ("task", "easy"))),
 }
 
+#: Earlier versions, still registered (by full id only) so that models trained on them keep working.
+OLDER_VERSIONS: dict[str, tuple[SimSpec, ...]] = {
+    "wall": (SimSpec("wm_gym/Wall-v0", "wm_gym.envs.wall:WallEnv", 50, "wm_gym.envs.wall:WallVectorEnv", (("version", 0),)),),
+    "pointmaze": (SimSpec("wm_gym/PointMaze-UMaze-v0", "wm_gym.envs.pointmaze:PointMazeEnv", 100, kwargs=(("version", 0),)),),
+    "pusht": (SimSpec("wm_gym/PushT-v0", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 0),)),),
+}
+
+#: Every registered id -> (short name, registration).
+_BY_ID: dict[str, tuple[str, SimSpec]] = {
+    **{spec.env_id: (name, spec) for name, specs in OLDER_VERSIONS.items() for spec in specs},
+    **{spec.env_id: (name, spec) for name, spec in SIMS.items()},
+}
+
 
 def resolve_env_id(name: str) -> str:
-    """Map a short name ("wall") or a full id ("wm_gym/Wall-v0") to the registered id."""
+    """Map a short name ("wall", the current version) or any registered id ("wm_gym/Wall-v0") to the id."""
     if name in SIMS:
         return SIMS[name].env_id
-    for spec in SIMS.values():
-        if name == spec.env_id:
-            return name
-    choices = ", ".join(list(SIMS) + [s.env_id for s in SIMS.values()])
+    if name in _BY_ID:
+        return name
+    choices = ", ".join(list(SIMS) + list(_BY_ID))
     raise ValueError(f"unknown env {name!r}; expected one of: {choices}")
 
 
 def sim_name(env_id_or_name: str) -> str:
-    """The short name of a sim, from either form."""
-    env_id = resolve_env_id(env_id_or_name)
-    return next(name for name, spec in SIMS.items() if spec.env_id == env_id)
+    """The short name of a sim, from either form (every version of a sim has the same name)."""
+    return _BY_ID[resolve_env_id(env_id_or_name)][0]
+
+
+def sim_spec(env_id_or_name: str) -> SimSpec:
+    """The registration of a short name (its current version) or of any registered id."""
+    return _BY_ID[resolve_env_id(env_id_or_name)][1]
 
 
 #: The imagination env: a world model (default: the shipped wall model) as a Gymnasium env.
@@ -54,7 +72,7 @@ def register_envs() -> None:
     if IMAGINE_ID not in gym.registry:
         gym.register(id=IMAGINE_ID, entry_point="wm_gym.imagine.env:WMImagineEnv",
                      vector_entry_point="wm_gym.imagine.vector_env:WMImagineVectorEnv")
-    for spec in SIMS.values():
+    for _, spec in _BY_ID.values():
         if spec.env_id in gym.registry:
             continue
         gym.register(

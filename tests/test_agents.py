@@ -25,7 +25,7 @@ from wm_gym.world_model import WorldModel
 
 torch.set_num_threads(1)
 
-WALL = "wm_gym/Wall-v0"
+WALL = "wm_gym/Wall-v0"  # the tiny test models are trained on v0 (conftest.TINY_WORLD_SIM)
 
 
 @pytest.fixture(scope="module")

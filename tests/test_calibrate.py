@@ -9,7 +9,7 @@ import pytest
 from wm_gym.calibrate import best_threshold, calibrate_success, labelled_pairs, precision_recall
 from wm_gym.data.demo_bank import DemoBank
 from wm_gym.data.dataset import load_episodes
-from wm_gym.envs.wall import WallGeometry, render_dots
+from wm_gym.envs.wall import WALL_V0, render_dots
 from wm_gym.world_model import WorldModel
 
 T, F = True, False
@@ -96,7 +96,7 @@ def test_calibrating_on_another_sims_data_raises(tiny_imagine_world):
 
 # ----- DemoBank ----------------------------------------------------------------------------------------------
 def video(n: int, start=(10.0, 10.0), end=(50.0, 44.0)) -> np.ndarray:
-    return render_dots(np.linspace(start, end, n), WallGeometry())
+    return render_dots(np.linspace(start, end, n), WALL_V0)  # the tiny models' sim
 
 
 def test_from_videos_pads_with_the_last_frame_and_records_lengths():

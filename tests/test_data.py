@@ -32,7 +32,7 @@ def wall(wall_dir):
 
 def reference_rollout(index: int) -> dict[str, np.ndarray]:
     """Episode ``index`` replayed independently of collect.py, from the sim contract alone."""
-    env = gym.make("wm_gym/Wall-v0")
+    env = gym.make("wm_gym/Wall-v1")
     sim = env.unwrapped
     reset_seed, rng = episode_seeds(SEED, index)
     obs, info = sim.reset(seed=reset_seed)
@@ -90,7 +90,7 @@ def test_round_trip_is_bit_exact(wall, wall_dir):
     assert not np.array_equal(wall.states[0], wall.states[1])
 
     meta = json.loads((wall_dir / "meta.json").read_text())
-    assert meta["env_id"] == "wm_gym/Wall-v0" and meta["sim"] == "wall" and meta["policy"] == "random"
+    assert meta["env_id"] == "wm_gym/Wall-v1" and meta["sim"] == "wall" and meta["policy"] == "random"
     assert meta["seed"] == SEED and meta["episodes"] == EPISODES and meta["episode_length"] == STEPS
     assert meta["image_size"] == 64 and meta["has_actions"] is True and meta["has_goals"] is True
     assert meta["action_low"] == [-1.0, -1.0] and meta["action_high"] == [1.0, 1.0]
@@ -121,7 +121,7 @@ def test_cache_matches_and_mmap(wall, wall_dir):
 
 # ----- determinism and resume ------------------------------------------------------------------
 def test_workers_give_identical_data(wall, tmp_path):
-    out = collect_dataset("wm_gym/Wall-v0", EPISODES, tmp_path / "w2", seed=SEED, max_steps=STEPS, workers=2, progress=False)
+    out = collect_dataset("wm_gym/Wall-v1", EPISODES, tmp_path / "w2", seed=SEED, max_steps=STEPS, workers=2, progress=False)
     assert_same(load_episodes(out, cache=False), wall)
 
 

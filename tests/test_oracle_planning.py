@@ -6,13 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from wm_gym.envs.wall import WallGeometry
+from wm_gym.envs.wall import WALL_V0, WALL_V1
 
 _spec = importlib.util.spec_from_file_location(
     "oracle_planning", Path(__file__).resolve().parents[1] / "benchmarks" / "oracle_planning.py")
 oracle = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(oracle)
-G = WallGeometry()  # wall x in [30.5, 33.5], door y in [38, 50]
+G = WALL_V0  # wall x in [30.5, 33.5], door y in [38, 50]
 
 
 def test_geodesic_hand_computed():
@@ -37,7 +37,17 @@ def test_rollout_matches_stepping_and_wall_blocks():
 
 
 def test_geodesic_cost_solves_what_position_cost_cannot():
-    kwargs = dict(episodes=6, seed=1000, samples=64, elites=8, iterations=4)
+    kwargs = dict(episodes=6, seed=1000, samples=64, elites=8, iterations=4, geometry=G)
     geo, pos = oracle.mpc_cem("geodesic", **kwargs), oracle.mpc_cem("position", **kwargs)
     assert geo["success_rate"] == 1.0        # a cost-to-go gets every pair through the door
     assert pos["success_rate"] <= 5 / 6      # the straight-line goal distance leaves some against the wall
+
+
+def test_dino_wm_budget_on_wall_v1_checks_success_at_replan_ends():
+    result = oracle.mpc_cem("geodesic", episodes=4, seed=1000, samples=48, elites=6, iterations=3,
+                            geometry=WALL_V1, budget="dino-wm")
+    assert result["budget"] == "dino-wm" and result["execute"] == 5 and result["version"] == 1
+    rates = result["success_at_sim_steps"]
+    assert list(rates) == ["50", "100", "250", "500"] and list(rates.values()) == sorted(rates.values())
+    assert result["success_rate"] == rates["500"] == 1.0
+    assert all(k % 25 == 0 for k in result["success_sim_steps"])  # seen only at the end of a replan

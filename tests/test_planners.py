@@ -55,6 +55,28 @@ def test_predict_is_batched_in_sim_units_and_open_loop_replans_every_horizon(set
     assert single.shape == (model.config.action_dim,)
 
 
+def test_mpc_executes_the_first_chunks_of_each_plan_before_replanning(setup):
+    """DINO-WM's MPC: plan 5 chunks, execute 5, replan. Here horizon 3, execute 3, over 7 steps."""
+    model, obs = setup
+    planner = make_planner("cem", model, PlannerConfig(horizon=3, execute=3, samples=16, elites=4, iterations=2))
+    returned, planned = [], []
+    original_plan = planner.plan
+
+    def plan_and_keep(s_hist, goal, warm):
+        plan = original_plan(s_hist, goal, warm)
+        planned.append(planner.to_sim(plan).detach().numpy())
+        return plan
+
+    planner.plan = plan_and_keep
+    for _ in range(7):
+        returned.append(planner.predict(obs)[0])
+    assert len(planned) == 3  # steps 0, 3 and 6
+    for step, actions in enumerate(returned):  # each action is chunk (step mod 3) of the latest plan
+        np.testing.assert_allclose(actions, planned[step // 3][:, step % 3], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="execute"):
+        make_planner("cem", model, PlannerConfig(horizon=2, execute=3))
+
+
 def test_bad_planner_inputs_raise(setup):
     model, obs = setup
     with pytest.raises(ValueError, match="unknown planner"):

@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from wm_gym.data.collect import rollout
-from wm_gym.envs import SIMS, resolve_env_id, sim_name
+from wm_gym.envs import SIMS, resolve_env_id, sim_name, sim_spec
 from wm_gym.envs.action_chunk import ActionChunk
 
 IDS = [spec.env_id for spec in SIMS.values()]
@@ -105,15 +105,18 @@ def test_action_chunk_equals_stepping_the_sim(env_id):
 
 
 def test_action_chunk_rejects_a_single_sim_action():
-    env = ActionChunk(gym.make("wm_gym/Wall-v0"), frameskip=5)
+    env = ActionChunk(gym.make("wm_gym/Wall-v1"), frameskip=5)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=r"shape \(10,\) in \[-1, 1\]"):
         env.step(np.zeros(2, np.float32))
 
 
 def test_names_resolve_and_unknown_names_raise():
-    assert resolve_env_id("wall") == "wm_gym/Wall-v0"
-    assert resolve_env_id("wm_gym/PushT-v0") == "wm_gym/PushT-v0"
+    assert resolve_env_id("wall") == "wm_gym/Wall-v1"  # short names are the DINO-WM parity versions
+    assert resolve_env_id("pointmaze") == "wm_gym/PointMaze-UMaze-v1" and resolve_env_id("pusht") == "wm_gym/PushT-v1"
+    assert resolve_env_id("wm_gym/PushT-v0") == "wm_gym/PushT-v0"  # older versions stay registered by id
+    assert sim_name("wm_gym/Wall-v0") == sim_name("wm_gym/Wall-v1") == "wall"
+    assert sim_spec("wm_gym/Wall-v0").kwargs == (("version", 0),) and sim_spec("wall").kwargs == (("version", 1),)
     assert sim_name("wm_gym/DMC-reacher-easy-v0") == "dmc-reacher"
     with pytest.raises(ValueError, match="unknown env 'mars'.*wall"):
         resolve_env_id("mars")
@@ -123,7 +126,7 @@ def test_string_entry_point_forms_and_no_torch_in_envs():
     # `import wm_gym` registers ids; the sims themselves never import torch (layering rule).
     code = (
         "import sys, gymnasium as gym, wm_gym\n"
-        "gym.make('wm_gym/Wall-v0').reset(seed=0)\n"
+        "gym.make('wm_gym/Wall-v1').reset(seed=0)\n"
         "gym.make('wm_gym:wm_gym/Wall-v0')\n"
         "print('torch' in sys.modules)\n"
     )

@@ -21,7 +21,7 @@ from wm_gym.world_model import WorldModel
 
 @pytest.fixture(scope="module")
 def wall_data(tmp_path_factory) -> Path:
-    return collect_dataset("wall", 16, tmp_path_factory.mktemp("wall") / "data", policy="noisy-expert", seed=0,
+    return collect_dataset("wm_gym/Wall-v0", 16, tmp_path_factory.mktemp("wall") / "data", policy="noisy-expert", seed=0,
                            progress=False)
 
 
@@ -281,7 +281,7 @@ def test_eval_wm_video_for_a_dinov2_world_model(wall_data, tmp_path):
                            latent_config={"n_latents": 2, "latent_dim": 4, "width": 32, "enc_depth": 1, "dec_depth": 1, "heads": 2},
                            flow_config={"width": 32, "depth": 1, "heads": 2},
                            controller_config={"width": 32, "depth": 1, "heads": 2})
-    model = WorldModel(cfg, WorldModelMeta(sim="wall", env_id="wm_gym/Wall-v0", action_low=[-1, -1],
+    model = WorldModel(cfg, WorldModelMeta(sim="wall", env_id="wm_gym/Wall-v1", action_low=[-1, -1],
                                            action_high=[1, 1]), encoder=encoder)
     assert not hasattr(model.encoder, "decode")
     result = evaluate_world_model(model, wall_data, max_windows=8, transfer_pairs=4, video_dir=tmp_path / "media",

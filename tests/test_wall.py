@@ -14,6 +14,7 @@ from wm_gym.envs.wall import (
     SPAWN_CLEARANCE,
     STEP_SCALE,
     WallEnv,
+    WALL_V0,
     WallGeometry,
     WallVectorEnv,
     expert_waypoint,
@@ -23,8 +24,8 @@ from wm_gym.envs.wall import (
     wall_step,
 )
 
-ENV_ID = "wm_gym/Wall-v0"
-GEO = WallGeometry()
+ENV_ID = "wm_gym/Wall-v0"  # these tests pin v0; tests/test_wall_v1.py covers v1
+GEO = WALL_V0
 
 
 def pixel_index(coord: float) -> int:
@@ -60,7 +61,7 @@ def test_spaces_and_reset_info():
 
 def test_seeded_determinism():
     def rollout(seed: int) -> tuple[np.ndarray, np.ndarray]:
-        env = WallEnv()
+        env = WallEnv(version=0)
         obs, info = env.reset(seed=seed)
         actions = np.random.default_rng(123).uniform(-1, 1, (30, 2)).astype(np.float32)
         frames, states = [obs["pixels"]], [info["state"]]
@@ -80,7 +81,7 @@ def test_seeded_determinism():
 
 @pytest.mark.parametrize("distance, success", [(0.0, True), (4.4, True), (4.5, False), (4.6, False)])
 def test_success_radius(distance, success):
-    env = WallEnv()
+    env = WallEnv(version=0)
     goal = np.array([10.0, 20.0])
     start = goal + np.array([distance, 0.0])  # 10 + 4.5 = 14.5 exactly, so the strict "<" is tested
     _, info = env.reset(seed=0, options={"start_state": start, "goal_state": goal})
@@ -90,7 +91,7 @@ def test_success_radius(distance, success):
 
 
 def test_start_and_goal_on_opposite_sides():
-    env = WallEnv()
+    env = WallEnv(version=0)
     lo, hi = GEO.margin, GEO.extent - GEO.margin
     for seed in range(300):
         _, info = env.reset(seed=seed)
@@ -169,7 +170,7 @@ def test_random_max_speed_walks_cross_only_through_door():
 
 
 def test_straight_path_through_door_crosses():
-    env = WallEnv()
+    env = WallEnv(version=0)
     _, info = env.reset(seed=0, options={"start_state": [20.0, GEO.door_center], "goal_state": [50.0, 10.0]})
     for _ in range(10):
         _, _, _, _, info = env.step(np.array([1.0, 0.0], np.float32))
@@ -182,7 +183,7 @@ def test_straight_path_through_door_crosses():
 
 
 def test_geometry_kwargs_move_the_door():
-    env = WallEnv(door_center=15.0, door_width=10.0, wall_x=30.0)
+    env = WallEnv(version=0, door_center=15.0, door_width=10.0, wall_x=30.0)
     env.reset(seed=0, options={"start_state": [20.0, 15.0], "goal_state": [50.0, 15.0]})
     for _ in range(10):
         _, _, _, _, info = env.step(np.array([1.0, 0.0], np.float32))
@@ -192,14 +193,14 @@ def test_geometry_kwargs_move_the_door():
         _, _, _, _, info = env.step(np.array([1.0, 0.0], np.float32))
     assert info["state"][0] == 30.0 - 1.5
     with pytest.raises(ValueError):
-        WallEnv(wall_x=2.0)
+        WallEnv(version=0, wall_x=2.0)
     with pytest.raises(ValueError):
-        WallEnv(door_width=0.0)
+        WallEnv(version=0, door_width=0.0)
 
 
 # ----- pixels ----------------------------------------------------------------------------------
 def test_pixels_dot_wall_and_no_goal():
-    env = WallEnv()
+    env = WallEnv(version=0)
     start, goal = np.array([12.0, 20.0]), np.array([50.0, 40.0])
     obs, _ = env.reset(seed=0, options={"start_state": start, "goal_state": goal})
     img = obs["pixels"].astype(int)
@@ -234,7 +235,7 @@ def test_render_matches_obs():
 # ----- policies ----------------------------------------------------------------------------------
 def _run_policy(kind: str, episodes: int, seed: int = 100) -> tuple[float, float]:
     """(fraction of episodes whose dot changed side, fraction that reached the goal) in 50 steps."""
-    env = WallEnv()
+    env = WallEnv(version=0)
     policy = make_policy(env, kind, np.random.default_rng(seed))
     crossed = reached = 0
     for episode in range(episodes):
@@ -281,7 +282,7 @@ def _mixed_actions(rng: np.random.Generator, info: dict) -> np.ndarray:
 
 def test_vector_matches_single_envs_step_by_step():
     n, seed = 4, 11
-    venv = WallVectorEnv(num_envs=n)
+    venv = WallVectorEnv(num_envs=n, version=0)
     singles = [gym.make(ENV_ID) for _ in range(n)]  # TimeLimit(50), as the vector env truncates
     obs, info = venv.reset(seed=seed)
     single_out = [env.reset(seed=seed + i) for i, env in enumerate(singles)]
@@ -315,7 +316,7 @@ def test_vector_matches_single_envs_step_by_step():
 
 
 def test_autoreset_next_step():
-    venv = WallVectorEnv(num_envs=2, max_episode_steps=3)
+    venv = WallVectorEnv(num_envs=2, max_episode_steps=3, version=0)
     goal = np.array([[10.0, 10.0], [50.0, 50.0]])
     obs, info = venv.reset(seed=3, options={"start_state": goal + [[0.0, 3.0], [20.0, 0.0]], "goal_state": goal})
     # Row 0 is within the success radius: it terminates on the first step.
@@ -324,7 +325,7 @@ def test_autoreset_next_step():
     np.testing.assert_array_equal(reward, [1.0, 0.0])
     # Next step: row 0 restarts (reward 0, not done, fresh start and goal from its own stream).
     obs, reward, terminated, truncated, info = venv.step(np.ones((2, 2), np.float32))
-    single = WallEnv()
+    single = WallEnv(version=0)
     single.reset(seed=3)
     _, fresh = single.reset()
     np.testing.assert_array_equal(info["state"][0], fresh["state"])
@@ -367,7 +368,7 @@ def test_make_vec_entry_point_and_sync_agree():
 
 
 def test_vector_rejects_bad_actions_and_states():
-    venv = WallVectorEnv(num_envs=8)
+    venv = WallVectorEnv(num_envs=8, version=0)
     venv.reset(seed=0)
     for bad in (np.zeros((8, 3)), np.zeros((2,)), np.zeros((7, 2))):
         with pytest.raises(ValueError, match=r"\(8, 2\)"):
@@ -377,22 +378,22 @@ def test_vector_rejects_bad_actions_and_states():
     with pytest.raises(ValueError, match=r"\(8, 2\)"):
         venv.step(nan)
     with pytest.raises(ValueError, match=r"\(2,\)"):
-        WallEnv().step(np.zeros(3))
+        WallEnv(version=0).step(np.zeros(3))
     with pytest.raises(ValueError, match="start_state"):
         venv.reset(options={"start_state": np.zeros((3, 2))})
     with pytest.raises(gym.error.ResetNeeded):
-        WallVectorEnv(num_envs=2).step(np.zeros((2, 2)))
+        WallVectorEnv(num_envs=2, version=0).step(np.zeros((2, 2)))
 
 
 def test_vector_seeding_rules():
-    a, b = WallVectorEnv(num_envs=3), WallVectorEnv(num_envs=3)
+    a, b = WallVectorEnv(num_envs=3, version=0), WallVectorEnv(num_envs=3, version=0)
     _, info_a = a.reset(seed=40)
     _, info_b = b.reset(seed=[40, 41, 42])
     np.testing.assert_array_equal(info_a["state"], info_b["state"])
     # Rows are independent streams, and seed=None continues them like WallEnv.reset() does.
     assert not np.array_equal(info_a["state"][0], info_a["state"][1])
     _, again = a.reset()
-    single = WallEnv()
+    single = WallEnv(version=0)
     single.reset(seed=41)
     np.testing.assert_array_equal(again["state"][1], single.reset()[1]["state"])
 

@@ -12,7 +12,7 @@ import time
 from typing import Any, Callable
 
 
-SIM_HELP = "real sim: wall, pointmaze, pusht, dmc-reacher, dmc-point_mass (or a full id like wm_gym/Wall-v0)"
+SIM_HELP = "real sim: wall, pointmaze, pusht, dmc-reacher, dmc-point_mass (v1, DINO-WM parity), or a full id such as wm_gym/Wall-v0 for an older version"
 
 
 def _emit(result: dict[str, Any], as_json: bool) -> None:
@@ -159,7 +159,10 @@ def add_eval_wm(sub: argparse._SubParsersAction) -> None:
 def _planner_config(args: argparse.Namespace):
     from wm_gym.agents.planners import PlannerConfig
 
-    return PlannerConfig(horizon=args.horizon, mpc=args.mpc, samples=args.samples, elites=args.elites,
+    from wm_gym.real_episodes import DINO_WM_REPLAN_CHUNKS
+
+    execute = args.execute or (DINO_WM_REPLAN_CHUNKS if args.mpc and getattr(args, "budget", None) == "dino-wm" else 1)
+    return PlannerConfig(horizon=args.horizon, mpc=args.mpc, execute=execute, samples=args.samples, elites=args.elites,
                          iterations=args.iterations, gbp_steps=args.gbp_steps, lr=args.lr, gd_lr=args.gd_lr,
                          seed=args.seed, value_weight=args.value_weight)
 
@@ -178,6 +181,9 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
                    help="gbp: Adam on the actions; gd: plain gradient descent; cem / mppi: sampling")
     p.add_argument("--mpc", action="store_true", help="replan after every executed chunk (warm-started)")
     p.add_argument("--horizon", type=int, default=5, help="chunks planned ahead")
+    p.add_argument("--execute", type=int, default=None,
+                   help="with --mpc: chunks of each plan executed before replanning (default 1; 5 under "
+                   "--budget dino-wm, as DINO-WM's MPC)")
     p.add_argument("--samples", type=int, default=300, help="CEM/MPPI samples per iteration")
     p.add_argument("--elites", type=int, default=30, help="CEM top-k")
     p.add_argument("--iterations", type=int, default=10, help="CEM/MPPI iterations")
@@ -224,9 +230,10 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(args.model, args.device)
     planner = _cli_planner(args)(model)
     result = evaluate_policy(planner, model, args.env, episodes=args.episodes, seed=args.seed, batch=args.episodes,
-                             max_steps=args.max_steps, video_dir=args.video)
+                             max_steps=args.max_steps, video_dir=args.video, budget=args.budget)
     steered = getattr(planner, "waypoint_fraction", None)  # share of planning calls' rows aimed at a waypoint
-    return {"planner": args.planner, "mpc": args.mpc, "seconds_per_plan": round(planner.seconds_per_plan, 4),
+    return {"planner": args.planner, "mpc": args.mpc, "execute": _planner_config(args).execute,
+            "seconds_per_plan": round(planner.seconds_per_plan, 4),
             "plans": len(planner.plan_seconds), **({"waypoint_fraction": round(sum(steered) / len(steered), 4)}
                                                    if steered else {}), **result}
 
@@ -242,6 +249,10 @@ def add_plan(sub: argparse._SubParsersAction) -> None:
     _add_planner_args(p)
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--max-steps", type=int, default=None, help="agent steps per episode (default: sim length / frameskip)")
+    p.add_argument("--budget", default=None, metavar="dino-wm|swm|STEPS",
+                   help="evaluation protocol: dino-wm (success checked every 5 chunks, reported after 2/4/10/20 "
+                   "replans = 50/100/250/500 sim steps), swm (50 sim steps, success at any step) or a number of sim "
+                   "steps (default: the sim's episode length); see docs/protocol.md")
     p.add_argument("--seed", type=int, default=1000)
     p.add_argument("--video", default=None, help="folder for mp4s of the first real episodes")
     p.add_argument("--device", default="auto")
@@ -512,7 +523,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.agents.evaluate import evaluate_agent
 
     result = evaluate_agent(args.agent, env=args.env, model=args.model, episodes=args.episodes, seed=args.seed,
-                            device=args.device, video_dir=args.video, max_steps=args.max_steps)
+                            device=args.device, video_dir=args.video, max_steps=args.max_steps, budget=args.budget)
     if not args.per_episode:
         result.pop("per_episode")
     return result
@@ -530,6 +541,10 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=1000, help="fresh seeds, distinct from the data's")
     p.add_argument("--max-steps", type=int, default=None, help="agent steps per episode (default: sim length / frameskip)")
+    p.add_argument("--budget", default=None, metavar="dino-wm|swm|STEPS",
+                   help="evaluation protocol: dino-wm (success checked every 5 chunks, reported after 2/4/10/20 "
+                   "replans = 50/100/250/500 sim steps), swm (50 sim steps, success at any step) or a number of sim "
+                   "steps (default: the sim's episode length); see docs/protocol.md")
     p.add_argument("--video", default=None, help="folder for mp4s of the first episodes")
     p.add_argument("--per-episode", action="store_true", help="include per-episode results")
     p.add_argument("--device", default="auto")

@@ -6,6 +6,11 @@ chunk runs ``frameskip`` real sim steps. Success is the sim's own criterion, nev
 world model's. ``policy`` is anything with SB3's ``predict(obs, deterministic=...)``: an SB3
 agent trained in imagination, or a planner from :mod:`wm_gym.agents.planners`.
 
+How long an episode runs and when its success is checked is a :class:`Budget`, the same for
+agents and planners: ``dino-wm`` (DINO-WM's MPC protocol: success checked after every 5 chunks
+and reported after 2, 4, 10 and 20 replans), ``swm`` (stable-worldmodel's 50 sim steps) or a
+number of sim steps; ``docs/protocol.md`` explains each.
+
 Episodes run in lockstep batches (one φ call and one ``predict`` per step for the batch), so
 planners that batch across episodes get all of them at once. With ``record``, every sim step
 of every finished episode is handed over as a dataset :class:`~wm_gym.data.dataset.Episode`
@@ -14,6 +19,7 @@ the moment it ends (the online loop saves each one atomically).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,54 +29,143 @@ import torch
 from wm_gym.data.collect import make_sim
 from wm_gym.data.dataset import Episode
 from wm_gym.data.recorder import EpisodeRecorder
-from wm_gym.envs.action_chunk import ActionChunk
-from wm_gym.envs.registration import SIMS, resolve_env_id, sim_name
+from wm_gym.envs.action_chunk import chunk_space
+from wm_gym.envs.registration import resolve_env_id, sim_spec
+from wm_gym.envs.validation import check_action
 from wm_gym.imagine.vector_env import policy_observation, push_history
 from wm_gym.media import side_by_side, write_mp4
 from wm_gym.world_model import WorldModel
+
+#: DINO-WM's MPC executes this many planned chunks per replan (``n_taken_actions: 5``).
+DINO_WM_REPLAN_CHUNKS = 5
+#: Replans after which the ``dino-wm`` budget reports success (its MPC has no step limit).
+DINO_WM_REPORT_REPLANS = (2, 4, 10, 20)
+#: stable-worldmodel's fixed evaluation budget, in sim steps.
+SWM_SIM_STEPS = 50
+BUDGETS = ("dino-wm", "swm")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a real episode runs and when its success is checked: the protocol a success rate belongs to.
+
+    Success is checked after every ``check_every``-th sim step and latched once seen; the
+    episode stops there. ``report_at`` lists the sim-step counts whose success rates are
+    reported, all from the same run (the last is ``sim_steps``).
+    """
+
+    name: str
+    sim_steps: int
+    check_every: int = 1
+    report_at: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.sim_steps < 1 or self.check_every < 1:
+            raise ValueError(f"a budget needs sim_steps >= 1 and check_every >= 1, got {self}")
+        if not self.report_at:
+            object.__setattr__(self, "report_at", (self.sim_steps,))
+
+
+def make_budget(spec: str | int | Budget | None, frameskip: int, default_sim_steps: int) -> Budget:
+    """``dino-wm`` | ``swm`` | a number of sim steps | None (the sim's episode length) → a :class:`Budget`.
+
+    * ``dino-wm``: DINO-WM's MPC protocol. Success is checked at the end of each replan (every
+      5 chunks = 25 sim steps at frameskip 5) and reported after 2, 4, 10 and 20 replans
+      (50 / 100 / 250 / 500 sim steps), since DINO-WM itself plans until every episode succeeds.
+    * ``swm``: stable-worldmodel's 50 sim steps, success at any step.
+    * ``N``: N sim steps, success at any step.
+    """
+    if isinstance(spec, Budget):
+        return spec
+    if spec is None:
+        return Budget(f"{default_sim_steps} steps", int(default_sim_steps))
+    if spec == "dino-wm":
+        replan = DINO_WM_REPLAN_CHUNKS * frameskip
+        return Budget("dino-wm", DINO_WM_REPORT_REPLANS[-1] * replan, replan,
+                      tuple(r * replan for r in DINO_WM_REPORT_REPLANS))
+    if spec == "swm":
+        return Budget("swm", SWM_SIM_STEPS)
+    text = str(spec)
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"budget must be one of {', '.join(BUDGETS)} or a positive number of sim steps, got {spec!r}")
+    return Budget(f"{int(text)} steps", int(text))
 
 
 def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes: int = 50, seed: int = 1000,
                     max_steps: int | None = None, batch: int = 50, deterministic: bool = True,
                     video_dir: str | Path | None = None, video_episodes: int = 4,
                     record: Callable[[int, Episode], None] | None = None, skip: set[int] | frozenset = frozenset(),
-                    ) -> dict[str, Any]:
+                    budget: str | int | Budget | None = None) -> dict[str, Any]:
     """Success rate of ``policy`` over ``episodes`` real episodes seeded ``seed + i``.
 
-    ``max_steps`` is in agent steps (action chunks); default: the sim's episode length / frameskip.
-    An episode stops at the sim's success. ``record(i, episode)`` receives episode i's every sim
-    step as soon as it ends; indices in ``skip`` are not run (already recorded: resuming).
+    ``budget`` (see :func:`make_budget`) sets the episode length and when success is checked;
+    ``max_steps`` is the older shortcut for a budget of that many agent steps (action chunks).
+    Default: the sim's episode length, success at any step. ``record(i, episode)`` receives
+    episode i's every sim step as soon as it ends; indices in ``skip`` are not run (already
+    recorded: resuming).
     """
-    env_id = resolve_env_id(env or model.meta.sim or "")
+    env_id = resolve_env_id(env or model.meta.env_id or model.meta.sim or "")
     if model.meta.env_id and env_id != model.meta.env_id:
         raise ValueError(f"the world model was trained on {model.meta.env_id!r}, not {env_id!r}")
     if episodes < 1 or (max_steps is not None and max_steps < 1):
         raise ValueError(f"episodes and max_steps must be >= 1, got {episodes} and {max_steps}")
+    if max_steps is not None and budget is not None:
+        raise ValueError("give either budget or max_steps, not both")
     fs = model.config.frameskip
-    max_steps = int(max_steps if max_steps is not None else SIMS[sim_name(env_id)].max_episode_steps // fs)
+    budget = make_budget(max_steps * fs if max_steps is not None else budget, fs, sim_spec(env_id).max_episode_steps)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     todo = [i for i in range(episodes) if i not in skip]
     for first in range(0, len(todo), batch):
         idx = todo[first:first + batch]
         on_end = None if record is None else (lambda j, ep, idx=idx: record(idx[j], ep))
-        results += _run_batch(policy, model, env_id, [seed + i for i in idx], max_steps, deterministic,
+        results += _run_batch(policy, model, env_id, [seed + i for i in idx], budget, deterministic,
                               video_dir, max(0, min(len(idx), video_episodes - first)) if video_dir else 0, on_end)
     seconds = time.perf_counter() - started
-    success = np.array([r["success"] for r in results], float)
+    return {**summarize(results, budget, fs), "env": env_id, "seed": seed, "seconds": round(seconds, 1),
+            "per_episode": results}
+
+
+def summarize(results: list[dict[str, Any]], budget: Budget, frameskip: int) -> dict[str, Any]:
+    """Success rate (at the budget's end and at each reporting point) and lengths of per-episode results."""
+    n = len(results)
+    steps = np.array([r["success_step"] if r["success_step"] is not None else np.inf for r in results], float)
     lengths = np.array([r["length"] for r in results], float)
-    return {"success_rate": float(success.mean()) if len(results) else float("nan"), "episodes": len(results),
-            "mean_episode_length": float(lengths.mean()) if len(results) else float("nan"), "max_steps": max_steps,
-            "env": env_id, "seed": seed, "seconds": round(seconds, 1), "per_episode": results}
+    rate = lambda limit: float((steps <= limit).mean()) if n else float("nan")  # noqa: E731
+    out = {"success_rate": rate(budget.sim_steps), "episodes": n,
+           "mean_episode_length": float(lengths.mean()) if n else float("nan"),
+           "max_steps": -(-budget.sim_steps // frameskip), "budget": budget.name, "budget_sim_steps": budget.sim_steps,
+           "success_check_every": budget.check_every,
+           "success_at_sim_steps": {str(k): rate(k) for k in budget.report_at}}
+    if budget.name == "dino-wm":
+        out["success_after_replans"] = {str(r): rate(r * budget.check_every) for r in DINO_WM_REPORT_REPLANS}
+    return out
 
 
-def _run_batch(policy, model, env_id, seeds, max_steps, deterministic, video_dir, n_videos, on_end=None
+def run_chunk(env, chunk: np.ndarray, budget: Budget, sim_steps: int) -> tuple[dict, int, int | None]:
+    """Step ``env`` through one action chunk [frameskip, A] under ``budget``.
+
+    Success is checked only after sim steps that are multiples of ``budget.check_every``, and
+    the chunk stops at the first success seen or at the budget's end. Returns (the last obs,
+    the sim steps taken so far, the sim step of the success or None).
+    """
+    obs = None
+    for sim_action in chunk:
+        obs, _, _, _, info = env.step(sim_action)
+        sim_steps += 1
+        if sim_steps % budget.check_every == 0 and info["is_success"]:
+            return obs, sim_steps, sim_steps
+        if sim_steps >= budget.sim_steps:
+            break
+    return obs, sim_steps, None
+
+
+def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, video_dir, n_videos, on_end=None
                ) -> list[dict[str, Any]]:
-    def sim():
-        raw = make_sim(env_id, model.meta.image_size).unwrapped
-        return ActionChunk(EpisodeRecorder(raw) if on_end else raw, model.config.frameskip)
-
-    envs = [sim() for _ in seeds]
+    fs = model.config.frameskip
+    envs = [make_sim(env_id, model.meta.image_size).unwrapped for _ in seeds]
+    envs = [EpisodeRecorder(e) if on_end else e for e in envs]
+    action_space = chunk_space(envs[0].action_space, fs)
     try:
         pixels, goals = [], []
         for env, s in zip(envs, seeds):
@@ -78,35 +173,33 @@ def _run_batch(policy, model, env_id, seeds, max_steps, deterministic, video_dir
             pixels.append(obs["pixels"]), goals.append(env.unwrapped.goal_pixels)
         goal_feats = _encode(model, np.stack(goals))
         active = np.ones(len(envs), bool)
-        success, length = np.zeros(len(envs), bool), np.zeros(len(envs), int)
+        sim_steps, length = np.zeros(len(envs), int), np.zeros(len(envs), int)
+        success_step: list[int | None] = [None] * len(envs)
         # planners say what they expect to see next: videos then show real | planned (decoded) | goal
         planned = n_videos > 0 and hasattr(policy, "expected") and hasattr(model.encoder, "decode")
         frames = [[side_by_side(*([p, p] if planned else [p]), g)] for p, g in zip(pixels[:n_videos], goals[:n_videos])]
         if hasattr(policy, "reset"):  # planners keep warm starts per episode
             policy.reset()
         history = None  # [B, H, N, C]: the policy sees the model's history of frames, as in imagination
-        for _ in range(max_steps):
+        while active.any():
             history = push_history(history, _encode(model, np.stack(pixels)), model.config.history)
             obs = policy_observation(history, goal_feats)
             actions, _ = policy.predict(obs, deterministic=deterministic)
             imagined = model.decode_pixels(policy.expected[:n_videos]).cpu().numpy() if planned else None
             for i in np.flatnonzero(active):
-                step_obs, _, terminated, _, info = envs[i].step(actions[i])
+                chunk = check_action(actions[i], action_space).reshape(fs, -1)
+                step_obs, sim_steps[i], success_step[i] = run_chunk(envs[i], chunk, budget, int(sim_steps[i]))
+                active[i] = success_step[i] is None and sim_steps[i] < budget.sim_steps
                 pixels[i] = step_obs["pixels"]
                 length[i] += 1
                 if i < n_videos:
                     frames[i].append(side_by_side(*([pixels[i], imagined[i]] if planned else [pixels[i]]), goals[i]))
-                if info["is_success"] or terminated:
-                    success[i], active[i] = True, False
-                    if on_end:
-                        on_end(i, envs[i].env.episode())
-            if not active.any():
-                break
-        for i in np.flatnonzero(active) if on_end else ():
-            on_end(i, envs[i].env.episode())
+                if not active[i] and on_end:
+                    on_end(i, envs[i].episode())
         for i in range(n_videos):
             write_mp4(Path(video_dir) / f"episode_{seeds[i]}.mp4", np.stack(frames[i]))
-        return [{"seed": s, "success": bool(success[i]), "length": int(length[i])} for i, s in enumerate(seeds)]
+        return [{"seed": s, "success": success_step[i] is not None, "success_step": success_step[i],
+                 "length": int(length[i]), "sim_steps": int(sim_steps[i])} for i, s in enumerate(seeds)]
     finally:
         for env in envs:
             env.close()

@@ -68,7 +68,7 @@ class WorldModelMeta:
     """What consumers (imagination env, planners, evaluation) need to use the model correctly."""
 
     sim: str = ""                         # short sim name, e.g. "wall"
-    env_id: str = ""                      # registered id, e.g. "wm_gym/Wall-v0"
+    env_id: str = ""                      # registered id, e.g. "wm_gym/Wall-v1"
     image_size: int = 64
     action_low: list[float] = field(default_factory=list)   # one sim action's bounds
     action_high: list[float] = field(default_factory=list)

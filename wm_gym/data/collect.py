@@ -145,7 +145,7 @@ def collect_dataset(
     image_size: int = 64,
     max_steps: int | None = None,
 ) -> Path:
-    """Collect ``episodes`` episodes of sim ``env`` ("wall" or "wm_gym/Wall-v0") into ``out``.
+    """Collect ``episodes`` episodes of sim ``env`` ("wall", i.e. "wm_gym/Wall-v1", or any registered id) into ``out``.
 
     Resumable and idempotent: re-running after an interrupt continues where it stopped;
     re-running on a finished ``out`` with the same settings returns at once; other settings
@@ -154,7 +154,7 @@ def collect_dataset(
     its own env. Returns ``out`` as a Path; read it with :func:`load_episodes`.
     """
     from wm_gym.envs.policies import make_policy
-    from wm_gym.envs.registration import SIMS, resolve_env_id, sim_name
+    from wm_gym.envs.registration import resolve_env_id, sim_name, sim_spec
 
     env_id = resolve_env_id(env)  # ValueError for unknown names
     name = sim_name(env_id)
@@ -165,7 +165,7 @@ def collect_dataset(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 1):
         raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
-    steps = int(max_steps) if max_steps is not None else SIMS[name].max_episode_steps
+    steps = int(max_steps) if max_steps is not None else sim_spec(env_id).max_episode_steps
     params = {"format_version": FORMAT_VERSION, "env_id": env_id, "policy": policy, "seed": int(seed),
               "image_size": int(image_size), "episode_length": steps}
 

@@ -13,7 +13,7 @@ from gymnasium import spaces
 
 from wm_gym.data.collect import make_sim
 from wm_gym.envs.action_chunk import ActionChunk
-from wm_gym.envs.registration import SIMS, sim_name
+from wm_gym.envs.registration import sim_spec
 from wm_gym.imagine.vector_env import policy_observation, push_history
 from wm_gym.world_model import WorldModel
 
@@ -44,7 +44,7 @@ class FeatureObservation(gym.ObservationWrapper):
 
 def make_feature_sim(model: WorldModel, env: str | None = None) -> gym.Env:
     """The model's real sim with action chunks, φ observations and its episode length in agent steps."""
-    name = sim_name(env or model.meta.sim)
-    chunked = ActionChunk(make_sim(SIMS[name].env_id, model.meta.image_size).unwrapped, model.config.frameskip)
-    limited = gym.wrappers.TimeLimit(chunked, SIMS[name].max_episode_steps // model.config.frameskip)
+    spec = sim_spec(env or model.meta.env_id or model.meta.sim)  # the model's own version of its sim
+    chunked = ActionChunk(make_sim(spec.env_id, model.meta.image_size).unwrapped, model.config.frameskip)
+    limited = gym.wrappers.TimeLimit(chunked, spec.max_episode_steps // model.config.frameskip)
     return FeatureObservation(limited, model)

@@ -33,7 +33,7 @@ from torch import Tensor
 
 from wm_gym.data.demo_bank import DemoBank
 from wm_gym.envs.action_chunk import chunk_space
-from wm_gym.envs.registration import SIMS
+from wm_gym.envs.registration import sim_spec
 from wm_gym.envs.row_seeds import reseed_rows
 from wm_gym.envs.validation import check_action
 from wm_gym.rewards import feature_distance, make_reward
@@ -132,7 +132,7 @@ class WMImagineVectorEnv(VectorEnv):
         feats = self.model.encode(torch.from_numpy(self.bank.frames.reshape(m * t1, *self.bank.frames.shape[2:])))
         self.demo_features = feats.reshape(m, t1, self.model.n_tokens, self.model.dim)  # [M, T+1, N, C]
         self.demo_lengths = torch.as_tensor(self.bank.lengths, device=self.device)
-        sim = SIMS.get(self.model.meta.sim)
+        sim = sim_spec(self.model.meta.env_id or self.model.meta.sim) if self.model.meta.sim else None
         default_horizon = sim.max_episode_steps // self.model.config.frameskip if sim else int(self.bank.lengths.max())
         self.horizon = int(horizon or default_horizon)
 

@@ -1,0 +1,94 @@
+"""Evaluation budgets: how long a real episode runs and when success is checked (dino-wm, swm, N steps)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wm_gym.envs.wall import WallEnv
+from wm_gym.real_episodes import Budget, evaluate_policy, make_budget, run_chunk, summarize
+
+
+def test_budgets_by_name():
+    dino = make_budget("dino-wm", frameskip=5, default_sim_steps=50)
+    assert (dino.sim_steps, dino.check_every, dino.report_at) == (500, 25, (50, 100, 250, 500))
+    swm = make_budget("swm", 5, 50)
+    assert (swm.sim_steps, swm.check_every, swm.report_at) == (50, 1, (50,))
+    assert make_budget("120", 5, 50).sim_steps == 120 and make_budget(None, 5, 100).sim_steps == 100
+    assert make_budget("dino-wm", frameskip=2, default_sim_steps=50).check_every == 10  # 5 chunks of 2
+    for bad in ("dinowm", "0", "-3", "1.5"):
+        with pytest.raises(ValueError, match="budget"):
+            make_budget(bad, 5, 50)
+
+
+def placed_wall(start, goal) -> WallEnv:
+    env = WallEnv()
+    env.reset(seed=0, options={"start_state": start, "goal_state": goal})
+    return env
+
+
+def test_every_step_budget_sees_success_inside_a_chunk():
+    # +x at full speed from x=10 towards a goal at x=20 (same room): 12, 14, 16 -> within 4.5 at step 3.
+    env = placed_wall([10.0, 40.0], [20.0, 40.0])
+    chunk = np.array([[1.0, 0.0]] * 5, np.float32)
+    _, steps, success = run_chunk(env, chunk, make_budget("swm", 5, 50), 0)
+    assert (steps, success) == (3, 3)  # the chunk stops at the success
+
+
+def test_dino_wm_budget_checks_only_at_the_end_of_each_replan():
+    budget = make_budget("dino-wm", 5, 50)
+    # Passing through the goal inside a replan does not count: the dot is far beyond it at step 25.
+    env = placed_wall([10.0, 40.0], [20.0, 40.0])
+    steps, success = 0, None
+    for _ in range(5):  # one replan = 5 chunks
+        _, steps, success = run_chunk(env, np.array([[1.0, 0.0]] * 5, np.float32), budget, steps)
+    assert (steps, success) == (25, None)
+    # Reaching the goal and staying there counts at the check, sim step 25.
+    env = placed_wall([10.0, 40.0], [20.0, 40.0])
+    steps = 0
+    stop_after_3 = np.array([[1.0, 0.0]] * 3 + [[0.0, 0.0]] * 2, np.float32)
+    _, steps, success = run_chunk(env, stop_after_3, budget, steps)
+    assert (steps, success) == (5, None)  # at the goal since step 3, but not checked yet
+    for _ in range(4):
+        _, steps, success = run_chunk(env, np.zeros((5, 2), np.float32), budget, steps)
+    assert (steps, success) == (25, 25)
+
+
+def test_a_budget_stops_mid_chunk():
+    env = placed_wall([10.0, 40.0], [50.0, 10.0])
+    _, steps, success = run_chunk(env, np.zeros((5, 2), np.float32), Budget("3 steps", 3), 0)
+    assert (steps, success) == (3, None)
+
+
+def test_summary_reports_success_after_each_replan_from_one_run():
+    budget = make_budget("dino-wm", 5, 50)
+    results = [{"success_step": s, "length": 1} for s in (25, 50, 75, 250, 500, None, None, None)]
+    out = summarize(results, budget, frameskip=5)
+    assert out["success_after_replans"] == {"2": 2 / 8, "4": 3 / 8, "10": 4 / 8, "20": 5 / 8}
+    assert out["success_rate"] == 5 / 8 and out["budget"] == "dino-wm" and out["max_steps"] == 100
+    assert out["success_at_sim_steps"] == {"50": 2 / 8, "100": 3 / 8, "250": 4 / 8, "500": 5 / 8}
+
+
+class StandStill:
+    """Never moves: episodes fail, so they run for the whole budget."""
+
+    def __init__(self, action_dim: int):
+        self.action_dim = action_dim
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        return np.zeros((len(obs), self.action_dim), np.float32), None
+
+
+def test_evaluate_policy_runs_each_budget_for_its_sim_steps(tiny_imagine_world):
+    from wm_gym.world_model import WorldModel
+
+    torch.set_num_threads(1)
+    model = WorldModel.load(tiny_imagine_world.path)
+    policy = StandStill(model.config.action_dim)
+    fs = model.config.frameskip
+    for spec, sim_steps in (("swm", 50), ("60", 60), (None, 50), ("dino-wm", 500)):
+        result = evaluate_policy(policy, model, episodes=2, seed=11, budget=spec)
+        assert [e["sim_steps"] for e in result["per_episode"]] == [sim_steps, sim_steps]
+        assert result["success_rate"] == 0.0 and result["mean_episode_length"] == -(-sim_steps // fs)
+    with pytest.raises(ValueError, match="either"):
+        evaluate_policy(policy, model, episodes=1, budget="swm", max_steps=3)

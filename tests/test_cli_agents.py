@@ -111,6 +111,12 @@ def test_evaluate_cli_reports_success_in_the_real_sim(capsys, cli_agent):
     assert rc == 0, err
     assert [e["seed"] for e in detailed["per_episode"]] == [5, 6] and detailed["max_steps"] == 2
     assert all(1 <= e["length"] <= 2 for e in detailed["per_episode"])
+    rc, swm, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "2", "--budget", "swm",
+                       "--json")
+    assert rc == 0, err
+    assert swm["budget"] == "swm" and swm["budget_sim_steps"] == 50 and swm["success_check_every"] == 1
+    rc, _, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "1", "--budget", "lots")
+    assert rc == 2 and "budget" in err
 
 
 def test_evaluate_cli_errors_are_rc_2(capsys, cli_agent, tmp_path):

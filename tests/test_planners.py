@@ -99,6 +99,23 @@ def test_plan_cli_reports_success_and_seconds_per_plan(tiny_imagine_world, capsy
     assert [e["seed"] for e in out["per_episode"]] == [1000, 1001]
 
 
+def test_plan_cli_dino_wm_budget_replans_every_five_chunks(tiny_imagine_world, capsys):
+    import json
+
+    from wm_gym.cli import main
+
+    rc = main(["plan", "--model", str(tiny_imagine_world.path), "--planner", "cem", "--mpc", "--samples", "8",
+               "--elites", "2", "--iterations", "1", "--horizon", "5", "--episodes", "2", "--budget", "dino-wm",
+               "--device", "cpu", "--json"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and out["execute"] == 5 and out["budget"] == "dino-wm"
+    assert set(out["success_after_replans"]) == {"2", "4", "10", "20"}
+    chunks = max(e["length"] for e in out["per_episode"])  # every episode's agent steps
+    assert out["plans"] == -(-chunks // 5)  # one plan per 5 executed chunks
+    for e in out["per_episode"]:
+        assert e["sim_steps"] == 500 or (e["success"] and e["success_step"] % 25 == 0)
+
+
 @pytest.mark.parametrize("mpc", [True, False])
 def test_planner_expected_features_are_the_models_prediction_for_the_returned_action(setup, mpc):
     model, obs = setup

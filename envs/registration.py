@@ -66,12 +66,16 @@ def sim_spec(env_id_or_name: str) -> SimSpec:
 
 #: The imagination env: a world model (default: the shipped wall model) as a Gymnasium env.
 IMAGINE_ID = "WMImagine-v0"
+#: Its twin: the model's real sim with the same observation (φ features) and action (chunks).
+REAL_ID = "wm_gym/WMReal-v0"
 
 
 def register_envs() -> None:
     if IMAGINE_ID not in gym.registry:
         gym.register(id=IMAGINE_ID, entry_point="wm_gym.imagine.env:WMImagineEnv",
                      vector_entry_point="wm_gym.imagine.vector_env:WMImagineVectorEnv")
+    if REAL_ID not in gym.registry:
+        gym.register(id=REAL_ID, entry_point="wm_gym.imagine.real_sim:make_real_env")
     for _, spec in _BY_ID.values():
         if spec.env_id in gym.registry:
             continue

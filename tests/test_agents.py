@@ -408,6 +408,27 @@ def test_feature_sim_matches_the_imagination_interface_and_truncates(model, worl
     env.close()
 
 
+def test_sb3_evaluates_an_imagination_agent_on_the_registered_real_env(trained, world):
+    """WMReal-v0 is a plain Gymnasium env: SB3's own evaluate_policy runs the agent in the real sim."""
+    from stable_baselines3.common.evaluation import evaluate_policy as sb3_evaluate
+
+    agent, _ = load_agent(trained[0])
+    real = gym.make("wm_gym/WMReal-v0", model=str(world.path), device="cpu")
+    imagine = gym.make("WMImagine-v0", model=str(world.path), device="cpu")
+    assert real.observation_space == imagine.observation_space and real.action_space == imagine.action_space
+    rewards, lengths = sb3_evaluate(agent, real, n_eval_episodes=3, return_episode_rewards=True)
+    assert len(lengths) == 3 and all(1 <= n <= 10 for n in lengths)  # real Wall-v0: 50 sim steps = 10 chunks
+    assert all(r in (0.0, 1.0) for r in rewards)  # the sim's own reward: 1 on success, else 0
+    _, info = real.reset(seed=0)
+    assert info["state"].shape == (2,) and real.unwrapped.goal_pixels.shape == (64, 64, 3)
+    vec = gym.make_vec("wm_gym/WMReal-v0", num_envs=2, model=str(world.path), device="cpu")
+    obs, _ = vec.reset(seed=0)
+    assert obs.shape == (2, *real.observation_space.shape)
+    vec.close()
+    with pytest.raises(ValueError, match="unknown model"):
+        gym.make("wm_gym/WMReal-v0", model="no-such-model")
+
+
 def test_value_function_is_the_ppo_critic_and_checks_its_input(trained):
     from types import SimpleNamespace
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wm_gym.envs.wall import WallEnv
-from wm_gym.real_episodes import Budget, evaluate_policy, make_budget, run_chunk, summarize
+from wm_gym.real_episodes import Budget, evaluate_policy, make_budget, run_chunk, summarize, wilson_interval
 
 
 def test_budgets_by_name():
@@ -67,6 +67,15 @@ def test_summary_reports_success_after_each_replan_from_one_run():
     assert out["success_after_replans"] == {"2": 2 / 8, "4": 3 / 8, "10": 4 / 8, "20": 5 / 8}
     assert out["success_rate"] == 5 / 8 and out["budget"] == "dino-wm" and out["max_steps"] == 100
     assert out["success_at_sim_steps"] == {"50": 2 / 8, "100": 3 / 8, "250": 4 / 8, "500": 5 / 8}
+    assert out["success_ci95"] == [round(x, 4) for x in wilson_interval(5, 8)]
+
+
+def test_wilson_interval_hand_computed():
+    # 8/10: centre (0.8 + 1.96²/20) / (1 + 1.96²/10) = 0.71674, half-width 0.22659.
+    assert wilson_interval(8, 10) == pytest.approx((0.49016, 0.94333), abs=1e-4)
+    lo, hi = wilson_interval(200, 200)  # all successes still leave room below 1
+    assert hi == 1.0 and lo == pytest.approx(0.98116, abs=1e-4)
+    assert wilson_interval(0, 50)[0] == 0.0 and 0.07 < wilson_interval(0, 50)[1] < 0.08
 
 
 class StandStill:

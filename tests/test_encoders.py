@@ -1,6 +1,8 @@
 """Frozen feature encoders: shapes, determinism, conv learning, DINOv2 loading, feature cache."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -87,6 +89,22 @@ def test_conv_encoder_save_load_roundtrip(tmp_path):
     assert loaded.identity() == enc.identity()
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         build_encoder("conv", weights=tmp_path / "missing.pt")
+
+
+def test_conv_encoder_save_is_atomic(tmp_path, monkeypatch):
+    """A save that dies mid-write leaves the previous file intact and no temp file behind."""
+    enc = ConvEncoder(ConvEncoderConfig(width=8, dim=16)).freeze()
+    enc.save(tmp_path / "conv.pt")
+    before = (tmp_path / "conv.pt").read_bytes()
+
+    def dies(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        ConvEncoder(ConvEncoderConfig(width=8, dim=16, grid=4)).save(tmp_path / "conv.pt")
+    assert (tmp_path / "conv.pt").read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["conv.pt"]
 
 
 # The learning test's budget: 32-px Wall-like frames (same scene, half the resolution) and a

@@ -126,6 +126,17 @@ def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes:
             "per_episode": results}
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate (honest at 0 and 1, unlike p ± z·√(p(1−p)/n))."""
+    if n < 1:
+        return float("nan"), float("nan")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def summarize(results: list[dict[str, Any]], budget: Budget, frameskip: int) -> dict[str, Any]:
     """Success rate (at the budget's end and at each reporting point) and lengths of per-episode results."""
     n = len(results)
@@ -133,6 +144,7 @@ def summarize(results: list[dict[str, Any]], budget: Budget, frameskip: int) -> 
     lengths = np.array([r["length"] for r in results], float)
     rate = lambda limit: float((steps <= limit).mean()) if n else float("nan")  # noqa: E731
     out = {"success_rate": rate(budget.sim_steps), "episodes": n,
+           "success_ci95": [round(x, 4) for x in wilson_interval(int((steps <= budget.sim_steps).sum()), n)],
            "mean_episode_length": float(lengths.mean()) if n else float("nan"),
            "max_steps": -(-budget.sim_steps // frameskip), "budget": budget.name, "budget_sim_steps": budget.sim_steps,
            "success_check_every": budget.check_every,

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from wm_gym.device import resolve_device
+from wm_gym.io import atomic_torch_save
 
 from .base import FrozenEncoder
 
@@ -94,7 +95,8 @@ class ConvEncoder(FrozenEncoder):
         return images.clamp(0, 1) if clamp else images
 
     def save(self, path: str | Path) -> None:
-        torch.save({"config": asdict(self.config), "state_dict": self.state_dict()}, Path(path))
+        """Written atomically (temp file + rename): an interrupted save leaves the old file or none."""
+        atomic_torch_save({"config": asdict(self.config), "state_dict": self.state_dict()}, Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> "ConvEncoder":

@@ -1,8 +1,12 @@
-"""A real sim seen through the world model's encoder: the imagination env's twin.
+"""A real sim seen through the world model's encoder: the imagination env's twin, ``wm_gym/WMReal-v0``.
 
-Its observation is the same flat ``[φ(frame), φ(goal image)]`` vector the imagination env
-produces and its action the same chunk, so one SB3 policy runs in either. Used to time SB3
-in the real sim against imagination (``wm-gym bench``) and to train in the real sim if wanted.
+Its observation is the same flat ``[φ(frame history), φ(goal image)]`` vector the imagination
+env produces and its action the same chunk, so one SB3 policy runs in either:
+
+    agent = PPO("MlpPolicy", gym.make("WMImagine-v0", model="wall"))            # train in imagination
+    evaluate_policy(agent, gym.make("wm_gym/WMReal-v0", model="wall"))         # SB3's own evaluation, real sim
+
+Also used to time SB3 in the real sim against imagination (``wm-gym bench``).
 """
 from __future__ import annotations
 
@@ -40,6 +44,13 @@ class FeatureObservation(gym.ObservationWrapper):
     @torch.no_grad()
     def _encode(self, frame: np.ndarray) -> torch.Tensor:
         return self.model.encode(torch.from_numpy(np.ascontiguousarray(frame))[None])
+
+
+def make_real_env(model: "str | WorldModel" = "wall", env: str | None = None, device: str = "auto") -> gym.Env:
+    """``gym.make("wm_gym/WMReal-v0", model=...)``: a zoo name, a model file or a loaded :class:`WorldModel`."""
+    from wm_gym.zoo import load_model
+
+    return make_feature_sim(load_model(model, device), env)
 
 
 def make_feature_sim(model: WorldModel, env: str | None = None) -> gym.Env:

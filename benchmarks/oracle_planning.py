@@ -75,11 +75,11 @@ def mpc_cem(kind: str, episodes: int = 50, seed: int = 1000, horizon: int = 5, s
     ``budget`` is the harness's (``wm_gym.real_episodes.make_budget``): ``dino-wm`` replans
     every 5 executed chunks and checks success only at the end of each replan; ``swm`` and
     step counts check it at every sim step. ``execute`` chunks of each plan run before the
-    next plan (default: 5 under ``dino-wm``, else 1).
+    next plan (default: 5 under ``dino-wm`` and ``swm``, as both protocols do; else 1).
     """
     geometry, rng = geometry or WallGeometry(), np.random.default_rng(planner_seed)
     budget = make_budget(budget, FRAMESKIP, SIMS["wall"].max_episode_steps)
-    execute = execute or (DINO_WM_REPLAN_CHUNKS if budget.name == "dino-wm" else 1)
+    execute = execute or (DINO_WM_REPLAN_CHUNKS if budget.name in ("dino-wm", "swm") else 1)
     if not 1 <= execute <= horizon:
         raise ValueError(f"need 1 <= execute <= horizon, got {execute} and {horizon}")
     pairs = [sample_start_goal(np.random.default_rng(seed + i), geometry) for i in range(episodes)]
@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--budget", nargs="+", default=["dino-wm", "swm"],
                         help="evaluation budgets (dino-wm | swm | sim steps), each a separate run")
     parser.add_argument("--execute", type=int, default=None,
-                        help="chunks executed per plan (default: 5 under dino-wm, else 1)")
+                        help="chunks executed per plan (default: 5 under dino-wm and swm, else 1)")
     args = parser.parse_args()
     geometry = make_geometry(args.version, door_center=args.door_center)
     for budget in args.budget:

@@ -161,7 +161,8 @@ def _planner_config(args: argparse.Namespace):
 
     from wm_gym.real_episodes import DINO_WM_REPLAN_CHUNKS
 
-    execute = args.execute or (DINO_WM_REPLAN_CHUNKS if args.mpc and getattr(args, "budget", None) == "dino-wm" else 1)
+    protocol = getattr(args, "budget", None) in ("dino-wm", "swm")  # both execute 5 chunks per plan
+    execute = args.execute or (DINO_WM_REPLAN_CHUNKS if args.mpc and protocol else 1)
     return PlannerConfig(horizon=args.horizon, mpc=args.mpc, execute=execute, samples=args.samples, elites=args.elites,
                          iterations=args.iterations, gbp_steps=args.gbp_steps, lr=args.lr, gd_lr=args.gd_lr,
                          seed=args.seed, value_weight=args.value_weight)
@@ -183,7 +184,7 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=5, help="chunks planned ahead")
     p.add_argument("--execute", type=int, default=None,
                    help="with --mpc: chunks of each plan executed before replanning (default 1; 5 under "
-                   "--budget dino-wm, as DINO-WM's MPC)")
+                   "--budget dino-wm or swm, as DINO-WM's MPC and stable-worldmodel's receding horizon)")
     p.add_argument("--samples", type=int, default=300, help="CEM/MPPI samples per iteration")
     p.add_argument("--elites", type=int, default=30, help="CEM top-k")
     p.add_argument("--iterations", type=int, default=10, help="CEM/MPPI iterations")

@@ -127,6 +127,46 @@ def labelled_episodes(train_eps: np.ndarray, fraction: float, seed: int) -> np.n
     return np.sort(order[: max(1, math.ceil(fraction * len(train_eps)))])
 
 
+@dataclass
+class StageLosses:
+    """Each stage's loss as a named function of a batch (``loss = losses.flow(batch)``).
+
+    Batches come from :class:`FeatureWindows` samplers: ``s_hist`` [B, H, N, C], ``targets``
+    [B, K, N, C], ``actions`` [B, K, A] in sim units. The dynamics losses (flow, controller,
+    predictor) see FGSM-perturbed inputs with clean targets when ``robust`` is set
+    (``--adversarial``).
+    """
+
+    model: WorldModel
+    robust: FGSM | None = None
+
+    def latent(self, b: dict) -> torch.Tensor:
+        """Latent-action autoencoder: reconstruct s_{t+h} from (s_t, s_{t+h})."""
+        return self.model.latent_model.loss(b["s_hist"][:, -1], b["targets"][:, -1])
+
+    def flow(self, b: dict) -> torch.Tensor:
+        """Flow matching of the latent action z given (s_hist, action chunk)."""
+        return self._dynamics(lambda s, a: self.model.flow.loss(b["z"], s, a), b)
+
+    def controller(self, b: dict) -> torch.Tensor:
+        """Deterministic (s_hist, action chunk) → z, L2 to the latent encoder's z."""
+        return self._dynamics(lambda s, a: self.model.controller.loss(s, a, b["z"]), b)
+
+    def predictor(self, b: dict) -> torch.Tensor:
+        """The action-conditioned baseline: (s_hist, action chunk) → s_{t+1}."""
+        return self._dynamics(lambda s, a: self.model.predictor.loss(s, a, b["targets"][:, 0]), b)
+
+    def with_latent_targets(self, b: dict) -> dict:
+        """Add ``z`` [B, K, d], the frozen latent encoder's action for (s_t, s_{t+1}): flow's and controller's target."""
+        with torch.no_grad():
+            b["z"] = self.model.latent_model.encode(b["s_hist"][:, -1], b["targets"][:, 0])
+        return b
+
+    def _dynamics(self, loss_fn, b: dict) -> torch.Tensor:
+        s_hist, a = b["s_hist"], self.model.scale_actions(b["actions"][:, 0])
+        return self.robust.loss(loss_fn, s_hist, a) if self.robust is not None else loss_fn(s_hist, a)
+
+
 def train_world_model(cfg: TrainConfig) -> WorldModel:
     if cfg.preset not in PRESETS:
         raise ValueError(f"unknown preset {cfg.preset!r}; expected one of {', '.join(PRESETS)}")
@@ -183,20 +223,13 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
     model.feature_mean.copy_(stats.mean(dim=(0, 1)))
     model.feature_std.copy_(stats.std(dim=(0, 1)).clamp_min(1e-3))
     windows.features = model.normalize(raw.to(device)).half()
-    scale = model.scale_actions
-    robust = FGSM.from_windows(windows, labelled, scale, cfg.seed) if cfg.adversarial else None
-
-    def dynamics_loss(loss_fn, b: dict):
-        """loss_fn(s_hist, a) on the batch's inputs, or on FGSM-perturbed ones with --adversarial."""
-        s_hist, a = b["s_hist"], scale(b["actions"][:, 0])
-        return robust.loss(loss_fn, s_hist, a) if robust is not None else loss_fn(s_hist, a)
+    losses = StageLosses(model, FGSM.from_windows(windows, labelled, model.scale_actions, cfg.seed)
+                         if cfg.adversarial else None)
 
     # ----- stages: dynamics ------------------------------------------------------------------------
     if cfg.latent == "action":
         stage = cfg.stage("predictor")
-        sample = windows.sampler(labelled, stage.batch_size, device=device)
-        trainer.run(stage, model.predictor, lambda b: dynamics_loss(
-            lambda s, a: model.predictor.loss(s, a, b["targets"][:, 0]), b), sample)
+        trainer.run(stage, model.predictor, losses.predictor, windows.sampler(labelled, stage.batch_size, device=device))
     else:
         latent = model.latent_model
         stage = cfg.stage("latent")
@@ -209,20 +242,13 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
             return pair_samplers[h](gen)
 
         if "latent" not in reused:
-            trainer.run(stage, latent, lambda b: latent.loss(b["s_hist"][:, -1], b["targets"][:, -1]), sample_pairs)
+            trainer.run(stage, latent, losses.latent, sample_pairs)
         latent.eval().requires_grad_(False)
 
-        def with_z(b: dict) -> dict:  # targets for flow and controller: the frozen encoder's z
-            with torch.no_grad():
-                b["z"] = latent.encode(b["s_hist"][:, -1], b["targets"][:, 0])
-            return b
-
-        for name, module in (("flow", model.flow), ("controller", model.controller)):
+        for name, module, loss in (("flow", model.flow, losses.flow), ("controller", model.controller, losses.controller)):
             stage = cfg.stage(name)
             sample = windows.sampler(labelled, stage.batch_size, device=device)
-            loss = (lambda b: dynamics_loss(lambda s, a: model.flow.loss(b["z"], s, a), b)) if name == "flow" else \
-                   (lambda b: dynamics_loss(lambda s, a: model.controller.loss(s, a, b["z"]), b))
-            trainer.run(stage, module, loss, lambda g, s=sample: with_z(s(g)))
+            trainer.run(stage, module, loss, lambda g, s=sample: losses.with_latent_targets(s(g)))
 
     # ----- finish ---------------------------------------------------------------------------------
     model.eval()

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +143,41 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))              # atomic writes leave no temp files
 
 
+def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "wm_gym.cli", "train", "--data", str(data), "--out", str(out), "--preset", "tiny",
+            "--stage-steps", "flow=300", "--checkpoint-every", "20", "--device", "cpu", "--log-dir",
+            str(out.parent / "tb"), "--json", *extra]
+
+
+def test_a_killed_train_resumes_to_the_same_weights_bit_for_bit(wall_data, tmp_path):
+    """kill -9 a real `wm-gym train` in the middle of its flow stage (whose loss draws noise from torch's global
+    generator), resume it, and compare with an uninterrupted run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    straight = tmp_path / "straight.pt"
+    subprocess.run(_train_cmd(wall_data, straight), check=True, env=env, capture_output=True, timeout=600)
+    killed = tmp_path / "killed.pt"
+    state_file = killed.with_name(killed.name + ".train-state")
+    proc = subprocess.Popen(_train_cmd(wall_data, killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = None
+    deadline = time.time() + 600
+    while killed_at is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+        try:
+            state = torch.load(state_file, weights_only=False)
+        except (FileNotFoundError, EOFError, RuntimeError):
+            continue
+        if state["stage"] == "flow" and state["step"] >= 60:
+            proc.kill()
+            killed_at = state["step"]
+    proc.wait()
+    assert killed_at is not None and not killed.exists(), "the run finished before it could be killed mid-stage"
+    subprocess.run(_train_cmd(wall_data, killed, "--resume"), check=True, env=env, capture_output=True, timeout=600)
+    a, b = WorldModel.load(straight).state_dict(), WorldModel.load(killed).state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
 def test_resume_flag_needs_a_state_and_completed_runs_skip(wall_data, tiny_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="train-state"):
         train_world_model(TrainConfig(data=str(wall_data), out=str(tmp_path / "none.pt"), preset="tiny",
@@ -227,6 +263,8 @@ def test_torchrun_ddp_two_cpu_processes(wall_data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     model = WorldModel.load(out)
     assert model.meta.train_info["world_size"] == 2
+    digests = model.meta.train_info["replica_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]  # both replicas hold the same weights
 
 
 def test_init_from_reuses_encoder_and_latents_and_trains_dynamics(tiny_model, wall_data, tmp_path):

@@ -71,6 +71,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         history=args.history, frameskip=args.frameskip, action_labels=args.action_labels, seed=args.seed,
         device=args.device, resume=args.resume, log_dir=args.log_dir, progress=not args.json, init_from=args.init_from,
         adversarial=args.adversarial, precision=args.precision, compile=args.compile,
+        checkpoint_every=args.checkpoint_every,
         stage_overrides={name: {"steps": steps} for name, steps in map(_stage_steps, args.stage_steps or [])},
     )
     model = train_world_model(cfg)
@@ -104,6 +105,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repa-weight", type=float, default=0.0, help="Seq-Δ-REPA auxiliary loss weight (0 = off)")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every stage")
     p.add_argument("--stage-steps", action="append", metavar="STAGE=N", help="override one stage's steps, e.g. flow=1000")
+    p.add_argument("--checkpoint-every", type=int, default=None,
+                   help="steps between mid-stage checkpoints in OUT.train-state (default: 250)")
     p.add_argument("--encoder", default="conv", choices=["conv", "dinov2-vits14"])
     p.add_argument("--encoder-weights", default=None, help="DINOv2 weights file (dinov2_vits14_pretrain.pth)")
     p.add_argument("--history", type=int, default=1, help="feature frames the dynamics read")

@@ -6,18 +6,22 @@ draws its own batches from a generator seeded by (seed, rank), gradients are ave
 DDP, and only rank 0 writes logs and checkpoints.
 
 Resuming: the checkpoint holds every module's weights, the current stage's optimizer and
-batch-generator state and the step, so an interrupted run continues bit-for-bit where the
-last checkpoint left it.
+batch-generator state, the step, and every random stream the losses draw from (torch's, numpy's
+and Python's global generators, per rank, and the ``generators`` registered with the trainer,
+such as FGSM's), so an interrupted run continues bit-for-bit where the last checkpoint left it.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -105,7 +109,9 @@ class Trainer:
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved with checkpoints (e.g. stats)
     precision: str = "auto"                 # "auto": bf16 autocast on CUDA, fp32 elsewhere | "bf16" | "fp32"
     compile: str | None = None              # torch.compile backend for the loss (e.g. "inductor"); None = eager
+    generators: dict[str, torch.Generator] = field(default_factory=dict)  # more random streams to checkpoint
     _resume: dict[str, Any] | None = None
+    _rng_pending: bool = False              # a loaded checkpoint's random states wait for the next stage run
     _writer: Any = None
     history: dict[str, list[float]] = field(default_factory=dict)
 
@@ -130,6 +136,7 @@ class Trainer:
             module.load_state_dict(state["modules"][name])
         self.extra_state.update(state.get("extra", {}))
         self._resume = state
+        self._rng_pending = "rng" in state
         return True
 
     def stage_done(self, name: str) -> bool:
@@ -151,6 +158,8 @@ class Trainer:
         optim = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
         gen = torch.Generator().manual_seed(self.seed * 1000 + self.distributed.rank + hash_name(stage.name))
         start, curve = 0, []
+        if self._rng_pending:  # the first stage run after a resume continues the saved random streams
+            self._restore_rng(self._resume["rng"])
         if self._resume is not None and self._resume.get("stage") == stage.name:
             optim.load_state_dict(self._resume["optim"])
             gen.set_state(self._resume["generator"][self.distributed.rank])
@@ -192,11 +201,30 @@ class Trainer:
             group = "charts" if key in ("lr", "sps") else "losses"
             self._writer.add_scalar(f"{group}/{stage}/{key}", value, step)
 
+    def _rng_state(self) -> dict[str, Any]:
+        """This rank's random streams: the global torch / CUDA / numpy / Python generators and ``generators``."""
+        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "generators": {name: g.get_state() for name, g in self.generators.items()}}
+
+    def _restore_rng(self, per_rank: list[dict[str, Any]]) -> None:
+        state = per_rank[self.distributed.rank]
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+        if state["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        for name, g_state in state["generators"].items():
+            if name in self.generators:
+                self.generators[name].set_state(g_state)
+        self._rng_pending = False
+
     def _save(self, stage: str, step: int, optim, gen: torch.Generator, curve: list[float], done: bool) -> None:
-        gens = [gen.get_state()]
-        if self.distributed.enabled:  # every rank's sampler state, so each resumes its own stream
-            gens = [None] * self.distributed.world_size
+        gens, rngs = [gen.get_state()], [self._rng_state()]
+        if self.distributed.enabled:  # every rank's streams, so each resumes its own
+            gens, rngs = [None] * self.distributed.world_size, [None] * self.distributed.world_size
             dist.all_gather_object(gens, gen.get_state())
+            dist.all_gather_object(rngs, self._rng_state())
         if self.checkpoint is None or not self.distributed.is_main:
             return
         finished = list(self._resume["done"]) if self._resume else []
@@ -208,12 +236,25 @@ class Trainer:
             "step": step,
             "optim": None if done else optim.state_dict(),
             "generator": gens,
+            "rng": rngs,
             "curve": curve,
             "done": finished,
             "extra": self.extra_state,
         }
         atomic_torch_save(state, self.checkpoint)
         self._resume = state
+
+    def replica_digests(self, module: nn.Module) -> list[str]:
+        """SHA-256 of ``module``'s weights on every rank (one entry per rank): DDP replicas must agree."""
+        digest = hashlib.sha256()
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digests = [digest.hexdigest()]
+        if self.distributed.enabled:
+            digests = [None] * self.distributed.world_size
+            dist.all_gather_object(digests, digest.hexdigest())
+        return digests
 
     def close(self) -> None:
         if self._writer is not None:

@@ -109,6 +109,7 @@ class TrainConfig:
     precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | fp32
     compile: str | None = None       # torch.compile backend for each stage's loss (e.g. "inductor"); None = eager
     log_dir: str | None = None       # TensorBoard folder (default: runs/<out name>)
+    checkpoint_every: int | None = None  # steps between mid-stage checkpoints (default: each stage's own, 250)
     progress: bool = True
     stage_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"latent": {"lr": 1e-3}}
 
@@ -116,6 +117,8 @@ class TrainConfig:
         stage = PRESETS[self.preset].stages[name]
         if self.steps is not None:
             stage = replace(stage, steps=self.steps)
+        if self.checkpoint_every is not None:
+            stage = replace(stage, ckpt_every=self.checkpoint_every)
         return replace(stage, **self.stage_overrides.get(name, {}))
 
 
@@ -225,6 +228,8 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
     windows.features = model.normalize(raw.to(device)).half()
     losses = StageLosses(model, FGSM.from_windows(windows, labelled, model.scale_actions, cfg.seed)
                          if cfg.adversarial else None)
+    if losses.robust is not None:
+        trainer.generators["fgsm"] = losses.robust.generator
 
     # ----- stages: dynamics ------------------------------------------------------------------------
     if cfg.latent == "action":
@@ -257,7 +262,7 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
         "episodes": n_eps, "train_episodes": len(train_eps), "val_episodes": val_eps.tolist(),
         "labelled_episodes": len(labelled), "action_labels": cfg.action_labels, "seed": cfg.seed,
         "adversarial": cfg.adversarial,
-        "world_size": dist.world_size, "device": str(device),
+        "world_size": dist.world_size, "device": str(device), "replica_digests": trainer.replica_digests(model),
         "final_loss": {k: float(np.mean(v[-20:])) for k, v in trainer.history.items() if v},
         "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
     }

@@ -279,6 +279,26 @@ def test_step_before_reset_raises(world):
         make_vec(world, 2).step(np.zeros((2, 10), np.float32))
 
 
+def test_bad_settings_fail_at_construction_naming_the_field(world):
+    from wm_gym.imagine import ImagineConfig
+
+    for bad, field in ((dict(mode="teleport"), "mode"), (dict(task="dance"), "task"), (dict(metric="l3"), "metric"),
+                       (dict(action_space="joystick"), "action_space"), (dict(split="test"), "split"),
+                       (dict(horizon=0), "horizon"), (dict(scale=-1.0), "scale")):
+        with pytest.raises(ValueError, match=field):
+            make(world, **bad)  # before any reset or step (mode used to be checked only at the first step)
+    with pytest.raises(TypeError, match="unknown imagination env argument"):
+        make(world, horizn=5)
+    config = ImagineConfig.from_kwargs(model=str(world.path), device="cpu", horizon=4, action_space="latent")
+    assert config.actions == "latent"
+    by_config = WMImagineVectorEnv(num_envs=2, config=config)
+    by_kwargs = make_vec(world, 2, horizon=4, action_space="latent")
+    assert by_config.config == by_kwargs.config and by_config.horizon == by_kwargs.horizon == 4
+    assert by_config.single_action_space == by_kwargs.single_action_space  # the Gymnasium attribute is a Box
+    with pytest.raises(TypeError, match="not both"):
+        WMImagineVectorEnv(num_envs=2, config=config, horizon=3)
+
+
 # ----- rewards ------------------------------------------------------------------------------------
 def test_goal_reward_is_minus_feature_distance_to_the_goal(world, model):
     env = make(world, reward="goal", metric="l1", scale=1.0, success_threshold=NO_SUCCESS)

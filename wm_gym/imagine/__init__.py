@@ -1,4 +1,5 @@
 """Imagination environments: a world model as a Gymnasium env (single, batched, SB3 VecEnv)."""
+from wm_gym.imagine.config import ImagineConfig
 from wm_gym.imagine.env import WMImagineEnv
 from wm_gym.imagine.vector_env import WMImagineVectorEnv
 
@@ -10,4 +11,4 @@ def make_sb3_vec_env(*args, **kwargs):
     return make(*args, **kwargs)
 
 
-__all__ = ["WMImagineEnv", "WMImagineVectorEnv", "make_sb3_vec_env"]
+__all__ = ["ImagineConfig", "WMImagineEnv", "WMImagineVectorEnv", "make_sb3_vec_env"]

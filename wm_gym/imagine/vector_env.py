@@ -36,12 +36,11 @@ from wm_gym.envs.action_chunk import chunk_space
 from wm_gym.envs.registration import sim_spec
 from wm_gym.envs.row_seeds import reseed_rows
 from wm_gym.envs.validation import check_action
+from wm_gym.imagine.config import ImagineConfig
 from wm_gym.rewards import feature_distance, make_reward
 from wm_gym.world_model import WorldModel
-from wm_gym.zoo import DEFAULT, load_model
+from wm_gym.zoo import load_model
 
-TASKS = ("goal", "demo")
-ACTION_SPACES = ("sim", "latent")
 LATENT_BOUND = 3.0  # latent actions are standardised z, clipped to ±3 std
 
 
@@ -87,66 +86,48 @@ def push_history(history: Tensor | None, features: Tensor, h: int) -> Tensor:
 class WMImagineVectorEnv(VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 5, "autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        model: str | Path | WorldModel = DEFAULT,
-        task: str = "goal",
-        reward: Any = "demo",
-        metric: str = "l1",
-        scale: float | None = None,
-        horizon: int | None = None,
-        split: str = "train",
-        action_space: str = "sim",
-        mode: str = "controller",
-        flow_steps: int | None = None,
-        success_threshold: float | None = None,
-        demos: Any = None,
-        device: str = "auto",
-        render_mode: str | None = "rgb_array",
-        autoreset: bool = True,
-    ):
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        if action_space not in ACTION_SPACES:
-            raise ValueError(f"action_space must be one of {ACTION_SPACES}, got {action_space!r}")
+    def __init__(self, num_envs: int = 1, config: ImagineConfig | None = None, render_mode: str | None = "rgb_array",
+                 autoreset: bool = True, **kwargs: Any):
+        """``config`` (an :class:`ImagineConfig`) or its fields as keyword arguments, e.g. ``model="wall"``."""
+        if config is not None and kwargs:
+            raise TypeError(f"give either config= or keyword arguments, not both (got {sorted(kwargs)})")
+        self.config = config if config is not None else ImagineConfig.from_kwargs(**kwargs)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        self.model = load_model(model, device).eval()
+        cfg = self.config
+        self.model = load_model(cfg.model, cfg.device).eval()
         self.device = self.model.device
-        self.num_envs, self.task, self.mode, self.flow_steps = int(num_envs), task, mode, flow_steps
-        self.render_mode, self.autoreset = render_mode, autoreset
-        self.reward_fn = make_reward(reward, metric=metric, scale=scale)
+        self.num_envs, self.render_mode, self.autoreset = int(num_envs), render_mode, autoreset
+        self.reward_fn = make_reward(cfg.reward, metric=cfg.metric, scale=cfg.scale)
         self.success_metric = self.model.meta.success_metric
-        self.success_threshold = success_threshold if success_threshold is not None else self.model.meta.success_threshold
+        self.success_threshold = cfg.success_threshold if cfg.success_threshold is not None else self.model.meta.success_threshold
         if self.success_threshold is None:
             gym.logger.warn("the world model has no calibrated success threshold: episodes only end at the horizon "
                             "(run `wm-gym calibrate`)")
 
         # The demo bank, encoded once with the model's own encoder.
-        self.bank = load_demo_bank(demos, self.model)
-        self.split_rows = self.bank.indices(split)
+        self.bank = load_demo_bank(cfg.demos, self.model)
+        self.split_rows = self.bank.indices(cfg.split)
         m, t1 = self.bank.frames.shape[:2]
         feats = self.model.encode(torch.from_numpy(self.bank.frames.reshape(m * t1, *self.bank.frames.shape[2:])))
         self.demo_features = feats.reshape(m, t1, self.model.n_tokens, self.model.dim)  # [M, T+1, N, C]
         self.demo_lengths = torch.as_tensor(self.bank.lengths, device=self.device)
         sim = sim_spec(self.model.meta.env_id or self.model.meta.sim) if self.model.meta.sim else None
         default_horizon = sim.max_episode_steps // self.model.config.frameskip if sim else int(self.bank.lengths.max())
-        self.horizon = int(horizon or default_horizon)
+        self.horizon = int(cfg.horizon or default_horizon)
 
         # Spaces: flat feature history + target; the real action chunk or a standardised latent action.
         n_feat, h = self.model.n_tokens * self.model.dim, self.model.config.history
         self.single_observation_space = spaces.Box(-np.inf, np.inf, ((h + 1) * n_feat,), np.float32)
-        if action_space == "sim":
+        if cfg.actions == "sim":
             low = np.asarray(self.model.meta.action_low or [-1.0] * self.model.config.sim_action_dim, np.float32)
             high = np.asarray(self.model.meta.action_high or [1.0] * self.model.config.sim_action_dim, np.float32)
             self.single_action_space = chunk_space(spaces.Box(low, high, dtype=np.float32), self.model.config.frameskip)
         else:
             self.z_mean, self.z_std = self._latent_stats()
             self.single_action_space = spaces.Box(-LATENT_BOUND, LATENT_BOUND, (self.z_mean.numel(),), np.float32)
-        self.action_kind = action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
@@ -210,11 +191,12 @@ class WMImagineVectorEnv(VectorEnv):
 
     # ----- imagination ------------------------------------------------------------------------------
     def _imagine(self, a: Tensor) -> Tensor:
-        if self.action_kind == "latent":
+        if self.config.actions == "latent":
             z = (a * self.z_std.flatten() + self.z_mean.flatten()).view(-1, *self.z_mean.shape)
             return self.model.snap(self.model.step_latent(self.s_hist[:, -1], z))
-        noise = self._flow_noise() if self.mode == "flow" and self.model.flow is not None else None
-        return self.model.step(self.s_hist, a, mode=self.mode, flow_steps=self.flow_steps, noise=noise)
+        mode = self.config.mode
+        noise = self._flow_noise() if mode == "flow" and self.model.flow is not None else None
+        return self.model.step(self.s_hist, a, mode=mode, flow_steps=self.config.flow_steps, noise=noise)
 
     def _flow_noise(self) -> Tensor:
         """Per-row flow noise from each row's generator, so rows match single envs exactly."""
@@ -291,7 +273,7 @@ class WMImagineVectorEnv(VectorEnv):
 
     def _target(self) -> Tensor:
         """[B, N, C]: what the policy is shown: the goal, or the demo's next frame."""
-        if self.task == "goal":
+        if self.config.task == "goal":
             return self._goal()
         t = torch.minimum(self.steps + 1, self.demo_len)
         return self.demo[torch.arange(self.num_envs, device=self.device), t]

@@ -1,0 +1,116 @@
+"""The agent table of one zoo model: real success of the demo recorder and of agents trained in imagination.
+
+Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/real_episodes.py``):
+
+* the sim's noisy expert, the policy that recorded the demos (the ceiling of cloning);
+* behaviour cloning on the model's demo bank only (0 imagined steps);
+* BC + PPO in imagination (the `train-agent` defaults);
+* PPO from scratch in imagination (no cloning).
+
+Agents are trained once into ``--out`` and reused on a re-run (delete a zip to retrain it), so
+the script resumes after an interruption. Each figure comes with its 95 % Wilson interval.
+
+    python benchmarks/agent_table.py --model wall --episodes 200 --seed 1000 --budgets default dino-wm
+
+Writes ``OUT/table.json`` and ``OUT/table.md`` and prints the markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+import wm_gym  # noqa: F401  (registers the sims)
+from wm_gym.agents.evaluate import evaluate_agent
+from wm_gym.agents.train_agent import AgentConfig, train_agent
+from wm_gym.envs import sim_spec
+from wm_gym.envs.policies import make_policy
+from wm_gym.real_episodes import Budget, make_budget, wilson_interval
+from wm_gym.zoo import load_model
+
+#: name -> (label, AgentConfig overrides). The imagined-step budget is --ppo-steps.
+AGENTS = {
+    "bc": ("behaviour cloning on the bank's demos", dict(steps=0)),
+    "bc-ppo": ("BC + PPO in imagination (defaults)", dict()),
+    "scratch": ("PPO from scratch in imagination", dict(bc_data=None, log_std_init=0.0)),
+}
+
+
+def expert_success(env_id: str, seeds: list[int], budget: Budget, policy: str = "noisy-expert") -> dict:
+    """The collection policy's success on ``seeds`` under ``budget`` (success checked as the budget says)."""
+    env = gym.make(env_id).unwrapped
+    wins = 0
+    for seed in seeds:
+        obs, info = env.reset(seed=seed)
+        act = make_policy(env, policy, np.random.default_rng(seed))
+        act.reset(obs, info)
+        for step in range(1, budget.sim_steps + 1):
+            obs, _, _, _, info = env.step(act(obs, info))
+            if step % budget.check_every == 0 and info["is_success"]:
+                wins += 1
+                break
+    env.close()
+    return {"success_rate": wins / len(seeds), "success_ci95": list(wilson_interval(wins, len(seeds))),
+            "episodes": len(seeds)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="wall", help="zoo name or world-model file")
+    parser.add_argument("--episodes", type=int, default=200, help="fresh real episodes per cell")
+    parser.add_argument("--seed", type=int, default=1000, help="episode i resets with seed + i")
+    parser.add_argument("--budgets", nargs="+", default=["default", "dino-wm"],
+                        help="default (the sim's episode length) | dino-wm | swm | STEPS")
+    parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
+    parser.add_argument("--ppo-steps", type=int, default=61_440, help="imagined agent steps of the PPO rows")
+    parser.add_argument("--agent-seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="folder for agents and the table (default: out/agent_table/MODEL)")
+    args = parser.parse_args()
+    out = Path(args.out or f"out/agent_table/{Path(args.model).stem}")
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(args.model, "cpu")
+    env_id, fs = model.meta.env_id, model.config.frameskip
+    seeds = [args.seed + i for i in range(args.episodes)]
+    budgets = [make_budget(None if b == "default" else b, fs, sim_spec(env_id).max_episode_steps) for b in args.budgets]
+
+    rows: dict[str, dict] = {"expert": {"label": "noisy expert (recorded the demos)", "imagined_steps": 0}}
+    for name in args.agents:
+        label, overrides = AGENTS[name]
+        path = out / f"{name}.zip"
+        config = AgentConfig(model=str(args.model), out=str(path), steps=args.ppo_steps, num_envs=128, n_steps=32,
+                             seed=args.agent_seed, device="cpu", log_dir=str(out / "tb" / name), **overrides)
+        started = time.perf_counter()
+        if not path.exists():
+            train_agent(config)
+        rows[name] = {"label": label, "imagined_steps": config.steps, "agent": str(path),
+                      "train_seconds": round(time.perf_counter() - started, 1)}
+    for budget in budgets:
+        rows["expert"][budget.name] = expert_success(env_id, seeds, budget)
+        for name in args.agents:
+            result = evaluate_agent(out / f"{name}.zip", episodes=args.episodes, seed=args.seed, device="cpu",
+                                    budget=budget)
+            result.pop("per_episode")
+            rows[name][budget.name] = result
+
+    table = {"model": str(args.model), "env": env_id, "episodes": args.episodes, "seeds": [seeds[0], seeds[-1]],
+             "budgets": [b.name for b in budgets], "rows": rows}
+    (out / "table.json").write_text(json.dumps(table, indent=1))
+    header = "| agent | imagined steps | " + " | ".join(f"real success, {b.name} (95 % CI)" for b in budgets) + " |"
+    lines = [header, "|" + "---|" * (2 + len(budgets))]
+    for row in rows.values():
+        cells = [f"{row[b.name]['success_rate']:.3f} ({row[b.name]['success_ci95'][0]:.3f}–"
+                 f"{row[b.name]['success_ci95'][1]:.3f})" for b in budgets]
+        lines.append(f"| {row['label']} | {row['imagined_steps']:,} | " + " | ".join(cells) + " |")
+    markdown = "\n".join(lines)
+    (out / "table.md").write_text(markdown + "\n")
+    print(markdown)
+    print(json.dumps({"table": str(out / "table.json"), "env": env_id, "episodes": args.episodes,
+                      "seeds": f"{seeds[0]}-{seeds[-1]}"}))
+
+
+if __name__ == "__main__":
+    main()

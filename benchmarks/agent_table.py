@@ -81,8 +81,9 @@ def main() -> None:
     for name in args.agents:
         label, overrides = AGENTS[name]
         path = out / f"{name}.zip"
-        config = AgentConfig(model=str(args.model), out=str(path), steps=args.ppo_steps, num_envs=128, n_steps=32,
-                             seed=args.agent_seed, device="cpu", log_dir=str(out / "tb" / name), **overrides)
+        settings = dict(model=str(args.model), out=str(path), steps=args.ppo_steps, num_envs=128, n_steps=32,
+                        seed=args.agent_seed, device="cpu", log_dir=str(out / "tb" / name))
+        config = AgentConfig(**{**settings, **overrides})
         started = time.perf_counter()
         if not path.exists():
             train_agent(config)

@@ -4,8 +4,8 @@
    rollouts with the video-aligned reward. No simulator step is taken.
 2. The agent is evaluated in the real Wall sim (render → encoder → policy → action chunk) on
    fresh seeds, and the success rate is printed.
-3. out/demo/ gets the learning curve (PNG) and an mp4 of one episode played twice from the
-   same start and goal: in the real sim and in imagination, side by side.
+3. out/demo/ gets the learning curve (PNG) and an mp4 (and a PNG filmstrip) of one episode
+   played twice from the same start and goal: in the real sim and in imagination, side by side.
 
     python examples/demo.py --steps 61440 --episodes 50 --out out/demo
 """
@@ -25,7 +25,7 @@ from wm_gym.data.collect import make_sim
 from wm_gym.envs.action_chunk import ActionChunk
 from wm_gym.imagine import WMImagineEnv
 from wm_gym.imagine.vector_env import policy_observation, push_history
-from wm_gym.media import side_by_side, write_mp4
+from wm_gym.media import side_by_side, write_filmstrip, write_mp4
 
 
 def real_vs_imagined_video(agent_path: Path, model: str, seed: int, out: Path) -> str:
@@ -53,6 +53,7 @@ def real_vs_imagined_video(agent_path: Path, model: str, seed: int, out: Path) -
             im_obs, _, imag_done, truncated, _ = imagined.step(action)
             imag_done = imag_done or truncated
         frames.append(side_by_side(obs["pixels"], imagined.render()[:, :64], goal))
+    write_filmstrip(out / "real_vs_imagined.png", np.stack(frames))  # the README's picture
     return write_mp4(out / "real_vs_imagined.mp4", np.stack(frames), fps=3)
 
 

@@ -1,6 +1,7 @@
 """Re-create a shipped zoo model (wm_gym/zoo/NAME.pt) from scratch, on the CPU or a GPU.
 
-Every step is a `wm-gym` command, so each can be re-run or resumed on its own:
+Every step is a `wm-gym` command, so each can be re-run or resumed on its own; re-running the
+script after an interruption resumes it (collection continues, training passes `--resume`):
 
 1. collect random episodes (the world model's training data) and a held-out set at a fresh seed;
 2. train the world model (`--preset small`: about 25 min on 2 CPU cores; `--preset fast` for wall-fast);
@@ -28,6 +29,11 @@ RECIPES = {
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small"),
     "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small"),
 }
+
+
+def resume_flag(out: Path) -> list[str]:
+    """``--resume`` when ``out``'s training state exists: an interrupted recipe continues where it stopped."""
+    return ["--resume"] if Path(str(out) + ".train-state").exists() else []
 
 
 def run(*args: str) -> dict:
@@ -65,9 +71,10 @@ def main() -> None:
         "--policy", "noisy-expert", "--seed", "3", "--workers", str(args.workers))
     base, tuned = d / f"{sim}-rla-{preset}.pt", d / f"{sim}-rla-{preset}-ft.pt"
     run("train", "--data", str(d / f"{sim}-random"), "--out", str(base), "--preset", preset, "--latent", "rla",
-        "--device", args.device, *base_steps)
+        "--device", args.device, *base_steps, *resume_flag(base))
     run("train", "--data", str(d / f"{sim}-expert"), "--out", str(tuned), "--preset", preset, "--latent", "rla",
-        "--history", str(r["history"]), "--init-from", str(base), "--stage-steps", "flow=1000", "--device", args.device)
+        "--history", str(r["history"]), "--init-from", str(base), "--stage-steps", "flow=1000", "--device", args.device,
+        *resume_flag(tuned))
     calibration = run("calibrate", "--model", str(tuned), "--data", str(d / f"{sim}-heldout"),
                       "--demos", str(d / f"{sim}-expert"), "--demo-episodes", str(r["bank"]))
     from wm_gym.world_model import WorldModel

@@ -25,9 +25,10 @@ from pathlib import Path
 RECIPES = {
     # random episodes, held-out episodes, noisy-expert demos (fine-tuning and the bank), demos in the bank,
     # the dynamics' history (PointMaze's ball has momentum: one frame cannot show its velocity), and the
-    # model size (`--preset fast --name wall-fast` makes the CPU-speed model)
-    "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small"),
-    "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small"),
+    # model size (`--preset fast --name wall-fast` makes the CPU-speed model), and the random-data model's own
+    # flow and controller steps (the demo stage retrains both, so the base model's are kept short)
+    "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small", base_dynamics=100),
+    "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100),
 }
 
 
@@ -53,7 +54,7 @@ def main() -> None:
                         help="world-model size (`wm-gym train --preset`; default: the recipe's)")
     parser.add_argument("--name", default=None, help="zoo entry to write (default: the sim's name), e.g. wall-fast")
     parser.add_argument("--base-dynamics-steps", type=int, default=None,
-                        help="flow and controller steps of the random-data model (default: the preset's); "
+                        help="flow and controller steps of the random-data model (default: the recipe's, 100); "
                         "the demo stage retrains both, so a short run only skips that model's own dynamics")
     args = parser.parse_args()
     r, d, sim = RECIPES[args.sim], Path(args.data), args.sim
@@ -62,8 +63,8 @@ def main() -> None:
 
     if name not in MODELS:
         parser.error(f"--name must be a zoo entry ({', '.join(MODELS)}), got {name!r}")
-    base_steps = [] if args.base_dynamics_steps is None else [
-        "--stage-steps", f"flow={args.base_dynamics_steps}", "--stage-steps", f"controller={args.base_dynamics_steps}"]
+    base_dynamics = args.base_dynamics_steps if args.base_dynamics_steps is not None else r["base_dynamics"]
+    base_steps = ["--stage-steps", f"flow={base_dynamics}", "--stage-steps", f"controller={base_dynamics}"]
     run("collect", "--env", sim, "--episodes", str(r["episodes"]), "--out", str(d / f"{sim}-random"),
         "--seed", "0", "--workers", str(args.workers))
     run("collect", "--env", sim, "--episodes", str(r["heldout"]), "--out", str(d / f"{sim}-heldout"), "--seed", "1")

@@ -87,9 +87,9 @@ def test_rollout_shapes_and_gradient_wrt_actions(tiny_model):
         model.step(s, torch.zeros(3, 2))
     # Re-projection (decode → re-encode) is on by default for conv models and changes the prediction.
     assert model.reprojects
-    raw = model.step_latent(s[:, -1], model.controller(s, model.scale_actions(actions[:, 0].detach())))
-    torch.testing.assert_close(model.step(s, actions[:, 0].detach()), model.reproject(raw))
-    assert not torch.allclose(raw, model.reproject(raw))
+    raw = model.decode_latent(s[:, -1], model.controller(s, model.scale_actions(actions[:, 0].detach())))
+    torch.testing.assert_close(model.step(s, actions[:, 0].detach()), model.project_to_frames(raw))
+    assert not torch.allclose(raw, model.project_to_frames(raw))
     flow_a = model.step(s, actions[:, 0].detach(), mode="flow", noise=torch.zeros(3, 4, 8))
     flow_b = model.step(s, actions[:, 0].detach(), mode="flow", noise=torch.zeros(3, 4, 8))
     assert torch.equal(flow_a, flow_b)

@@ -102,8 +102,8 @@ def leakage_test(model: WorldModel, s_t: Tensor, s_next: Tensor, episode: np.nda
     rng = np.random.default_rng(0)
     other = [rng.choice(np.flatnonzero(episode != e)) for e in episode]  # every pair is a true cut
     cut = s_next[torch.as_tensor(np.array(other))]
-    real = _mse(model.step_latent(s_t, model.latent_action(s_t, s_next)), s_next)
-    cut_err = _mse(model.step_latent(s_t, model.latent_action(s_t, cut)), cut)
+    real = _mse(model.decode_latent(s_t, model.latent_action(s_t, s_next)), s_next)
+    cut_err = _mse(model.decode_latent(s_t, model.latent_action(s_t, cut)), cut)
     return {"real_mse": real, "cut_mse": cut_err, "cut_copy_last_mse": _mse(s_t, cut),
             "ratio": cut_err / max(real, 1e-12)}
 
@@ -133,7 +133,7 @@ def transfer_test(model: WorldModel, data, windows: FeatureWindows, rng: np.rand
     dev = model.device
     z_a = model.latent_action(batch_a["s_hist"][:, -1].to(dev), batch_a["targets"][:, 0].to(dev))
     s_b = batch_b["s_hist"].to(dev)
-    transferred = model.step_latent(s_b[:, -1], z_a).cpu()
+    transferred = model.decode_latent(s_b[:, -1], z_a).cpu()
     controlled = model.step(s_b, batch_a["actions"][:, 0].to(dev)).cpu()
     return {"transfer_mse": _mse(transferred, s_true), "controller_mse": _mse(controlled, s_true),
             "copy_last_mse": _mse(s_b[:, -1].cpu(), s_true)}

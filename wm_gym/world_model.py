@@ -101,6 +101,8 @@ class WorldModel(nn.Module):
         self.register_buffer("action_high", high.repeat(config.frameskip).float())
         shared = dict(n_tokens=n, dim=c, history=config.history, action_dim=config.action_dim)
         self.bank: DemoBank | None = None  # demos for imagination envs (starts, goals, aligned rewards)
+        self.precision = "auto"  # dynamics autocast: "auto" (bf16 on CUDA, fp32 elsewhere) | "bf16" | "fp32"
+        self._compiled = self._dynamics_step  # the dynamics call, replaced by compile_dynamics()
         self.latent_model: LatentActionAutoencoder | None = None
         self.flow: FlowDynamics | None = None
         self.controller: Controller | None = None
@@ -149,10 +151,11 @@ class WorldModel(nn.Module):
 
     @property
     def reprojects(self) -> bool:
-        """Whether rollouts snap predictions back onto encodable frames (needs a decoding encoder)."""
+        """``config.reproject``, where the encoder can do it (it needs a pixel decoder): rollouts then snap
+        every prediction back onto encodable frames with :meth:`project_to_frames`."""
         return self.config.reproject and hasattr(self.encoder, "decode") and hasattr(self.encoder, "encode_images")
 
-    def reproject(self, s: Tensor) -> Tensor:
+    def project_to_frames(self, s: Tensor) -> Tensor:
         """ŝ → φ(decode(ŝ)), differentiable: keeps open-loop rollouts on the manifold of real frames.
 
         Without it small errors compound off-distribution (on Wall, horizon-5 error vs copy-last
@@ -170,28 +173,22 @@ class WorldModel(nn.Module):
         """z [B, K, d] that explains s_t → s_next (the latent model's encoder)."""
         return self._latent().encode(s_t, s_next)
 
-    def step_latent(self, s_t: Tensor, z: Tensor) -> Tensor:
-        """Apply a latent action: ŝ_{t+1} = D(s_t, z), [B, N, C]."""
+    def decode_latent(self, s_t: Tensor, z: Tensor) -> Tensor:
+        """Apply a latent action: ŝ_{t+1} = D(s_t, z), [B, N, C] (not re-projected)."""
         return self._latent().decode(s_t, z)
 
     def step(self, s_hist: Tensor, actions: Tensor, mode: str = "controller", flow_steps: int | None = None,
              noise: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """One model step: s_hist [B, H, N, C] + action chunks [B, A] (sim units) → ŝ [B, N, C].
+        """One model step: s_hist [B, H, N, C] + action chunks [B, A] in sim units → ŝ [B, N, C].
 
         ``mode="controller"`` is deterministic and differentiable w.r.t. ``actions`` (planning);
         ``mode="flow"`` samples z with the flow model (``noise=zeros`` → its deterministic mean).
-        The ``action`` baseline has a single deterministic mode.
+        The ``action`` baseline has a single deterministic mode. ``step`` = ``rollout`` of one chunk.
         """
-        check_shape(s_hist, "s_hist", B=None, H=self.config.history, N=self.n_tokens, C=self.dim)
         check_shape(actions, "actions", B=s_hist.shape[0], A=self.config.action_dim)
-        a = self.scale_actions(actions)
-        with self.autocast():
-            s_next = self.snap(self._predict(s_hist, a, mode, steps=flow_steps, noise=noise, generator=generator))
-        return s_next.float()
+        return self.rollout(s_hist, actions[:, None], mode, flow_steps=flow_steps, noise=noise, generator=generator)[:, 0]
 
     # ----- speed: bf16 autocast and torch.compile ---------------------------------------------------
-    precision: str = "auto"  # "auto" (bf16 on CUDA, fp32 elsewhere) | "bf16" | "fp32"
-
     @property
     def uses_bf16(self) -> bool:
         return use_bf16(self.precision, self.device)
@@ -202,23 +199,17 @@ class WorldModel(nn.Module):
 
     def compile_dynamics(self, backend: str = "inductor", **kwargs) -> "WorldModel":
         """torch.compile the dynamics step (optional; weights and files are unchanged). Returns self."""
-        self._predict = torch.compile(self.predict, backend=backend, **kwargs)
+        self._compiled = torch.compile(self._dynamics_step, backend=backend, **kwargs)
         return self
 
-    def _predict(self, *args, **kwargs) -> Tensor:  # replaced by the compiled function after ``compile_dynamics()``
-        return self.predict(*args, **kwargs)
-
-    def predict(self, s_hist: Tensor, a: Tensor, mode: str = "controller", **flow_kwargs) -> Tensor:
-        """The dynamics alone: s_hist and *scaled* action chunks a ∈ [−1, 1] → ŝ_{t+1}, not re-projected.
-
-        What one-step training and fine-tuning fit (``step`` = scale, ``predict``, ``snap``).
-        """
+    def _dynamics_step(self, s_hist: Tensor, a: Tensor, mode: str = "controller", **flow_kwargs) -> Tensor:
+        """The dynamics alone: s_hist and *scaled* action chunks a ∈ [−1, 1] → ŝ_{t+1}, not re-projected."""
         if self.predictor is not None:
             return self.predictor(s_hist, a)
         if mode == "controller":
-            return self.step_latent(s_hist[:, -1], self.controller(s_hist, a))
+            return self.decode_latent(s_hist[:, -1], self.controller(s_hist, a))
         if mode == "flow":
-            return self.step_latent(s_hist[:, -1], self.flow.sample(s_hist, a, **flow_kwargs))
+            return self.decode_latent(s_hist[:, -1], self.flow.sample(s_hist, a, **flow_kwargs))
         raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
 
     @property
@@ -232,19 +223,29 @@ class WorldModel(nn.Module):
 
     def snap(self, s: Tensor) -> Tensor:
         """A predicted state as the next rollout input: re-projected when the model does that."""
-        return self.reproject(s) if self.reprojects else s
+        return self.project_to_frames(s) if self.reprojects else s
 
-    def rollout(self, s_hist: Tensor, actions: Tensor, mode: str = "controller", **step_kwargs) -> Tensor:
-        """Open-loop rollout: s_hist [B, H, N, C], actions [B, T, A] → predictions [B, T, N, C].
+    def rollout(self, s_hist: Tensor, actions: Tensor, mode: str = "controller", *, scaled: bool = False,
+                snap_last: bool = True, flow_steps: int | None = None, noise: Tensor | None = None,
+                generator: torch.Generator | None = None) -> Tensor:
+        """Open loop: s_hist [B, H, N, C], action chunks [B, T, A] → predictions [B, T, N, C].
 
-        Each prediction is fed back as the newest history frame.
+        Actions are in sim units, or already scaled to [−1, 1] with ``scaled=True`` (training
+        batches). Each prediction is snapped (re-projected, when the model does that) and fed
+        back as the newest history frame; ``snap_last=False`` returns the last one raw, as
+        one-step training fits it.
         """
+        check_shape(s_hist, "s_hist", B=None, H=self.config.history, N=self.n_tokens, C=self.dim)
         check_shape(actions, "actions", B=s_hist.shape[0], T=None, A=self.config.action_dim)
+        a = actions if scaled else self.scale_actions(actions)
         preds = []
-        for t in range(actions.shape[1]):
-            s_next = self.step(s_hist, actions[:, t], mode=mode, **step_kwargs)
-            preds.append(s_next)
-            s_hist = torch.cat([s_hist[:, 1:], s_next[:, None]], dim=1)
+        with self.autocast():
+            for t in range(a.shape[1]):
+                s_next = self._compiled(s_hist, a[:, t], mode, steps=flow_steps, noise=noise, generator=generator)
+                if snap_last or t < a.shape[1] - 1:
+                    s_next = self.snap(s_next)
+                preds.append(s_next.float())
+                s_hist = torch.cat([s_hist[:, 1:], preds[-1][:, None]], dim=1)
         return torch.stack(preds, dim=1)
 
     def _latent(self) -> LatentActionAutoencoder:

@@ -193,7 +193,7 @@ class WMImagineVectorEnv(VectorEnv):
     def _imagine(self, a: Tensor) -> Tensor:
         if self.config.actions == "latent":
             z = (a * self.z_std.flatten() + self.z_mean.flatten()).view(-1, *self.z_mean.shape)
-            return self.model.snap(self.model.step_latent(self.s_hist[:, -1], z))
+            return self.model.snap(self.model.decode_latent(self.s_hist[:, -1], z))
         mode = self.config.mode
         noise = self._flow_noise() if mode == "flow" and self.model.flow is not None else None
         return self.model.step(self.s_hist, a, mode=mode, flow_steps=self.config.flow_steps, noise=noise)

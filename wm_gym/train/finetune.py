@@ -124,14 +124,8 @@ def rollout_error(model: WorldModel, s_hist: Tensor, a: Tensor, targets: Tensor)
 
     One step: the raw prediction. Several: open loop through ``snap``, exactly as planners roll out.
     """
-    if a.shape[1] == 1:
-        err = model.predict(s_hist, a[:, 0]) - targets[:, 0]
-    else:
-        preds = []
-        for t in range(a.shape[1]):
-            preds.append(model.snap(model.predict(s_hist, a[:, t])))
-            s_hist = torch.cat([s_hist[:, 1:], preds[-1][:, None]], dim=1)
-        err = torch.stack(preds, dim=1) - targets
+    preds = model.rollout(s_hist, a, scaled=True, snap_last=a.shape[1] > 1)
+    err = preds - targets
     return err.pow(2).mean(), {"mse": float(err.detach().pow(2).mean())}
 
 

@@ -70,10 +70,10 @@ class Planner(ABC):
     """Shared plumbing: observation parsing, history, warm start, open-loop queue, timing."""
 
     def __init__(self, model: WorldModel, config: PlannerConfig | None = None, value: ValueFunction | None = None):
-        self.model, self.cfg, self.value = model.eval(), config or PlannerConfig(), value
-        if self.cfg.horizon < 1 or not 1 <= self.cfg.execute <= self.cfg.horizon:
-            raise ValueError(f"need horizon >= 1 and 1 <= execute <= horizon, got {self.cfg.horizon} and {self.cfg.execute}")
-        self.generator = torch.Generator(device=model.device).manual_seed(self.cfg.seed)
+        self.model, self.config, self.value = model.eval(), config or PlannerConfig(), value
+        if self.config.horizon < 1 or not 1 <= self.config.execute <= self.config.horizon:
+            raise ValueError(f"need horizon >= 1 and 1 <= execute <= horizon, got {self.config.horizon} and {self.config.execute}")
+        self.generator = torch.Generator(device=model.device).manual_seed(self.config.seed)
         self.plan_seconds: list[float] = []
         self.reset()
 
@@ -99,11 +99,11 @@ class Planner(ABC):
             plan = self.plan(self._hist, goal, self._warm)
             self.plan_seconds.append(time.perf_counter() - started)
             u = plan[:, 0]
-            k = self.cfg.execute if self.cfg.mpc else 1  # open loop keeps its one-step shift
+            k = self.config.execute if self.config.mpc else 1  # open loop keeps its one-step shift
             self._warm = torch.cat([plan[:, k:], plan[:, -1:].expand(-1, k, -1)], dim=1)  # shift by what runs
-            self._queue = plan[:, 1:self.cfg.execute] if self.cfg.mpc else plan[:, 1:]
+            self._queue = plan[:, 1:self.config.execute] if self.config.mpc else plan[:, 1:]
             with torch.no_grad():  # the plan's imagined future, for planned-vs-real videos
-                predicted = self.model.rollout(self._hist, self.to_sim(plan), mode=self.cfg.mode)
+                predicted = self.model.rollout(self._hist, self.to_sim(plan), mode=self.config.mode)
             self.expected, self._planned = predicted[:, 0], predicted[:, 1:]
         actions = self.to_sim(u).detach().cpu().numpy()
         return (actions[0] if single else actions), None
@@ -120,14 +120,14 @@ class Planner(ABC):
     # ----- shared pieces -----------------------------------------------------------------------------
     def cost(self, s_hist: Tensor, goal: Tensor, u: Tensor) -> Tensor:
         """Goal cost [B] of normalised plans u [B, T, A] (differentiable)."""
-        preds = self.model.rollout(s_hist, self.to_sim(u), mode=self.cfg.mode)  # [B, T, N, C]
+        preds = self.model.rollout(s_hist, self.to_sim(u), mode=self.config.mode)  # [B, T, N, C]
         t = u.shape[1]
-        weights = self.cfg.decay ** torch.arange(t - 1, -1, -1, device=u.device, dtype=preds.dtype)
-        per_frame = goal_cost(preds, goal[:, None].expand_as(preds), self.cfg.scales)  # [B, T]
+        weights = self.config.decay ** torch.arange(t - 1, -1, -1, device=u.device, dtype=preds.dtype)
+        per_frame = goal_cost(preds, goal[:, None].expand_as(preds), self.config.scales)  # [B, T]
         cost = (per_frame * weights).sum(1)
         if self.value is not None:  # cost-to-go from the plan's last H frames, as the agent would see them
             last = torch.cat([s_hist, preds], dim=1)[:, -self.model.config.history:]
-            cost = cost - self.cfg.value_weight * self.value(policy_observation_tensor(last, goal))
+            cost = cost - self.config.value_weight * self.value(policy_observation_tensor(last, goal))
         return cost
 
     def to_sim(self, u: Tensor) -> Tensor:
@@ -137,11 +137,11 @@ class Planner(ABC):
     def _start(self, b: int, warm: Tensor | None) -> Tensor:
         if warm is not None and warm.shape[0] == b:
             return warm
-        return torch.zeros(b, self.cfg.horizon, self.model.config.action_dim, device=self.model.device)
+        return torch.zeros(b, self.config.horizon, self.model.config.action_dim, device=self.model.device)
 
     def _sample_costs(self, s_hist: Tensor, goal: Tensor, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
         """Draw ``samples`` plans per row around mean/std; returns (u [B, S, T, A], cost [B, S])."""
-        b, k = mean.shape[0], self.cfg.samples
+        b, k = mean.shape[0], self.config.samples
         noise = torch.randn((b, k, *mean.shape[1:]), generator=self.generator, device=mean.device)
         u = (mean[:, None] + std[:, None] * noise).clamp(-1, 1)
         u[:, 0] = mean.clamp(-1, 1)  # keep the current mean among the candidates
@@ -157,8 +157,8 @@ class SamplingPlanner(Planner):
 
     def plan(self, s_hist, goal, warm):
         mean = self._start(goal.shape[0], warm)
-        std = torch.full_like(mean, self.cfg.init_std)
-        for _ in range(self.cfg.iterations):
+        std = torch.full_like(mean, self.config.init_std)
+        for _ in range(self.config.iterations):
             u, cost = self._sample_costs(s_hist, goal, mean, std)
             mean, std = self.refit(u, cost, std)
         return mean
@@ -172,7 +172,7 @@ class CEMPlanner(SamplingPlanner):
     """Cross-entropy method: refit a Gaussian to the ``elites`` best of ``samples`` plans."""
 
     def refit(self, u, cost, std):
-        idx = cost.topk(self.cfg.elites, dim=1, largest=False).indices  # [B, E]
+        idx = cost.topk(self.config.elites, dim=1, largest=False).indices  # [B, E]
         elites = u.gather(1, idx[:, :, None, None].expand(-1, -1, *u.shape[2:]))
         return elites.mean(1), elites.std(1).clamp_min(1e-3)
 
@@ -181,7 +181,7 @@ class MPPIPlanner(SamplingPlanner):
     """MPPI: the cost-weighted average of sampled plans, weights ∝ exp(−cost / λ); the spread stays fixed."""
 
     def refit(self, u, cost, std):
-        scale = self.cfg.temperature * cost.std(1, keepdim=True).clamp_min(1e-8)
+        scale = self.config.temperature * cost.std(1, keepdim=True).clamp_min(1e-8)
         w = torch.softmax(-(cost - cost.min(1, keepdim=True).values) / scale, dim=1)  # [B, S]
         return (w[:, :, None, None] * u).sum(1), std
 
@@ -195,29 +195,29 @@ class GradientPlanner(Planner):
         if warm is not None and warm.shape[0] == b:
             u0 = warm.clone()
         else:
-            u0 = torch.randn(b, self.cfg.horizon, self.model.config.action_dim, generator=self.generator,
+            u0 = torch.randn(b, self.config.horizon, self.model.config.action_dim, generator=self.generator,
                              device=goal.device).clamp(-1, 1)
         u = u0.requires_grad_(True)
         optimizer = self.optimizer([u])
         s_hist, goal = s_hist.detach(), goal.detach()
-        for _ in range(self.cfg.gbp_steps):
+        for _ in range(self.config.gbp_steps):
             loss = self.cost(s_hist, goal, u).sum()  # rows are independent: one backward for all
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             with torch.no_grad():
-                u.add_(self.cfg.noise * torch.randn(u.shape, generator=self.generator, device=u.device)).clamp_(-1, 1)
+                u.add_(self.config.noise * torch.randn(u.shape, generator=self.generator, device=u.device)).clamp_(-1, 1)
         return u.detach()
 
     def optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(params, lr=self.cfg.lr)
+        return torch.optim.Adam(params, lr=self.config.lr)
 
 
 class GradientDescentPlanner(GradientPlanner):
     """Plain gradient descent on the actions (DINO-WM's GD planner: lr 1): the baseline Adam improves on."""
 
     def optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
-        return torch.optim.SGD(params, lr=self.cfg.gd_lr)
+        return torch.optim.SGD(params, lr=self.config.gd_lr)
 
 
 def goal_cost(pred: Tensor, goal: Tensor, scales: tuple[int, ...] = (1,)) -> Tensor:

@@ -113,7 +113,7 @@ def _algo_class(algo: str):
     return {"ppo": PPO, "sac": SAC}[algo]
 
 
-def train_agent(cfg: AgentConfig) -> dict[str, Any]:
+def train_agent(config: AgentConfig) -> dict[str, Any]:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import VecMonitor
 
@@ -121,38 +121,38 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
     from wm_gym.imagine import make_sb3_vec_env
     from wm_gym.zoo import load_model
 
-    if cfg.algo not in ALGOS:
-        raise ValueError(f"algo must be one of {ALGOS}, got {cfg.algo!r}")
-    world_model = load_model(cfg.model, cfg.device)
-    out = Path(cfg.out)
+    if config.algo not in ALGOS:
+        raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
+    world_model = load_model(config.model, config.device)
+    out = Path(config.out)
     ckpt = out.with_name(out.stem + ".ckpt.zip")
-    log_dir = cfg.log_dir or str(Path("runs") / out.stem)
+    log_dir = config.log_dir or str(Path("runs") / out.stem)
     env = VecMonitor(make_sb3_vec_env(
-        num_envs=cfg.num_envs, seed=cfg.seed, model=world_model, task=cfg.task, reward=cfg.reward,
-        metric=cfg.metric, scale=cfg.scale, horizon=cfg.horizon, success_threshold=cfg.success_threshold,
-        device=cfg.device))
-    algo = _algo_class(cfg.algo)
-    if cfg.resume and ckpt.is_file():
-        agent = algo.load(ckpt, env=env, device=cfg.policy_device, tensorboard_log=log_dir)
+        num_envs=config.num_envs, seed=config.seed, model=world_model, task=config.task, reward=config.reward,
+        metric=config.metric, scale=config.scale, horizon=config.horizon, success_threshold=config.success_threshold,
+        device=config.device))
+    algo = _algo_class(config.algo)
+    if config.resume and ckpt.is_file():
+        agent = algo.load(ckpt, env=env, device=config.policy_device, tensorboard_log=log_dir)
     else:
-        policy_kwargs = dict(net_arch=cfg.net_arch, **({"log_std_init": cfg.log_std_init} if cfg.algo == "ppo" else {}))
-        common = dict(policy_kwargs=policy_kwargs, gamma=cfg.gamma, learning_rate=cfg.learning_rate,
-                      seed=cfg.seed, device=cfg.policy_device, tensorboard_log=log_dir, verbose=0)
-        if cfg.algo == "ppo":
-            agent = algo("MlpPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-                         gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, **common)
+        policy_kwargs = dict(net_arch=config.net_arch, **({"log_std_init": config.log_std_init} if config.algo == "ppo" else {}))
+        common = dict(policy_kwargs=policy_kwargs, gamma=config.gamma, learning_rate=config.learning_rate,
+                      seed=config.seed, device=config.policy_device, tensorboard_log=log_dir, verbose=0)
+        if config.algo == "ppo":
+            agent = algo("MlpPolicy", env, n_steps=config.n_steps, batch_size=config.batch_size, n_epochs=config.n_epochs,
+                         gae_lambda=config.gae_lambda, ent_coef=config.ent_coef, **common)
         else:
-            agent = algo("MlpPolicy", env, batch_size=cfg.batch_size, buffer_size=cfg.buffer_size, train_freq=1,
+            agent = algo("MlpPolicy", env, batch_size=config.batch_size, buffer_size=config.buffer_size, train_freq=1,
                          gradient_steps=1, **common)
 
     bc_losses: list[float] = []
-    bc = cfg.bc_data
+    bc = config.bc_data
     if bc == "auto":
         bc = "bank" if world_model.bank is not None and world_model.bank.actions is not None else None
-    if bc and not (cfg.resume and ckpt.is_file()):
+    if bc and not (config.resume and ckpt.is_file()):
         demos = None if bc == "bank" else bc.split(",")  # one or more dataset folders
-        bc_losses = clone_into(agent, *demo_pairs(world_model, demos), epochs=cfg.bc_epochs, seed=cfg.seed,
-                               noise=cfg.bc_noise)
+        bc_losses = clone_into(agent, *demo_pairs(world_model, demos), epochs=config.bc_epochs, seed=config.seed,
+                               noise=config.bc_noise)
 
     curve: list[dict[str, float]] = []
 
@@ -160,11 +160,11 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
         """Learning curve from finished imagined episodes, plus atomic periodic checkpoints."""
 
         def _on_rollout_end(self) -> None:
-            if cfg.algo == "ppo":  # the update that follows this rollout trains the actor only after warm-up
-                rollouts = self.num_timesteps // (cfg.num_envs * cfg.n_steps)
-                set_actor_trainable(self.model.policy, rollouts > cfg.critic_warmup)
+            if config.algo == "ppo":  # the update that follows this rollout trains the actor only after warm-up
+                rollouts = self.num_timesteps // (config.num_envs * config.n_steps)
+                set_actor_trainable(self.model.policy, rollouts > config.critic_warmup)
             buf = self.model.ep_info_buffer
-            every = max(cfg.steps // 200, 1)  # at most ~200 points (SAC ends a "rollout" every step)
+            every = max(config.steps // 200, 1)  # at most ~200 points (SAC ends a "rollout" every step)
             if buf and (not curve or self.num_timesteps - curve[-1]["step"] >= every):
                 success = list(self.model.ep_success_buffer)
                 curve.append({"step": self.num_timesteps, "return": float(np.mean([e["r"] for e in buf])),
@@ -172,27 +172,27 @@ def train_agent(cfg: AgentConfig) -> dict[str, Any]:
                               "success": float(np.mean(success)) if success else 0.0})
 
         def _on_step(self) -> bool:
-            if self.num_timesteps // cfg.num_envs % max(cfg.checkpoint_every // cfg.num_envs, 1) == 0:
+            if self.num_timesteps // config.num_envs % max(config.checkpoint_every // config.num_envs, 1) == 0:
                 atomic_sb3_save(self.model, ckpt)
             return True
 
     started, start_steps = time.perf_counter(), agent.num_timesteps
-    remaining = cfg.steps - agent.num_timesteps
+    remaining = config.steps - agent.num_timesteps
     if remaining > 0:
-        agent.learn(remaining, callback=Progress(), progress_bar=cfg.progress, reset_num_timesteps=not cfg.resume,
-                    tb_log_name=cfg.algo)
+        agent.learn(remaining, callback=Progress(), progress_bar=config.progress, reset_num_timesteps=not config.resume,
+                    tb_log_name=config.algo)
     seconds = time.perf_counter() - started
     atomic_sb3_save(agent, out)
     with atomic_path(sidecar_path(out)) as tmp:
-        tmp.write_text(json.dumps({"algo": cfg.algo, "model": str(cfg.model), "task": cfg.task,
-                                   "config": asdict(cfg), "seconds": seconds, "curve": curve,
+        tmp.write_text(json.dumps({"algo": config.algo, "model": str(config.model), "task": config.task,
+                                   "config": asdict(config), "seconds": seconds, "curve": curve,
                                    "bc_losses": bc_losses}, indent=1))
     png = out.with_name(out.stem + "_curve.png")
     if curve:
         plot_learning_curve(curve, png)
     ckpt.unlink(missing_ok=True)
     last = curve[-1] if curve else {}
-    return {"out": str(out), "algo": cfg.algo, "steps": int(agent.num_timesteps), "seconds": round(seconds, 1),
+    return {"out": str(out), "algo": config.algo, "steps": int(agent.num_timesteps), "seconds": round(seconds, 1),
             "imagined_steps_per_s": round((agent.num_timesteps - start_steps) / seconds, 1) if remaining > 0 else None,
             "final_imagined_return": last.get("return"), "final_imagined_success": last.get("success"),
             "curve_png": str(png) if curve else None, "log_dir": log_dir}

@@ -103,9 +103,9 @@ def run_cell(args, model: WorldModel, planner: str, mpc: bool) -> dict:
 def speed(args, model: WorldModel) -> dict:
     """One GBP plan vs one CEM plan at the full settings, same batch, same run."""
     out = {}
-    for name, cfg in (("gbp", PlannerConfig(gbp_steps=100)),
+    for name, config in (("gbp", PlannerConfig(gbp_steps=100)),
                       ("cem", PlannerConfig(samples=300, elites=30, iterations=args.speed_cem_iterations))):
-        plan = make_planner(name, model, cfg)
+        plan = make_planner(name, model, config)
         evaluate_policy(plan, model, episodes=args.speed_episodes, seed=args.seed, batch=args.speed_episodes, max_steps=1)
         out[name] = plan.seconds_per_plan
     out["gbp_over_cem"] = out["gbp"] / out["cem"]

@@ -99,8 +99,8 @@ def trained_controller() -> tuple[Controller, list[float]]:
 @functools.cache
 def trained_predictor() -> tuple[ActionPredictor, list[float]]:
     torch.manual_seed(0)
-    cfg = {k: v for k, v in SIZES.items() if k not in ("n_latents", "latent_dim")}
-    pred = ActionPredictor(PredictorConfig(depth=1, **cfg))
+    config = {k: v for k, v in SIZES.items() if k not in ("n_latents", "latent_dim")}
+    pred = ActionPredictor(PredictorConfig(depth=1, **config))
 
     def step(g):
         s_hist, a, s_next = world(BATCH, g)
@@ -208,17 +208,17 @@ def test_controller_rejects_bad_input():
 # --- ActionPredictor ---------------------------------------------------------------------------
 
 def test_predictor_shapes_proprio_and_determinism():
-    cfg = {k: v for k, v in SIZES.items() if k not in ("n_latents", "latent_dim")}
+    config = {k: v for k, v in SIZES.items() if k not in ("n_latents", "latent_dim")}
     s_hist, a, s_next = world(3, torch.Generator().manual_seed(1))
     torch.manual_seed(0)
-    pred = ActionPredictor(PredictorConfig(depth=1, proprio_dim=3, **cfg))
+    pred = ActionPredictor(PredictorConfig(depth=1, proprio_dim=3, **config))
     proprio = torch.randn(3, 3)
     out = pred(s_hist, a, proprio)
     assert out.shape == (3, N, C) and torch.equal(out, s_hist[:, -1])  # zero-init head: copy-last
     loss, metrics = pred.loss(s_hist, a, s_next, proprio)
     assert {"loss", "pred_l1", "pred_mse"} <= metrics.keys()
     torch.manual_seed(0)
-    again = ActionPredictor(PredictorConfig(depth=1, proprio_dim=3, **cfg))
+    again = ActionPredictor(PredictorConfig(depth=1, proprio_dim=3, **config))
     assert torch.equal(again.loss(s_hist, a, s_next, proprio)[0], loss)
     with pytest.raises(ValueError, match=r"proprio: expected shape \[B, P=3\]"):
         pred(s_hist, a)
@@ -240,10 +240,10 @@ def test_predictor_learns_and_is_differentiable_in_action():
 # --- shared --------------------------------------------------------------------------------------
 
 def test_all_run_under_bf16_autocast():
-    cfg = {k: v for k, v in SIZES.items() if k not in ("n_latents", "latent_dim")}
+    config = {k: v for k, v in SIZES.items() if k not in ("n_latents", "latent_dim")}
     flow = FlowDynamics(FlowConfig(depth=1, **SIZES))
     ctrl = Controller(ControllerConfig(depth=1, **SIZES))
-    pred = ActionPredictor(PredictorConfig(depth=1, **cfg))
+    pred = ActionPredictor(PredictorConfig(depth=1, **config))
     s_hist, a, s_next = world(2, torch.Generator().manual_seed(1))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outs = [flow.sample(s_hist, a, steps=2), flow.loss(torch.randn(2, K, D), s_hist, a)[0],

@@ -411,7 +411,7 @@ def test_custom_demo_frames_longer_than_the_bank_then_plain_resets(world, model)
 
 def test_latent_action_space(world, model):
     env = make(world, action_space="latent", success_threshold=NO_SUCCESS)
-    n_latents, latent_dim = model.flow.cfg.n_latents, model.flow.cfg.latent_dim
+    n_latents, latent_dim = model.flow.config.n_latents, model.flow.config.latent_dim
     assert env.action_space.shape == (n_latents * latent_dim,)
     assert np.all(env.action_space.low == -3) and np.all(env.action_space.high == 3)
     outs = []

@@ -204,10 +204,10 @@ def test_an_interrupted_round_resumes_without_losing_or_duplicating_trajectories
 
 def test_online_refuses_to_mix_runs_and_bad_settings(model, tmp_path):
     run_online(model, FixedPolicy(model.config.action_dim), online_cfg(tmp_path / "run", ))
-    cfg = online_cfg(tmp_path / "run")
-    cfg.seed = 8
+    config = online_cfg(tmp_path / "run")
+    config.seed = 8
     with pytest.raises(ValueError, match="other settings"):
-        run_online(model, FixedPolicy(model.config.action_dim), cfg)
+        run_online(model, FixedPolicy(model.config.action_dim), config)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "x.txt").write_text("x")
     with pytest.raises(ValueError, match="not empty"):

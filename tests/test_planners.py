@@ -28,8 +28,8 @@ def split(model, obs):
 @pytest.mark.parametrize("name", ["cem", "gbp", "gd", "mppi"])
 def test_planner_lowers_the_cost_of_a_random_plan(setup, name):
     model, obs = setup
-    cfg = PlannerConfig(horizon=3, samples=64, elites=8, iterations=4, gbp_steps=30, lr=0.2, seed=0)
-    planner = make_planner(name, model, cfg)
+    config = PlannerConfig(horizon=3, samples=64, elites=8, iterations=4, gbp_steps=30, lr=0.2, seed=0)
+    planner = make_planner(name, model, config)
     s_hist, goal = split(model, obs)
     g = torch.Generator().manual_seed(1)
     random_plans = torch.rand(16, 3, 3, model.config.action_dim, generator=g) * 2 - 1  # 16 random plans per row
@@ -154,8 +154,8 @@ def test_value_function_adds_a_cost_to_go_of_the_plans_last_frames(setup):
     def value(o):  # prefers ending near `centre`; any differentiable map of the agent's observation works
         return -((o[:, : model.n_tokens * model.dim] - centre.flatten()) ** 2).mean(1)
 
-    cfg = PlannerConfig(horizon=2, gbp_steps=30, value_weight=2.0)
-    plain, guided = make_planner("gbp", model, cfg), make_planner("gbp", model, cfg, value=value)
+    config = PlannerConfig(horizon=2, gbp_steps=30, value_weight=2.0)
+    plain, guided = make_planner("gbp", model, config), make_planner("gbp", model, config, value=value)
     u = torch.rand(3, 2, model.config.action_dim, generator=torch.Generator().manual_seed(4)) * 2 - 1
     with torch.no_grad():
         last = model.rollout(s_hist, plain.to_sim(u))[:, -1:]

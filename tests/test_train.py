@@ -53,7 +53,7 @@ def test_every_stage_loss_drops_and_model_round_trips(tiny_model):
 def test_losses_actually_drop(wall_data, tmp_path):
     torch.set_num_threads(1)
     trainer_history = {}
-    cfg = TrainConfig(data=str(wall_data), out=str(tmp_path / "m.pt"), preset="tiny", device="cpu", progress=False,
+    config = TrainConfig(data=str(wall_data), out=str(tmp_path / "m.pt"), preset="tiny", device="cpu", progress=False,
                       log_dir=str(tmp_path / "tb"))
     import wm_gym.train.world_model as twm
 
@@ -66,7 +66,7 @@ def test_losses_actually_drop(wall_data, tmp_path):
 
     twm.Trainer.run = spy
     try:
-        train_world_model(cfg)
+        train_world_model(config)
     finally:
         twm.Trainer.run = original
     assert _drop(trainer_history["encoder"]) > 3
@@ -269,9 +269,9 @@ def test_torchrun_ddp_two_cpu_processes(wall_data, tmp_path):
 
 def test_init_from_reuses_encoder_and_latents_and_trains_dynamics(tiny_model, wall_data, tmp_path):
     base, path = tiny_model
-    cfg = TrainConfig(data=str(wall_data), out=str(tmp_path / "labels10.pt"), preset="tiny", device="cpu",
+    config = TrainConfig(data=str(wall_data), out=str(tmp_path / "labels10.pt"), preset="tiny", device="cpu",
                       progress=False, action_labels=0.1, init_from=str(path), log_dir=str(tmp_path / "tb"))
-    model = train_world_model(cfg)
+    model = train_world_model(config)
     for name in ("encoder", "latent_model"):
         for (key, a), (_, b) in zip(getattr(base, name).state_dict().items(), getattr(model, name).state_dict().items()):
             assert torch.equal(a, b), f"{name}.{key}"
@@ -315,11 +315,11 @@ def test_eval_wm_video_for_a_dinov2_world_model(wall_data, tmp_path):
 
     torch.set_num_threads(1)
     encoder = DinoV2Encoder(None, image_size=56, allow_random_weights=True, seed=0)  # no weights download here
-    cfg = WorldModelConfig(encoder="dinov2-vits14", encoder_config={"image_size": 56}, reproject=False,
+    config = WorldModelConfig(encoder="dinov2-vits14", encoder_config={"image_size": 56}, reproject=False,
                            latent_config={"n_latents": 2, "latent_dim": 4, "width": 32, "enc_depth": 1, "dec_depth": 1, "heads": 2},
                            flow_config={"width": 32, "depth": 1, "heads": 2},
                            controller_config={"width": 32, "depth": 1, "heads": 2})
-    model = WorldModel(cfg, WorldModelMeta(sim="wall", env_id="wm_gym/Wall-v1", action_low=[-1, -1],
+    model = WorldModel(config, WorldModelMeta(sim="wall", env_id="wm_gym/Wall-v1", action_low=[-1, -1],
                                            action_high=[1, 1]), encoder=encoder)
     assert not hasattr(model.encoder, "decode")
     result = evaluate_world_model(model, wall_data, max_windows=8, transfer_pairs=4, video_dir=tmp_path / "media",

@@ -65,7 +65,7 @@ def add_collect(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.train.world_model import TrainConfig, train_world_model
 
-    cfg = TrainConfig(
+    config = TrainConfig(
         data=args.data, out=args.out, preset=args.preset, latent=args.latent, regularizer=args.regularizer,
         repa_weight=args.repa_weight, steps=args.steps, encoder=args.encoder, encoder_weights=args.encoder_weights,
         history=args.history, frameskip=args.frameskip, action_labels=args.action_labels, seed=args.seed,
@@ -74,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint_every=args.checkpoint_every,
         stage_overrides={name: {"steps": steps} for name, steps in map(_stage_steps, args.stage_steps or [])},
     )
-    model = train_world_model(cfg)
+    model = train_world_model(config)
     return {"out": args.out, **model.summary(), "train_info": {k: v for k, v in model.meta.train_info.items()
                                                                  if k in ("seconds", "final_loss", "device", "world_size")}}
 
@@ -274,7 +274,7 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
         policy = load_agent(args.agent)[0]
     else:
         policy = _cli_planner(args)  # rebuilt each round, on that round's model
-    cfg = OnlineConfig(
+    config = OnlineConfig(
         out=args.out, env=args.env, rounds=args.rounds, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
         batch=args.batch or args.episodes, data=args.data or [], eval_episodes=args.eval_episodes,
         eval_seed=args.eval_seed, device=args.device, progress=not args.json,
@@ -282,7 +282,7 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
                                 adversarial=args.adversarial, horizon=args.finetune_horizon, seed=args.seed,
                                 progress=not args.json),
     )
-    rounds = run_online(args.model, policy, cfg)
+    rounds = run_online(args.model, policy, config)
     return {"out": args.out, "rounds": [{k: r[k] for k in ("round", "success_rate", "episodes_added", "sim_steps_added")}
                                         | {"mse_before": r["finetune"].get("mse_before"),
                                            "mse_after": r["finetune"].get("mse_after")}
@@ -473,7 +473,7 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
 def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.agents.train_agent import AgentConfig, train_agent
 
-    cfg = AgentConfig(model=args.model, out=args.out, algo=args.algo, steps=args.steps, num_envs=args.num_envs,
+    config = AgentConfig(model=args.model, out=args.out, algo=args.algo, steps=args.steps, num_envs=args.num_envs,
                       seed=args.seed, device=args.device, task=args.task, reward=args.reward, metric=args.metric,
                       horizon=args.horizon, resume=args.resume, log_dir=args.log_dir, progress=not args.json,
                       n_steps=args.n_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -481,7 +481,7 @@ def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
                       success_threshold=args.success_threshold, critic_warmup=args.critic_warmup,
                       bc_noise=args.bc_noise,
                       bc_data=None if args.bc_data == "none" else args.bc_data)
-    return train_agent(cfg)
+    return train_agent(config)
 
 
 def add_train_agent(sub: argparse._SubParsersAction) -> None:

@@ -63,45 +63,45 @@ class OnlineConfig:
     progress: bool = True
 
 
-def run_online(model: str | Path | WorldModel, policy: PolicyFactory | Any, cfg: OnlineConfig) -> list[dict[str, Any]]:
+def run_online(model: str | Path | WorldModel, policy: PolicyFactory | Any, config: OnlineConfig) -> list[dict[str, Any]]:
     """Run (or resume) the loop; returns one result dict per round (success, data added, fine-tune losses)."""
     from wm_gym.zoo import load_model, resolve_model
 
-    if cfg.rounds < 1 or cfg.episodes < 1:
-        raise ValueError(f"rounds and episodes must be >= 1, got {cfg.rounds} and {cfg.episodes}")
+    if config.rounds < 1 or config.episodes < 1:
+        raise ValueError(f"rounds and episodes must be >= 1, got {config.rounds} and {config.episodes}")
     name = str(model.meta.dataset or "in-memory model") if isinstance(model, WorldModel) else str(resolve_model(model))
-    base = model if isinstance(model, WorldModel) else load_model(model, cfg.device)
-    out = Path(cfg.out)
-    _check_run(out, {"model": name, "env": base.meta.env_id, "episodes": cfg.episodes, "seed": cfg.seed,
-                     "max_steps": cfg.max_steps, "data": list(cfg.data)}, cfg)
+    base = model if isinstance(model, WorldModel) else load_model(model, config.device)
+    out = Path(config.out)
+    _check_run(out, {"model": name, "env": base.meta.env_id, "episodes": config.episodes, "seed": config.seed,
+                     "max_steps": config.max_steps, "data": list(config.data)}, config)
     make_policy = policy if callable(policy) and not hasattr(policy, "predict") else (lambda m: policy)
 
     current, results = base, []
-    if cfg.eval_episodes and not (out / "base_eval.json").exists():
-        write_json_atomic(out / "base_eval.json", _evaluate(make_policy(base), base, cfg))
-    for r in range(cfg.rounds):
+    if config.eval_episodes and not (out / "base_eval.json").exists():
+        write_json_atomic(out / "base_eval.json", _evaluate(make_policy(base), base, config))
+    for r in range(config.rounds):
         round_dir = out / f"round_{r:02d}"
         if (round_dir / RESULT).exists():
             results.append(json.loads((round_dir / RESULT).read_text()))
             current = WorldModel.load(round_dir / MODEL, base.device)
             continue
         started = time.perf_counter()
-        collected = _collect(make_policy(current), current, round_dir / EPISODES, r, cfg)
-        sources = [*cfg.data, *(out / f"round_{k:02d}" / EPISODES for k in range(r + 1))]  # episode folders
+        collected = _collect(make_policy(current), current, round_dir / EPISODES, r, config)
+        sources = [*config.data, *(out / f"round_{k:02d}" / EPISODES for k in range(r + 1))]  # episode folders
         fresh = sources[-1]  # this round's trajectories: where the current model's own plans took it
         gap_before = one_step_mse(current, [fresh])
         tuned = WorldModel.load(round_dir / MODEL, base.device) if (round_dir / MODEL).exists() else None
         if tuned is None:
             tuned = copy.deepcopy(current)
-            fit = finetune_dynamics(tuned, sources, cfg.finetune)
+            fit = finetune_dynamics(tuned, sources, config.finetune)
             tuned.save(round_dir / MODEL)
         else:  # interrupted after the model was written: its fine-tune record is inside it
             fit = tuned.meta.train_info.get("finetune", [{}])[-1]
         result = {"round": r, **collected, "finetune": fit, "seconds": round(time.perf_counter() - started, 1),
                   "new_data_mse_before": gap_before, "new_data_mse_after": one_step_mse(tuned, [fresh]),
                   "model": str(round_dir / MODEL)}
-        if cfg.eval_episodes:
-            result["eval"] = _evaluate(make_policy(tuned), tuned, cfg)
+        if config.eval_episodes:
+            result["eval"] = _evaluate(make_policy(tuned), tuned, config)
         write_json_atomic(round_dir / RESULT, result)
         results.append(result)
         current = tuned
@@ -113,7 +113,7 @@ def run_online(model: str | Path | WorldModel, policy: PolicyFactory | Any, cfg:
 
 
 # ----- pieces ------------------------------------------------------------------------------------
-def _check_run(out: Path, fixed: dict[str, Any], cfg: OnlineConfig) -> None:
+def _check_run(out: Path, fixed: dict[str, Any], config: OnlineConfig) -> None:
     """Write OUT/online.json on the first call; on later calls refuse settings that would mix data."""
     path = out / CONFIG
     if path.exists():
@@ -126,29 +126,29 @@ def _check_run(out: Path, fixed: dict[str, Any], cfg: OnlineConfig) -> None:
     elif out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no online run; choose a new directory")
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {**fixed, "config": asdict(cfg)})
+    write_json_atomic(path, {**fixed, "config": asdict(config)})
 
 
-def _collect(policy, model: WorldModel, folder: Path, r: int, cfg: OnlineConfig) -> dict[str, Any]:
+def _collect(policy, model: WorldModel, folder: Path, r: int, config: OnlineConfig) -> dict[str, Any]:
     """Run the round's missing episodes, saving each the moment it ends; summarise all of them."""
     folder.mkdir(parents=True, exist_ok=True)
-    done = {i for i in range(cfg.episodes) if _shard(folder, i).exists()}
+    done = {i for i in range(config.episodes) if _shard(folder, i).exists()}
 
     def save(i: int, episode: Episode) -> None:
         episode.save_npz(_shard(folder, i))
 
-    run = evaluate_policy(policy, model, cfg.env, episodes=cfg.episodes, seed=cfg.seed + r * cfg.episodes,
-                          max_steps=cfg.max_steps, batch=cfg.batch, record=save, skip=done)
-    episodes = [Episode.load_npz(_shard(folder, i)) for i in range(cfg.episodes)]
+    run = evaluate_policy(policy, model, config.env, episodes=config.episodes, seed=config.seed + r * config.episodes,
+                          max_steps=config.max_steps, batch=config.batch, record=save, skip=done)
+    episodes = [Episode.load_npz(_shard(folder, i)) for i in range(config.episodes)]
     success = np.array([ep.success.any() for ep in episodes])
     return {"success_rate": float(success.mean()), "episodes_added": len(episodes),
             "sim_steps_added": int(sum(ep.steps for ep in episodes)), "resumed_episodes": len(done),
             "collect_seconds": run["seconds"]}
 
 
-def _evaluate(policy, model: WorldModel, cfg: OnlineConfig) -> dict[str, Any]:
-    run = evaluate_policy(policy, model, cfg.env, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
-                          max_steps=cfg.max_steps, batch=cfg.batch)
+def _evaluate(policy, model: WorldModel, config: OnlineConfig) -> dict[str, Any]:
+    run = evaluate_policy(policy, model, config.env, episodes=config.eval_episodes, seed=config.eval_seed,
+                          max_steps=config.max_steps, batch=config.batch)
     return {k: run[k] for k in ("success_rate", "episodes", "mean_episode_length", "seed", "seconds")}
 
 

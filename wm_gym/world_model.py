@@ -78,12 +78,12 @@ class WorldModelMeta:
     train_info: dict = field(default_factory=dict)  # steps, seconds, losses, label fraction, ...
 
 
-def build_frozen_encoder(cfg: WorldModelConfig) -> FrozenEncoder:
-    if cfg.encoder == "conv":
-        return ConvEncoder(ConvEncoderConfig(**cfg.encoder_config)).freeze()
-    if cfg.encoder == "dinov2-vits14":
-        return DinoV2Encoder(cfg.encoder_weights, **cfg.encoder_config).freeze()
-    raise ValueError(f"unknown encoder {cfg.encoder!r}; expected conv or dinov2-vits14")
+def build_frozen_encoder(config: WorldModelConfig) -> FrozenEncoder:
+    if config.encoder == "conv":
+        return ConvEncoder(ConvEncoderConfig(**config.encoder_config)).freeze()
+    if config.encoder == "dinov2-vits14":
+        return DinoV2Encoder(config.encoder_weights, **config.encoder_config).freeze()
+    raise ValueError(f"unknown encoder {config.encoder!r}; expected conv or dinov2-vits14")
 
 
 class WorldModel(nn.Module):

@@ -36,19 +36,19 @@ class Controller(nn.Module):
     Shapes: s_hist [B, H, N, C]; a [B, A]; z [B, K, d].
     """
 
-    def __init__(self, cfg: ControllerConfig):
+    def __init__(self, config: ControllerConfig):
         super().__init__()
-        self.cfg = cfg
-        W = cfg.width
-        self.context = TokenEmbedding(cfg.dim, W, cfg.n_tokens, cfg.history)
-        self.queries = nn.Parameter(0.02 * torch.randn(1, cfg.n_latents, W))
-        self.a_embed = MLP(cfg.action_dim, W, W)
-        self.transformer = Transformer(W, cfg.depth, cfg.heads, cfg.mlp_ratio, context_dim=W, cond_dim=W)
-        self.head = nn.Linear(W, cfg.latent_dim)
+        self.config = config
+        W = config.width
+        self.context = TokenEmbedding(config.dim, W, config.n_tokens, config.history)
+        self.queries = nn.Parameter(0.02 * torch.randn(1, config.n_latents, W))
+        self.a_embed = MLP(config.action_dim, W, W)
+        self.transformer = Transformer(W, config.depth, config.heads, config.mlp_ratio, context_dim=W, cond_dim=W)
+        self.head = nn.Linear(W, config.latent_dim)
 
     def forward(self, s_hist: Tensor, a: Tensor) -> Tensor:
         """s_hist [B, H, N, C], a [B, A] -> z [B, K, d]."""
-        c = self.cfg
+        c = self.config
         B = check_shape(s_hist, "s_hist", B=None, H=c.history, N=c.n_tokens, C=c.dim)[0]
         check_shape(a, "a", B=B, A=c.action_dim)
         q = self.queries.expand(B, -1, -1)
@@ -57,6 +57,6 @@ class Controller(nn.Module):
     def loss(self, s_hist: Tensor, a: Tensor, z_target: Tensor) -> tuple[Tensor, dict[str, float]]:
         """L2 to the inverse-dynamics latents z_target [B, K, d] (treated as constants) -> (loss, metrics)."""
         z = self(s_hist, a)
-        check_shape(z_target, "z_target", B=z.shape[0], K=self.cfg.n_latents, d=self.cfg.latent_dim)
+        check_shape(z_target, "z_target", B=z.shape[0], K=self.config.n_latents, d=self.config.latent_dim)
         loss = F.mse_loss(z, z_target.detach())
         return loss, to_floats({"loss": loss, "z_mse": loss})

@@ -44,21 +44,21 @@ class FlowDynamics(nn.Module):
     Shapes: z [B, K, d]; s_hist [B, H, N, C]; a [B, A].
     """
 
-    def __init__(self, cfg: FlowConfig):
+    def __init__(self, config: FlowConfig):
         super().__init__()
-        self.cfg = cfg
-        W = cfg.width
-        self.context = TokenEmbedding(cfg.dim, W, cfg.n_tokens, cfg.history)
-        self.z_embed = TokenEmbedding(cfg.latent_dim, W, cfg.n_latents)
+        self.config = config
+        W = config.width
+        self.context = TokenEmbedding(config.dim, W, config.n_tokens, config.history)
+        self.z_embed = TokenEmbedding(config.latent_dim, W, config.n_latents)
         self.t_embed = MLP(W, W, W)
-        self.a_embed = MLP(cfg.action_dim, W, W)
-        self.transformer = Transformer(W, cfg.depth, cfg.heads, cfg.mlp_ratio, context_dim=W, cond_dim=W)
-        self.head = nn.Linear(W, cfg.latent_dim)
+        self.a_embed = MLP(config.action_dim, W, W)
+        self.transformer = Transformer(W, config.depth, config.heads, config.mlp_ratio, context_dim=W, cond_dim=W)
+        self.head = nn.Linear(W, config.latent_dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def _check(self, s_hist: Tensor, a: Tensor, z: Tensor | None = None) -> int:
-        c = self.cfg
+        c = self.config
         B = check_shape(s_hist, "s_hist", B=None, H=c.history, N=c.n_tokens, C=c.dim)[0]
         check_shape(a, "a", B=B, A=c.action_dim)
         if z is not None:
@@ -67,7 +67,7 @@ class FlowDynamics(nn.Module):
 
     def _velocity(self, z_tau: Tensor, tau: Tensor, ctx: Tensor, a_emb: Tensor) -> Tensor:
         """z_τ [B, K, d], τ [B], ctx [B, H*N, W], a_emb [B, W] -> velocity [B, K, d]."""
-        cond = a_emb + self.t_embed(timestep_embedding(1000 * tau, self.cfg.width).to(a_emb.dtype))
+        cond = a_emb + self.t_embed(timestep_embedding(1000 * tau, self.config.width).to(a_emb.dtype))
         return self.head(self.transformer(self.z_embed(z_tau[:, None]), context=ctx, c=cond))
 
     def velocity(self, z_tau: Tensor, tau: Tensor, s_hist: Tensor, a: Tensor) -> Tensor:
@@ -77,7 +77,7 @@ class FlowDynamics(nn.Module):
         return self._velocity(z_tau, tau, self.context(s_hist), self.a_embed(a))
 
     def _sample_tau(self, B: int, like: Tensor) -> Tensor:
-        if self.cfg.time_sampling == "uniform":
+        if self.config.time_sampling == "uniform":
             return torch.rand(B, device=like.device, dtype=like.dtype)
         return torch.sigmoid(torch.randn(B, device=like.device, dtype=like.dtype))
 
@@ -98,7 +98,7 @@ class FlowDynamics(nn.Module):
         ``a`` (gradient-based planning); wrap the call in ``torch.no_grad()`` for pure rollouts.
         """
         B = self._check(s_hist, a)
-        c = self.cfg
+        c = self.config
         steps = c.sample_steps if steps is None else steps
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")

@@ -38,21 +38,21 @@ class ActionPredictor(nn.Module):
     Shapes: s_hist [B, H, N, C]; a [B, A]; proprio [B, P]; output [B, N, C].
     """
 
-    def __init__(self, cfg: PredictorConfig):
+    def __init__(self, config: PredictorConfig):
         super().__init__()
-        self.cfg = cfg
-        self.a_embed = nn.Linear(cfg.action_dim, cfg.action_emb_dim)
-        self.p_embed = nn.Linear(cfg.proprio_dim, cfg.proprio_emb_dim) if cfg.proprio_dim > 0 else None
-        in_dim = cfg.dim + cfg.action_emb_dim + (cfg.proprio_emb_dim if cfg.proprio_dim > 0 else 0)
-        self.embed = TokenEmbedding(in_dim, cfg.width, cfg.n_tokens, cfg.history)
-        self.transformer = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio)
-        self.head = nn.Linear(cfg.width, cfg.dim)
+        self.config = config
+        self.a_embed = nn.Linear(config.action_dim, config.action_emb_dim)
+        self.p_embed = nn.Linear(config.proprio_dim, config.proprio_emb_dim) if config.proprio_dim > 0 else None
+        in_dim = config.dim + config.action_emb_dim + (config.proprio_emb_dim if config.proprio_dim > 0 else 0)
+        self.embed = TokenEmbedding(in_dim, config.width, config.n_tokens, config.history)
+        self.transformer = Transformer(config.width, config.depth, config.heads, config.mlp_ratio)
+        self.head = nn.Linear(config.width, config.dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def embed_inputs(self, a: Tensor, proprio: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Action [B, A] (and proprio [B, P]) -> embeddings; exposed so adversarial training can perturb them."""
-        c = self.cfg
+        c = self.config
         B = check_shape(a, "a", B=None, A=c.action_dim)[0]
         if (proprio is None) != (self.p_embed is None):
             raise ValueError(f"proprio: expected shape [B, P={c.proprio_dim}] iff proprio_dim > 0, got "
@@ -65,7 +65,7 @@ class ActionPredictor(nn.Module):
 
     def predict(self, s_hist: Tensor, a_emb: Tensor, p_emb: Tensor | None = None) -> Tensor:
         """From embeddings: s_hist [B, H, N, C], a_emb [B, E_a], p_emb [B, E_p] -> s_next [B, N, C]."""
-        c = self.cfg
+        c = self.config
         B, H, N, _ = check_shape(s_hist, "s_hist", B=None, H=c.history, N=c.n_tokens, C=c.dim)
         check_shape(a_emb, "a_emb", B=B, E=c.action_emb_dim)
         extra = [a_emb] if p_emb is None else [a_emb, p_emb]
@@ -81,8 +81,8 @@ class ActionPredictor(nn.Module):
              ) -> tuple[Tensor, dict[str, float]]:
         """Teacher-forced next-feature regression -> (loss, metrics with pred_l1, pred_mse)."""
         pred = self(s_hist, a, proprio)
-        check_shape(s_next, "s_next", B=pred.shape[0], N=self.cfg.n_tokens, C=self.cfg.dim)
+        check_shape(s_next, "s_next", B=pred.shape[0], N=self.config.n_tokens, C=self.config.dim)
         err = pred - s_next
         l1, mse = err.abs().mean(), err.pow(2).mean()
-        loss = self.cfg.l1_weight * l1 + self.cfg.mse_weight * mse
+        loss = self.config.l1_weight * l1 + self.config.mse_weight * mse
         return loss, to_floats({"loss": loss, "pred_l1": l1, "pred_mse": mse})

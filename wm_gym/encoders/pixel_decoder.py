@@ -27,12 +27,12 @@ class PixelDecoderConfig:
 class PixelDecoder(nn.Module):
     """1×1 projection of the token grid, transposed convs ×2 until ≥ image_size, then a resize."""
 
-    def __init__(self, cfg: PixelDecoderConfig):
+    def __init__(self, config: PixelDecoderConfig):
         super().__init__()
-        self.cfg = cfg
-        ups = max(0, math.ceil(math.log2(cfg.image_size / cfg.grid)))
-        layers: list[nn.Module] = [nn.Conv2d(cfg.dim, cfg.width, 1), nn.GELU()]
-        width = cfg.width
+        self.config = config
+        ups = max(0, math.ceil(math.log2(config.image_size / config.grid)))
+        layers: list[nn.Module] = [nn.Conv2d(config.dim, config.width, 1), nn.GELU()]
+        width = config.width
         for _ in range(ups):
             layers += [nn.ConvTranspose2d(width, max(16, width // 2), 4, stride=2, padding=1), nn.GELU()]
             width = max(16, width // 2)
@@ -41,7 +41,7 @@ class PixelDecoder(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         """tokens [B, grid², C] → float images [B, 3, H, W] in [0, 1]."""
-        c = self.cfg
+        c = self.config
         if tokens.ndim != 3 or tokens.shape[1:] != (c.grid * c.grid, c.dim):
             raise ValueError(f"tokens must be [B, {c.grid * c.grid}, {c.dim}], got {tuple(tokens.shape)}")
         x = tokens.transpose(1, 2).reshape(-1, c.dim, c.grid, c.grid)

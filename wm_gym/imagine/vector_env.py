@@ -96,32 +96,32 @@ class WMImagineVectorEnv(VectorEnv):
             raise ValueError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        cfg = self.config
-        self.model = load_model(cfg.model, cfg.device).eval()
+        config = self.config
+        self.model = load_model(config.model, config.device).eval()
         self.device = self.model.device
         self.num_envs, self.render_mode, self.autoreset = int(num_envs), render_mode, autoreset
-        self.reward_fn = make_reward(cfg.reward, metric=cfg.metric, scale=cfg.scale)
+        self.reward_fn = make_reward(config.reward, metric=config.metric, scale=config.scale)
         self.success_metric = self.model.meta.success_metric
-        self.success_threshold = cfg.success_threshold if cfg.success_threshold is not None else self.model.meta.success_threshold
+        self.success_threshold = config.success_threshold if config.success_threshold is not None else self.model.meta.success_threshold
         if self.success_threshold is None:
             gym.logger.warn("the world model has no calibrated success threshold: episodes only end at the horizon "
                             "(run `wm-gym calibrate`)")
 
         # The demo bank, encoded once with the model's own encoder.
-        self.bank = load_demo_bank(cfg.demos, self.model)
-        self.split_rows = self.bank.indices(cfg.split)
+        self.bank = load_demo_bank(config.demos, self.model)
+        self.split_rows = self.bank.indices(config.split)
         m, t1 = self.bank.frames.shape[:2]
         feats = self.model.encode(torch.from_numpy(self.bank.frames.reshape(m * t1, *self.bank.frames.shape[2:])))
         self.demo_features = feats.reshape(m, t1, self.model.n_tokens, self.model.dim)  # [M, T+1, N, C]
         self.demo_lengths = torch.as_tensor(self.bank.lengths, device=self.device)
         sim = sim_spec(self.model.meta.env_id or self.model.meta.sim) if self.model.meta.sim else None
         default_horizon = sim.max_episode_steps // self.model.config.frameskip if sim else int(self.bank.lengths.max())
-        self.horizon = int(cfg.horizon or default_horizon)
+        self.horizon = int(config.horizon or default_horizon)
 
         # Spaces: flat feature history + target; the real action chunk or a standardised latent action.
         n_feat, h = self.model.n_tokens * self.model.dim, self.model.config.history
         self.single_observation_space = spaces.Box(-np.inf, np.inf, ((h + 1) * n_feat,), np.float32)
-        if cfg.actions == "sim":
+        if config.actions == "sim":
             low = np.asarray(self.model.meta.action_low or [-1.0] * self.model.config.sim_action_dim, np.float32)
             high = np.asarray(self.model.meta.action_high or [1.0] * self.model.config.sim_action_dim, np.float32)
             self.single_action_space = chunk_space(spaces.Box(low, high, dtype=np.float32), self.model.config.frameskip)
@@ -200,8 +200,8 @@ class WMImagineVectorEnv(VectorEnv):
 
     def _flow_noise(self) -> Tensor:
         """Per-row flow noise from each row's generator, so rows match single envs exactly."""
-        cfg = self.model.flow.cfg
-        noise = np.stack([rng.standard_normal((cfg.n_latents, cfg.latent_dim)) for rng in self._row_rngs])
+        flow = self.model.flow.config
+        noise = np.stack([rng.standard_normal((flow.n_latents, flow.latent_dim)) for rng in self._row_rngs])
         return torch.as_tensor(noise, dtype=torch.float32, device=self.device)
 
     @torch.no_grad()

@@ -58,12 +58,12 @@ class LatentActionEncoder(nn.Module):
     Queries (rather than pooling) keep the bottleneck size fixed at K×d whatever N is.
     """
 
-    def __init__(self, cfg: LatentActionConfig, in_dim: int, out_dim: int):
+    def __init__(self, config: LatentActionConfig, in_dim: int, out_dim: int):
         super().__init__()
-        self.embed = TokenEmbedding(in_dim, cfg.width, cfg.n_tokens)
-        self.queries = nn.Parameter(0.02 * torch.randn(1, cfg.n_latents, cfg.width))
-        self.transformer = Transformer(cfg.width, cfg.enc_depth, cfg.heads, cfg.mlp_ratio, context_dim=cfg.width)
-        self.head = nn.Linear(cfg.width, out_dim)
+        self.embed = TokenEmbedding(in_dim, config.width, config.n_tokens)
+        self.queries = nn.Parameter(0.02 * torch.randn(1, config.n_latents, config.width))
+        self.transformer = Transformer(config.width, config.enc_depth, config.heads, config.mlp_ratio, context_dim=config.width)
+        self.head = nn.Linear(config.width, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         ctx = self.embed(x[:, None])
@@ -76,12 +76,12 @@ class LatentActionDecoder(nn.Module):
     The residual head is zero-initialised, so an untrained decoder is the copy-last baseline.
     """
 
-    def __init__(self, cfg: LatentActionConfig):
+    def __init__(self, config: LatentActionConfig):
         super().__init__()
-        self.embed = TokenEmbedding(cfg.dim, cfg.width, cfg.n_tokens)
-        self.z_embed = TokenEmbedding(cfg.latent_dim, cfg.width, cfg.n_latents)
-        self.transformer = Transformer(cfg.width, cfg.dec_depth, cfg.heads, cfg.mlp_ratio, context_dim=cfg.width)
-        self.head = nn.Linear(cfg.width, cfg.dim)
+        self.embed = TokenEmbedding(config.dim, config.width, config.n_tokens)
+        self.z_embed = TokenEmbedding(config.latent_dim, config.width, config.n_latents)
+        self.transformer = Transformer(config.width, config.dec_depth, config.heads, config.mlp_ratio, context_dim=config.width)
+        self.head = nn.Linear(config.width, config.dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -97,26 +97,26 @@ class LatentActionAutoencoder(nn.Module):
     (RLA samples it over a range); the model only ever sees the pair (s_t, s_{t+h}).
     """
 
-    def __init__(self, cfg: LatentActionConfig):
+    def __init__(self, config: LatentActionConfig):
         super().__init__()
-        self.cfg = cfg
+        self.config = config
         self.bottleneck = LatentBottleneck(
-            cfg.regularizer, cfg.latent_dim, vcm_weight=cfg.vcm_weight, energy_l2_weight=cfg.energy_l2_weight,
-            energy_l1_weight=cfg.energy_l1_weight, kl_weight=cfg.kl_weight, codebook_size=cfg.codebook_size,
-            commitment=cfg.commitment_weight)
-        in_dim = cfg.dim if cfg.encoder_input == "residual" else 2 * cfg.dim
-        self.encoder = LatentActionEncoder(cfg, in_dim, self.bottleneck.out_dim)
-        self.decoder = LatentActionDecoder(cfg)
+            config.regularizer, config.latent_dim, vcm_weight=config.vcm_weight, energy_l2_weight=config.energy_l2_weight,
+            energy_l1_weight=config.energy_l1_weight, kl_weight=config.kl_weight, codebook_size=config.codebook_size,
+            commitment=config.commitment_weight)
+        in_dim = config.dim if config.encoder_input == "residual" else 2 * config.dim
+        self.encoder = LatentActionEncoder(config, in_dim, self.bottleneck.out_dim)
+        self.decoder = LatentActionDecoder(config)
         self.repa = None
-        if cfg.repa_weight > 0:
-            self.repa = SeqDeltaRepa(cfg.n_latents * cfg.latent_dim, cfg.dim, cfg.repa_hidden)
+        if config.repa_weight > 0:
+            self.repa = SeqDeltaRepa(config.n_latents * config.latent_dim, config.dim, config.repa_hidden)
 
     def _check_pair(self, s_t: Tensor, s_next: Tensor) -> None:
-        B = check_shape(s_t, "s_t", B=None, N=self.cfg.n_tokens, C=self.cfg.dim)[0]
-        check_shape(s_next, "s_next", B=B, N=self.cfg.n_tokens, C=self.cfg.dim)
+        B = check_shape(s_t, "s_t", B=None, N=self.config.n_tokens, C=self.config.dim)[0]
+        check_shape(s_next, "s_next", B=B, N=self.config.n_tokens, C=self.config.dim)
 
     def _encode(self, s_t: Tensor, s_next: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        x = s_next - s_t if self.cfg.encoder_input == "residual" else torch.cat([s_t, s_next], dim=-1)
+        x = s_next - s_t if self.config.encoder_input == "residual" else torch.cat([s_t, s_next], dim=-1)
         return self.bottleneck(self.encoder(x))
 
     def encode(self, s_t: Tensor, s_next: Tensor) -> Tensor:
@@ -129,15 +129,15 @@ class LatentActionAutoencoder(nn.Module):
 
     def decode(self, s_t: Tensor, z: Tensor) -> Tensor:
         """s_t [B, N, C], z [B, K, d] -> ŝ_next [B, N, C]."""
-        B = check_shape(s_t, "s_t", B=None, N=self.cfg.n_tokens, C=self.cfg.dim)[0]
-        check_shape(z, "z", B=B, K=self.cfg.n_latents, d=self.cfg.latent_dim)
+        B = check_shape(s_t, "s_t", B=None, N=self.config.n_tokens, C=self.config.dim)[0]
+        check_shape(z, "z", B=B, K=self.config.n_latents, d=self.config.latent_dim)
         return self.decoder(s_t, z)
 
     def _pair_loss(self, s_t: Tensor, s_next: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         z, reg, terms = self._encode(s_t, s_next)
         err = self.decoder(s_t, z) - s_next
         l1, mse = err.abs().mean(), err.pow(2).mean()
-        loss = self.cfg.l1_weight * l1 + self.cfg.mse_weight * mse + reg
+        loss = self.config.l1_weight * l1 + self.config.mse_weight * mse + reg
         return loss, z, {"recon_l1": l1, "recon_mse": mse, **terms}
 
     def loss(self, s_t: Tensor, s_next: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -148,12 +148,12 @@ class LatentActionAutoencoder(nn.Module):
 
     def sequence_loss(self, s_seq: Tensor) -> tuple[Tensor, dict[str, float]]:
         """s_seq [B, T+1, N, C]: pair loss on every consecutive (s_i, s_{i+1}), plus λ·Seq-Δ-REPA on the window."""
-        B, T1, _, _ = check_shape(s_seq, "s_seq", B=None, T1=None, N=self.cfg.n_tokens, C=self.cfg.dim)
+        B, T1, _, _ = check_shape(s_seq, "s_seq", B=None, T1=None, N=self.config.n_tokens, C=self.config.dim)
         if T1 < 2:
             raise ValueError(f"s_seq: expected shape [B, T+1, N, C] with T+1 >= 2 frames, got {list(s_seq.shape)}")
         loss, z, terms = self._pair_loss(s_seq[:, :-1].flatten(0, 1), s_seq[:, 1:].flatten(0, 1))
         if self.repa is not None:
             repa = self.repa.loss(z.view(B, T1 - 1, *z.shape[1:]), s_seq[:, 0], s_seq[:, -1])
-            loss = loss + self.cfg.repa_weight * repa
+            loss = loss + self.config.repa_weight * repa
             terms["repa"] = repa
         return loss, to_floats({"loss": loss, **terms})

@@ -78,32 +78,32 @@ def feature_windows(model: WorldModel, sources: Sequence[Source], progress: bool
                                         model.config.frameskip)
 
 
-def finetune_dynamics(model: WorldModel, sources: Sequence[Source], cfg: FinetuneConfig | None = None) -> dict:
+def finetune_dynamics(model: WorldModel, sources: Sequence[Source], config: FinetuneConfig | None = None) -> dict:
     """Fine-tune ``model.dynamics`` in place on ``sources``; returns the loss before/after and timings."""
-    cfg = cfg or FinetuneConfig()
+    config = config or FinetuneConfig()
     started = time.perf_counter()
-    windows = feature_windows(model, sources, cfg.progress)
-    if cfg.horizon < 1:
-        raise ValueError(f"horizon must be >= 1, got {cfg.horizon}")
+    windows = feature_windows(model, sources, config.progress)
+    if config.horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {config.horizon}")
     episodes = np.arange(len(windows.lengths))
-    sample = windows.sampler(episodes, cfg.batch_size, horizon=cfg.horizon, device=model.device)
-    robust = FGSM.from_windows(windows, episodes, model.scale_actions, cfg.seed) if cfg.adversarial else None
+    sample = windows.sampler(episodes, config.batch_size, horizon=config.horizon, device=model.device)
+    robust = FGSM.from_windows(windows, episodes, model.scale_actions, config.seed) if config.adversarial else None
 
     def loss(b: dict):
         s_hist, a, targets = b["s_hist"], model.scale_actions(b["actions"]), b["targets"]
         fn = lambda s, u: rollout_error(model, s, u, targets)  # noqa: E731
         return robust.loss(fn, s_hist, a) if robust is not None else fn(s_hist, a)
 
-    held = windows.sampler(episodes, 512, horizon=cfg.horizon, device=model.device)(
-        torch.Generator().manual_seed(cfg.seed + 1))
+    held = windows.sampler(episodes, 512, horizon=config.horizon, device=model.device)(
+        torch.Generator().manual_seed(config.seed + 1))
     before = clean_mse(model, held)
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
     model.dynamics.requires_grad_(True)
-    trainer = Trainer(modules={"model": model}, checkpoint=None, device=model.device, seed=cfg.seed,
-                      log_dir=Path(cfg.log_dir) if cfg.log_dir else None, progress=cfg.progress)
+    trainer = Trainer(modules={"model": model}, checkpoint=None, device=model.device, seed=config.seed,
+                      log_dir=Path(config.log_dir) if config.log_dir else None, progress=config.progress)
     try:
-        stage = StageConfig("finetune", cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, warmup=min(50, cfg.steps // 10),
+        stage = StageConfig("finetune", config.steps, lr=config.lr, batch_size=config.batch_size, warmup=min(50, config.steps // 10),
                             ckpt_every=0)
         trainer.run(stage, model.dynamics, loss, sample)
     finally:
@@ -112,7 +112,7 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], cfg: Finetun
             p.requires_grad_(flags[name])
     model.eval()
     after = clean_mse(model, held)
-    info = {"steps": cfg.steps, "lr": cfg.lr, "adversarial": cfg.adversarial, "horizon": cfg.horizon,
+    info = {"steps": config.steps, "lr": config.lr, "adversarial": config.adversarial, "horizon": config.horizon,
             "episodes": len(windows.lengths),
             "mse_before": before, "mse_after": after, "seconds": round(time.perf_counter() - started, 1)}
     model.meta.train_info.setdefault("finetune", []).append(info)

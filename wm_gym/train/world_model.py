@@ -170,75 +170,75 @@ class StageLosses:
         return self.robust.loss(loss_fn, s_hist, a) if self.robust is not None else loss_fn(s_hist, a)
 
 
-def train_world_model(cfg: TrainConfig) -> WorldModel:
-    if cfg.preset not in PRESETS:
-        raise ValueError(f"unknown preset {cfg.preset!r}; expected one of {', '.join(PRESETS)}")
-    preset = PRESETS[cfg.preset]
-    device, dist = setup_device(cfg.device)
+def train_world_model(config: TrainConfig) -> WorldModel:
+    if config.preset not in PRESETS:
+        raise ValueError(f"unknown preset {config.preset!r}; expected one of {', '.join(PRESETS)}")
+    preset = PRESETS[config.preset]
+    device, dist = setup_device(config.device)
     started = time.perf_counter()
 
     # ----- data --------------------------------------------------------------------------------
-    data = load_episodes(cfg.data)
+    data = load_episodes(config.data)
     n_eps = len(data.frames)
-    needs_actions = cfg.latent == "action"
+    needs_actions = config.latent == "action"
     if needs_actions and not data.has_actions:
-        raise ValueError(f"{cfg.data} has no actions; latent='action' needs action labels (use rla or lam)")
-    train_eps, val_eps = split_episodes(n_eps, cfg.val_fraction, cfg.seed)
-    labelled = labelled_episodes(train_eps, cfg.action_labels, cfg.seed) if data.has_actions else np.zeros(0, int)
+        raise ValueError(f"{config.data} has no actions; latent='action' needs action labels (use rla or lam)")
+    train_eps, val_eps = split_episodes(n_eps, config.val_fraction, config.seed)
+    labelled = labelled_episodes(train_eps, config.action_labels, config.seed) if data.has_actions else np.zeros(0, int)
     meta = data.meta
     sim_action_dim = int(meta.get("action_dim") or 1)
 
     # ----- model -------------------------------------------------------------------------------
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(config.seed)
     wm_cfg = WorldModelConfig(
-        latent=cfg.latent, encoder=cfg.encoder, encoder_weights=cfg.encoder_weights,
-        encoder_config=dict(preset.encoder, image_size=int(meta.get("image_size", 64))) if cfg.encoder == "conv" else {},
-        history=cfg.history, sim_action_dim=sim_action_dim, frameskip=cfg.frameskip,
-        latent_config=dict(preset.latent, encoder_input="residual" if cfg.latent == "rla" else "pair",
-                           regularizer="none" if cfg.latent == "rla" else cfg.regularizer, repa_weight=cfg.repa_weight),
+        latent=config.latent, encoder=config.encoder, encoder_weights=config.encoder_weights,
+        encoder_config=dict(preset.encoder, image_size=int(meta.get("image_size", 64))) if config.encoder == "conv" else {},
+        history=config.history, sim_action_dim=sim_action_dim, frameskip=config.frameskip,
+        latent_config=dict(preset.latent, encoder_input="residual" if config.latent == "rla" else "pair",
+                           regularizer="none" if config.latent == "rla" else config.regularizer, repa_weight=config.repa_weight),
         flow_config=preset.flow, controller_config=preset.controller, predictor_config=preset.predictor,
     )
     wm_meta = WorldModelMeta(
         sim=str(meta.get("sim", "")), env_id=str(meta.get("env_id", "")), image_size=int(meta.get("image_size", 64)),
         action_low=list(meta.get("action_low") or []), action_high=list(meta.get("action_high") or []),
-        dataset=str(Path(cfg.data).resolve()),
+        dataset=str(Path(config.data).resolve()),
     )
     model = WorldModel(wm_cfg, wm_meta).to(device)
-    out = Path(cfg.out)
-    log_dir = Path(cfg.log_dir) if cfg.log_dir else Path("runs") / out.stem
+    out = Path(config.out)
+    log_dir = Path(config.log_dir) if config.log_dir else Path("runs") / out.stem
     trainer = Trainer(modules={"model": model}, checkpoint=out.with_name(out.name + ".train-state"), device=device,
-                      distributed=dist, seed=cfg.seed, log_dir=log_dir, progress=cfg.progress,
-                      precision=cfg.precision, compile=cfg.compile)
-    if cfg.resume and not trainer.load_checkpoint():
+                      distributed=dist, seed=config.seed, log_dir=log_dir, progress=config.progress,
+                      precision=config.precision, compile=config.compile)
+    if config.resume and not trainer.load_checkpoint():
         raise FileNotFoundError(f"--resume: no training state at {trainer.checkpoint}")
 
     # ----- stage: encoder (conv) -------------------------------------------------------------------
     frames = np.concatenate(data.frames)  # [F, H, W, 3] uint8, episodes back to back
-    reused = _init_from(model, cfg.init_from) if cfg.init_from else set()
-    if cfg.encoder == "conv" and "encoder" not in reused:
-        _train_conv_encoder(trainer, model, frames, cfg)
+    reused = _init_from(model, config.init_from) if config.init_from else set()
+    if config.encoder == "conv" and "encoder" not in reused:
+        _train_conv_encoder(trainer, model, frames, config)
 
     # ----- features ------------------------------------------------------------------------------
-    raw = dataset_features(model.encoder, cfg.data, frames, progress=cfg.progress and dist.is_main)
-    windows = FeatureWindows.from_data(raw, data, cfg.history, cfg.frameskip)
-    train_rows = np.random.default_rng(cfg.seed).permutation(windows.frame_rows(train_eps))[:20_000]  # plenty
+    raw = dataset_features(model.encoder, config.data, frames, progress=config.progress and dist.is_main)
+    windows = FeatureWindows.from_data(raw, data, config.history, config.frameskip)
+    train_rows = np.random.default_rng(config.seed).permutation(windows.frame_rows(train_eps))[:20_000]  # plenty
     stats = raw[torch.as_tensor(train_rows)].float()
     model.feature_mean.copy_(stats.mean(dim=(0, 1)))
     model.feature_std.copy_(stats.std(dim=(0, 1)).clamp_min(1e-3))
     windows.features = model.normalize(raw.to(device)).half()
-    losses = StageLosses(model, FGSM.from_windows(windows, labelled, model.scale_actions, cfg.seed)
-                         if cfg.adversarial else None)
+    losses = StageLosses(model, FGSM.from_windows(windows, labelled, model.scale_actions, config.seed)
+                         if config.adversarial else None)
     if losses.robust is not None:
         trainer.generators["fgsm"] = losses.robust.generator
 
     # ----- stages: dynamics ------------------------------------------------------------------------
-    if cfg.latent == "action":
-        stage = cfg.stage("predictor")
+    if config.latent == "action":
+        stage = config.stage("predictor")
         trainer.run(stage, model.predictor, losses.predictor, windows.sampler(labelled, stage.batch_size, device=device))
     else:
         latent = model.latent_model
-        stage = cfg.stage("latent")
-        max_h = cfg.latent_max_h if cfg.latent == "rla" else 1
+        stage = config.stage("latent")
+        max_h = config.latent_max_h if config.latent == "rla" else 1
         pair_samplers = [windows.sampler(train_eps, stage.batch_size, horizon=h, with_actions=False, device=device)
                          for h in range(1, max_h + 1)]
 
@@ -251,20 +251,20 @@ def train_world_model(cfg: TrainConfig) -> WorldModel:
         latent.eval().requires_grad_(False)
 
         for name, module, loss in (("flow", model.flow, losses.flow), ("controller", model.controller, losses.controller)):
-            stage = cfg.stage(name)
+            stage = config.stage(name)
             sample = windows.sampler(labelled, stage.batch_size, device=device)
             trainer.run(stage, module, loss, lambda g, s=sample: losses.with_latent_targets(s(g)))
 
     # ----- finish ---------------------------------------------------------------------------------
     model.eval()
     model.meta.train_info = {
-        "preset": cfg.preset, "latent": cfg.latent, "seconds": round(time.perf_counter() - started, 1),
+        "preset": config.preset, "latent": config.latent, "seconds": round(time.perf_counter() - started, 1),
         "episodes": n_eps, "train_episodes": len(train_eps), "val_episodes": val_eps.tolist(),
-        "labelled_episodes": len(labelled), "action_labels": cfg.action_labels, "seed": cfg.seed,
-        "adversarial": cfg.adversarial,
+        "labelled_episodes": len(labelled), "action_labels": config.action_labels, "seed": config.seed,
+        "adversarial": config.adversarial,
         "world_size": dist.world_size, "device": str(device), "replica_digests": trainer.replica_digests(model),
         "final_loss": {k: float(np.mean(v[-20:])) for k, v in trainer.history.items() if v},
-        "config": {k: v for k, v in asdict(cfg).items() if k not in ("progress",)},
+        "config": {k: v for k, v in asdict(config).items() if k not in ("progress",)},
     }
     if dist.is_main:
         model.save(out)
@@ -283,7 +283,7 @@ def _init_from(model: WorldModel, path: str) -> set[str]:
     for name, src, dst in pairs:
         if src is None or dst is None:
             continue
-        src_cfg, dst_cfg = (getattr(m, "config", None) or m.cfg for m in (src, dst))
+        src_cfg, dst_cfg = src.config, dst.config
         if src_cfg != dst_cfg:
             if name == "encoder":
                 raise ValueError(f"--init-from {path}: its encoder config {src_cfg} differs from this run's {dst_cfg}")
@@ -294,9 +294,9 @@ def _init_from(model: WorldModel, path: str) -> set[str]:
     return reused
 
 
-def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray, cfg: TrainConfig) -> None:
+def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray, config: TrainConfig) -> None:
     """Self-supervised reconstruction with a foreground-weighted loss, so small agents are kept."""
-    stage = cfg.stage("encoder")
+    stage = config.stage("encoder")
     loss, sample = conv_encoder_objective(model.encoder, torch.from_numpy(frames), stage.batch_size)
     model.encoder.requires_grad_(True)
     trainer.run(stage, model.encoder, loss, sample)

@@ -5,7 +5,9 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
 * the sim's noisy expert, the policy that recorded the demos (the ceiling of cloning);
 * behaviour cloning on the model's demo bank only (0 imagined steps);
 * BC + PPO in imagination (the `train-agent` defaults);
-* PPO from scratch in imagination (no cloning).
+* PPO from scratch in imagination (no cloning);
+* optionally (``--agents bc-ppo-hold``) BC + PPO whose imagined episodes do not end at success,
+  so the reward also pays for staying on the goal (what DINO-WM's budget checks).
 
 Agents are trained once into ``--out`` and reused on a re-run (delete a zip to retrain it), so
 the script resumes after an interruption. Each figure comes with its 95 % Wilson interval.
@@ -37,6 +39,7 @@ AGENTS = {
     "bc": ("behaviour cloning on the bank's demos", dict(steps=0)),
     "bc-ppo": ("BC + PPO in imagination (defaults)", dict()),
     "scratch": ("PPO from scratch in imagination", dict(bc_data=None, log_std_init=0.0)),
+    "bc-ppo-hold": ("BC + PPO, imagined episodes run on after success", dict(success_threshold=0.0)),
 }
 
 
@@ -65,7 +68,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1000, help="episode i resets with seed + i")
     parser.add_argument("--budgets", nargs="+", default=["default", "dino-wm"],
                         help="default (the sim's episode length) | dino-wm | swm | STEPS")
-    parser.add_argument("--agents", nargs="+", default=list(AGENTS), choices=list(AGENTS))
+    parser.add_argument("--agents", nargs="+", default=["bc", "bc-ppo", "scratch"], choices=list(AGENTS))
     parser.add_argument("--ppo-steps", type=int, default=61_440, help="imagined agent steps of the PPO rows")
     parser.add_argument("--agent-seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="folder for agents and the table (default: out/agent_table/MODEL)")

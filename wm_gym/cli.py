@@ -345,7 +345,7 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, action="append",
                    help="dataset dir, or an online round's episodes folder (repeatable)")
     p.add_argument("--out", required=True, help="world-model file to write")
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--adversarial", action="store_true", help="FGSM with a random start on the inputs, clean targets")
@@ -479,7 +479,8 @@ def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
                       n_steps=args.n_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                       checkpoint_every=args.checkpoint_every, log_std_init=args.log_std_init,
                       success_threshold=args.success_threshold, critic_warmup=args.critic_warmup,
-                      bc_noise=args.bc_noise,
+                      bc_noise=args.bc_noise, gamma=args.gamma, gae_lambda=args.gae_lambda, n_epochs=args.n_epochs,
+                      net_arch=list(args.net_arch), bc_epochs=args.bc_epochs,
                       bc_data=None if args.bc_data == "none" else args.bc_data)
     return train_agent(config)
 
@@ -503,6 +504,11 @@ def add_train_agent(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-steps", type=int, default=64, help="PPO rollout length per env (steps round up to whole rollouts)")
     p.add_argument("--batch-size", type=int, default=512, help="minibatch size")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="PPO/SAC learning rate")
+    p.add_argument("--gamma", type=float, default=0.9, help="discount (RLA-WM's PPO: 0.9)")
+    p.add_argument("--gae-lambda", type=float, default=0.95, help="PPO GAE lambda")
+    p.add_argument("--n-epochs", type=int, default=4, help="PPO epochs per rollout")
+    p.add_argument("--net-arch", type=int, nargs="+", default=[256, 256], help="hidden layer widths of policy and value")
+    p.add_argument("--bc-epochs", type=int, default=30, help="behaviour-cloning epochs before RL")
     p.add_argument("--checkpoint-every", type=int, default=50_000, help="atomic checkpoint every N steps")
     p.add_argument("--bc-data", default="auto",
                    help="behaviour-clone demos before RL: auto (the model's demo bank, if it has action labels), bank, "

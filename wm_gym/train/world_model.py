@@ -89,7 +89,7 @@ PRESETS: dict[str, Preset] = {
 class TrainConfig:
     data: str                        # dataset directory (wm-gym collect / ingest)
     out: str                         # world-model file to write
-    preset: str = "small"            # tiny | small | base
+    preset: str = "small"            # tiny | small | fast | base
     latent: str = "rla"              # rla | lam | action
     regularizer: str = "sparse"      # lam bottleneck: sparse | noisy | vq | none
     repa_weight: float = 0.0         # Seq-Δ-REPA auxiliary weight for the latent stage (0 = off)

@@ -29,7 +29,7 @@ import numpy as np
 
 from wm_gym.envs import SIMS
 from wm_gym.envs.wall import WallGeometry, goal_reached, make_geometry, sample_start_goal, wall_step
-from wm_gym.real_episodes import DINO_WM_REPLAN_CHUNKS, make_budget
+from wm_gym.real_episodes import chunks_per_plan, make_budget
 
 FRAMESKIP = 5  # sim steps per planned chunk, as in the world models
 
@@ -79,7 +79,7 @@ def mpc_cem(kind: str, episodes: int = 50, seed: int = 1000, horizon: int = 5, s
     """
     geometry, rng = geometry or WallGeometry(), np.random.default_rng(planner_seed)
     budget = make_budget(budget, FRAMESKIP, SIMS["wall"].max_episode_steps)
-    execute = execute or (DINO_WM_REPLAN_CHUNKS if budget.name in ("dino-wm", "swm") else 1)
+    execute = execute or chunks_per_plan(budget)
     if not 1 <= execute <= horizon:
         raise ValueError(f"need 1 <= execute <= horizon, got {execute} and {horizon}")
     pairs = [sample_start_goal(np.random.default_rng(seed + i), geometry) for i in range(episodes)]
@@ -105,7 +105,7 @@ def mpc_cem(kind: str, episodes: int = 50, seed: int = 1000, horizon: int = 5, s
                 break
             pos = np.where(done[:, None], pos, wall_step(pos, plan[:, chunk % execute, k], geometry))
             sim_steps += 1
-            if sim_steps % budget.check_every == 0:
+            if budget.checks(sim_steps):
                 newly = ~done & goal_reached(pos, goal)
                 success_step[newly], done = sim_steps, done | newly
         chunk += 1

@@ -77,8 +77,8 @@ class WallGeometry:
         lo, hi = self.margin, self.extent - self.margin
         if not (self.wall_width > 0 and self.door_width > 0 and 0 <= self.margin < self.extent / 2):
             raise ValueError(f"wall_width and door_width must be > 0 and margin in [0, extent/2), got {self}")
-        clearance = SPAWN_CLEARANCE if self.version == 0 else 2 * SPAWN_PADDING
-        if not (lo + clearance < self.wall_lo and self.wall_hi + clearance < hi):
+        (left_lo, left_hi), (right_lo, right_hi), _ = self.spawn_ranges()
+        if not (left_lo < left_hi and right_lo < right_hi):  # starts and goals need room in both rooms
             raise ValueError(f"the wall band [{self.wall_lo}, {self.wall_hi}] leaves no room on one side in [{lo}, {hi}]")
         if not (self.door_lo < hi and self.door_hi > lo):
             raise ValueError(f"the door [{self.door_lo}, {self.door_hi}] is outside the reachable y range [{lo}, {hi}]")
@@ -104,6 +104,15 @@ class WallGeometry:
         lo = np.array([[self.wall_lo, -1.0], [self.wall_lo, self.door_hi]])
         hi = np.array([[self.wall_hi, self.door_lo], [self.wall_hi, self.extent + 1.0]])
         return lo, hi
+
+    def spawn_ranges(self) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
+        """(left room x, right room x, y) ranges that starts and goals are drawn from."""
+        if self.version == 1:  # DINO-WM generate_random_state: border_padding = border + 2·dot_std
+            pad = self.margin + SPAWN_PADDING
+            return ((pad, self.wall_lo - SPAWN_PADDING), (self.wall_hi + SPAWN_PADDING, self.extent - pad),
+                    (pad, self.extent - pad))
+        return ((self.margin, self.wall_lo - SPAWN_CLEARANCE), (self.wall_hi + SPAWN_CLEARANCE, self.extent - self.margin),
+                (self.margin, self.extent - self.margin))
 
     def side(self, x: np.ndarray) -> np.ndarray:
         """-1 left of the wall's centre line, +1 right of it (0 on it); ``x`` is [B]."""
@@ -252,16 +261,6 @@ def goal_reached(pos: np.ndarray, goal: np.ndarray) -> np.ndarray:
     return np.linalg.norm(np.asarray(pos, np.float64) - np.asarray(goal, np.float64), axis=-1) < SUCCESS_RADIUS
 
 
-def spawn_ranges(geometry: WallGeometry) -> tuple[tuple[float, float], tuple[float, float], tuple[float, float]]:
-    """(left room x, right room x, y) ranges that starts and goals are drawn from."""
-    g = geometry
-    if g.version == 1:  # DINO-WM generate_random_state: border_padding = border + 2·dot_std
-        pad = g.margin + SPAWN_PADDING
-        return (pad, g.wall_lo - SPAWN_PADDING), (g.wall_hi + SPAWN_PADDING, g.extent - pad), (pad, g.extent - pad)
-    return ((g.margin, g.wall_lo - SPAWN_CLEARANCE), (g.wall_hi + SPAWN_CLEARANCE, g.extent - g.margin),
-            (g.margin, g.extent - g.margin))
-
-
 def sample_start_goal(rng: np.random.Generator, geometry: WallGeometry) -> tuple[np.ndarray, np.ndarray]:
     """Start and goal uniform in opposite rooms; which room starts is a fair coin.
 
@@ -269,7 +268,7 @@ def sample_start_goal(rng: np.random.Generator, geometry: WallGeometry) -> tuple
     y, then the coin that swaps the rooms). The single and the vector env call this with one
     generator per episode stream, which is what makes their seeds agree.
     """
-    left, right, y_range = spawn_ranges(geometry)
+    left, right, y_range = geometry.spawn_ranges()
     if geometry.version == 1:
         start_x, goal_x = rng.uniform(*left), rng.uniform(*right)
         start_y, goal_y = rng.uniform(*y_range), rng.uniform(*y_range)

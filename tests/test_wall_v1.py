@@ -15,7 +15,7 @@ from gymnasium.utils.env_checker import check_env
 
 import wm_gym  # noqa: F401  (registers the ids)
 from wm_gym.data.collect import rollout
-from wm_gym.envs.wall import WALL_V1, WallEnv, WallVectorEnv, render_dots, sample_start_goal, spawn_ranges, wall_step
+from wm_gym.envs.wall import WALL_V1, WallEnv, WallVectorEnv, render_dots, sample_start_goal, wall_step
 
 ENV_ID = "wm_gym/Wall-v1"
 G = WALL_V1
@@ -36,7 +36,7 @@ def test_short_name_is_v1_and_check_env_passes():
 def test_layout_is_dino_wm():
     assert (G.wall_lo, G.wall_hi, G.door_lo, G.door_hi) == (29.0, 35.0, 26.0, 34.0)
     assert (G.margin, G.extent - G.margin) == (4.0, 60.0)
-    (lx0, lx1), (rx0, rx1), (y0, y1) = spawn_ranges(G)
+    (lx0, lx1), (rx0, rx1), (y0, y1) = G.spawn_ranges()
     np.testing.assert_allclose([lx0, lx1, rx0, rx1, y0, y1], [7.4, 25.6, 38.4, 56.6, 7.4, 56.6])
 
 
@@ -107,7 +107,7 @@ def test_random_walks_never_enter_the_wall_and_cross_only_through_the_door():
 
 
 def test_starts_and_goals_in_opposite_rooms_within_dino_wm_ranges():
-    (lx0, lx1), (rx0, rx1), (y0, y1) = spawn_ranges(G)
+    (lx0, lx1), (rx0, rx1), (y0, y1) = G.spawn_ranges()
     pairs = [sample_start_goal(np.random.default_rng(s), G) for s in range(400)]
     starts, goals = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
     for pts in (starts, goals):

@@ -162,10 +162,9 @@ def add_eval_wm(sub: argparse._SubParsersAction) -> None:
 def _planner_config(args: argparse.Namespace):
     from wm_gym.agents.planners import PlannerConfig
 
-    from wm_gym.real_episodes import DINO_WM_REPLAN_CHUNKS
+    from wm_gym.real_episodes import chunks_per_plan
 
-    protocol = getattr(args, "budget", None) in ("dino-wm", "swm")  # both execute 5 chunks per plan
-    execute = args.execute or (DINO_WM_REPLAN_CHUNKS if args.mpc and protocol else 1)
+    execute = args.execute or (chunks_per_plan(getattr(args, "budget", None)) if args.mpc else 1)
     return PlannerConfig(horizon=args.horizon, mpc=args.mpc, execute=execute, samples=args.samples, elites=args.elites,
                          iterations=args.iterations, gbp_steps=args.gbp_steps, lr=args.lr, gd_lr=args.gd_lr,
                          seed=args.seed, value_weight=args.value_weight)

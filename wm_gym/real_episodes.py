@@ -65,6 +65,17 @@ class Budget:
         if not self.report_at:
             object.__setattr__(self, "report_at", (self.sim_steps,))
 
+    def checks(self, sim_step: int) -> bool:
+        """Whether success is looked at after sim step ``sim_step`` (1-based)."""
+        return sim_step % self.check_every == 0
+
+
+def chunks_per_plan(spec: str | int | Budget | None) -> int:
+    """Chunks an MPC planner executes per plan under a budget: 5 for the ``dino-wm`` and ``swm``
+    protocols (DINO-WM's ``n_taken_actions``, stable-worldmodel's ``receding_horizon``), else 1."""
+    name = spec.name if isinstance(spec, Budget) else spec
+    return DINO_WM_REPLAN_CHUNKS if name in BUDGETS else 1
+
 
 def make_budget(spec: str | int | Budget | None, frameskip: int, default_sim_steps: int) -> Budget:
     """``dino-wm`` | ``swm`` | a number of sim steps | None (the sim's episode length) → a :class:`Budget`.
@@ -144,13 +155,13 @@ def summarize(results: list[dict[str, Any]], budget: Budget, frameskip: int) -> 
     lengths = np.array([r["length"] for r in results], float)
     rate = lambda limit: float((steps <= limit).mean()) if n else float("nan")  # noqa: E731
     out = {"success_rate": rate(budget.sim_steps), "episodes": n,
-           "success_ci95": [round(x, 4) for x in wilson_interval(int((steps <= budget.sim_steps).sum()), n)],
+           "success_ci95": [round(x, 4) for x in wilson_interval(int(np.isfinite(steps).sum()), n)],
            "mean_episode_length": float(lengths.mean()) if n else float("nan"),
            "max_steps": -(-budget.sim_steps // frameskip), "budget": budget.name, "budget_sim_steps": budget.sim_steps,
            "success_check_every": budget.check_every,
            "success_at_sim_steps": {str(k): rate(k) for k in budget.report_at}}
     if budget.name == "dino-wm":
-        out["success_after_replans"] = {str(r): rate(r * budget.check_every) for r in DINO_WM_REPORT_REPLANS}
+        out["success_after_replans"] = dict(zip(map(str, DINO_WM_REPORT_REPLANS), out["success_at_sim_steps"].values()))
     return out
 
 
@@ -165,7 +176,7 @@ def run_chunk(env, chunk: np.ndarray, budget: Budget, sim_steps: int) -> tuple[d
     for sim_action in chunk:
         obs, _, _, _, info = env.step(sim_action)
         sim_steps += 1
-        if sim_steps % budget.check_every == 0 and info["is_success"]:
+        if budget.checks(sim_steps) and info["is_success"]:
             return obs, sim_steps, sim_steps
         if sim_steps >= budget.sim_steps:
             break

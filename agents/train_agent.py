@@ -67,6 +67,12 @@ def sidecar_path(agent_path: str | Path) -> Path:
     return Path(agent_path).with_suffix(".json")
 
 
+def checkpoint_path(agent_path: str | Path) -> Path:
+    """Where ``train_agent`` keeps its periodic checkpoint; ``resume=True`` continues from it."""
+    out = Path(agent_path)
+    return out.with_name(out.stem + ".ckpt.zip")
+
+
 def atomic_sb3_save(agent, path: str | Path) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         agent.save(f)
@@ -125,7 +131,7 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
         raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
     world_model = load_model(config.model, config.device)
     out = Path(config.out)
-    ckpt = out.with_name(out.stem + ".ckpt.zip")
+    ckpt = checkpoint_path(out)
     log_dir = config.log_dir or str(Path("runs") / out.stem)
     env = VecMonitor(make_sb3_vec_env(
         num_envs=config.num_envs, seed=config.seed, model=world_model, task=config.task, reward=config.reward,

@@ -7,7 +7,9 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
 * BC + PPO in imagination (the `train-agent` defaults);
 * PPO from scratch in imagination (no cloning);
 * optionally (``--agents bc-ppo-hold``) BC + PPO whose imagined episodes do not end at success,
-  so the reward also pays for staying on the goal (what DINO-WM's budget checks).
+  so the reward also pays for staying on the goal (what DINO-WM's budget checks);
+* optionally (``scratch-temporal``, ``bc-ppo-temporal``) the same with the learned temporal-progress
+  reward (a model with a ``wm-gym train-distance`` head).
 
 Agents are trained once into ``--out`` and reused on a re-run (delete a zip to retrain it), so
 the script resumes after an interruption. Each figure comes with its 95 % Wilson interval.
@@ -40,6 +42,11 @@ AGENTS = {
     "bc-ppo": ("BC + PPO in imagination (defaults)", dict()),
     "scratch": ("PPO from scratch in imagination", dict(bc_data=None, log_std_init=0.0)),
     "bc-ppo-hold": ("BC + PPO, imagined episodes run on after success", dict(success_threshold=0.0)),
+    # the learned temporal distance (`wm-gym train-distance`): progress in steps to go, which keeps its slope far
+    # from the goal where the feature distance is flat (the model must have the head)
+    "scratch-temporal": ("PPO from scratch, temporal-progress reward", dict(bc_data=None, log_std_init=0.0,
+                                                                             reward="temporal")),
+    "bc-ppo-temporal": ("BC + PPO, demo + temporal-progress reward", dict(reward="demo+temporal")),
 }
 
 

@@ -6,7 +6,7 @@ goal and demo terms. DemoAligned takes target = demo sequence [B, T+1, N, C] and
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -99,6 +99,29 @@ class ProgressReward:
         _check_states(s_prev, s_next)
         goal = _goal(target)
         return self.scale * (feature_distance(s_prev, goal, self.metric) - feature_distance(s_next, goal, self.metric))
+
+
+class TemporalProgressReward:
+    """r = scale * (k(s_prev, goal) - k(s_next, goal)), k a learned temporal distance in model steps.
+
+    Progress like :class:`ProgressReward`, but measured in steps to go (:mod:`wm_gym.temporal_distance`):
+    it keeps its slope far from the goal, where feature distances saturate, and counts the way round a
+    wall as the way. ``distance`` maps (s [B, N, C], goal) to steps [B], e.g. a world model's
+    ``temporal_distance.steps``. Potential-based, so it sums to k(s_0) - k(s_T) and cannot be farmed.
+    """
+
+    needs_demo = False
+
+    def __init__(self, distance: Callable[[Tensor, Tensor], Tensor], scale: float = 1.0):
+        if not callable(distance):
+            raise ValueError(f"distance must be callable (s, goal) -> steps, got {distance!r}")
+        self.distance, self.scale = distance, _positive(scale)
+
+    def __call__(self, s_prev: Tensor, s_next: Tensor, target: Tensor, t: Step = None) -> Tensor:
+        _check_states(s_prev, s_next)
+        goal = _goal(target)
+        check_pair(s_next, goal)
+        return self.scale * (self.distance(s_prev, goal) - self.distance(s_next, goal))
 
 
 class SeqDeltaAlignmentReward:

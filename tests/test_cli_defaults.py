@@ -7,6 +7,7 @@ from wm_gym.agents.planners import PlannerConfig
 from wm_gym.agents.train_agent import AgentConfig
 from wm_gym.cli import build_parser
 from wm_gym.online import OnlineConfig
+from wm_gym.temporal_distance import TemporalDistanceConfig
 from wm_gym.train.finetune import FinetuneConfig
 from wm_gym.train.world_model import TrainConfig
 
@@ -14,6 +15,7 @@ from wm_gym.train.world_model import TrainConfig
 COMMANDS = {
     ("train", "--data", "D", "--out", "M.pt"): (TrainConfig, {}),
     ("train-agent", "--out", "A.zip"): (AgentConfig, {}),
+    ("train-distance", "--model", "M", "--data", "D"): (TemporalDistanceConfig, {}),
     ("finetune", "--model", "M", "--data", "D", "--out", "M2.pt"): (FinetuneConfig, {}),
     ("online", "--out", "R"): (OnlineConfig, {"data": "repeatable --data, None until given",
                                               "batch": "None: all of a round's --episodes in one batch"}),

@@ -1,12 +1,16 @@
-"""Adversarial perturbations, dynamics fine-tuning, episode recording and the resumable online loop."""
+"""Adversarial perturbations, dynamics fine-tuning, episode recording and the resumable online loop
+(planners, fixed agents, and agents retrained in imagination each round)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from wm_gym.agents.online_agent import AgentRetrainer
+from wm_gym.agents.train_agent import AgentConfig, load_agent, sidecar_path, train_agent
 from wm_gym.cli import main
 from wm_gym.data.collect import make_sim
 from wm_gym.data.dataset import Episode
@@ -228,3 +232,157 @@ def test_cli_online_and_finetune(tiny_imagine_world, tmp_path, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["rounds"][0]["episodes_added"] == 2 and "mse_after" in line["rounds"][0]
     assert main(["online", "--model", "no-such-model", "--out", str(tmp_path / "r2"), "--json"]) == 2
+
+
+# ----- the agent-driven loop: act, fine-tune, retrain in imagination --------------------------------------------
+RETRAIN = 256  # one PPO rollout of the tiny start agent (8 envs x 32 steps)
+
+
+@pytest.fixture(scope="module")
+def start_agent(tiny_imagine_world, tmp_path_factory):
+    """An untrained tiny PPO agent on the tiny world (the 'offline' agent the loop starts from)."""
+    out = tmp_path_factory.mktemp("start_agent") / "start.zip"
+    train_agent(AgentConfig(model=str(tiny_imagine_world.path), out=str(out), steps=0, num_envs=8, n_steps=32,
+                            batch_size=64, net_arch=[32, 32], device="cpu", progress=False, checkpoint_every=10**9,
+                            log_dir=str(out.parent / "tb"), bc_data=None, log_std_init=0.0, critic_warmup=0))
+    return out
+
+
+@pytest.fixture()
+def bank_model(tiny_imagine_world):
+    torch.set_num_threads(1)
+    return WorldModel.load(tiny_imagine_world.path)  # imagination needs the demo bank
+
+
+class SpyRetrainer(AgentRetrainer):
+    """The real retrainer, recording which agent files act and how often they are asked for actions.
+
+    ``kill_before``/``kill_after``: the n-th retrain call (1-based) raises instead of retraining,
+    or right after the retrained agent is saved (a simulated kill).
+    """
+
+    def __init__(self, kill_before: int | None = None, kill_after: int | None = None):
+        super().__init__(device="cpu", progress=False)
+        self.kill_before, self.kill_after = kill_before, kill_after
+        self.loaded: list[Path] = []
+        self.retrains = self.predicts = 0
+
+    def load(self, path):
+        self.loaded.append(Path(path))
+        agent = super().load(path)
+        act = agent.predict
+
+        def predict(obs, *args, **kwargs):
+            self.predicts += 1
+            return act(obs, *args, **kwargs)
+
+        agent.predict = predict
+        return agent
+
+    def retrain(self, model, start, out, steps):
+        self.retrains += 1
+        if self.retrains == self.kill_before:
+            raise KeyboardInterrupt("simulated kill before retraining")
+        info = super().retrain(model, start, out, steps)
+        if self.retrains == self.kill_after:
+            raise KeyboardInterrupt("simulated kill after the agent was saved")
+        return info
+
+
+def agent_cfg(out, start, **kw) -> OnlineConfig:
+    return online_cfg(out, agent=str(start), retrain_steps=RETRAIN, **kw)
+
+
+def params(agent_file) -> dict[str, torch.Tensor]:
+    return load_agent(agent_file)[0].policy.state_dict()
+
+
+def shard_bytes(out, r) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / f"round_{r:02d}" / "episodes").glob("*"))}
+
+
+def test_agent_rounds_retrain_the_agent_on_each_model_and_act_with_it_next(bank_model, start_agent, tmp_path):
+    out, trainer = tmp_path / "run", SpyRetrainer()
+    rounds = run_online(bank_model, None, agent_cfg(out, start_agent, eval_episodes=1), trainer)
+    agents = [out / f"round_{r:02d}" / "agent.zip" for r in range(2)]
+    assert [r["agent"] for r in rounds] == [str(a) for a in agents]
+    assert [r["acting_agent"] for r in rounds] == [str(start_agent), str(agents[0])]  # round 0: the offline agent
+    # base_eval and round 0 act with the start agent; each round's eval and the next round with its retrained one
+    assert trainer.loaded == [start_agent, start_agent, agents[0], agents[0], agents[1]]
+    assert trainer.predicts == 2 * 3 * 2 + 3 * 1 * 2  # 2 rounds x 3 episodes x 2 steps, 3 evals x 1 x 2
+    for r, agent in enumerate(agents):
+        sb3, meta = load_agent(agent)
+        assert sb3.num_timesteps == RETRAIN * (r + 1)  # warm-started: the steps add up over rounds
+        assert meta["model"] == str(out / f"round_{r:02d}" / "model.pt") and meta["config"]["bc_data"] is None
+        assert meta["config"]["seed"] == r + 1 and rounds[r]["retrain"]["steps"] == RETRAIN * (r + 1)
+    before, after = params(start_agent), params(agents[0])
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # PPO really updated the policy
+    assert all(r["eval"]["episodes"] == 1 for r in rounds) and (out / "base_eval.json").exists()
+    steps = [sum(Episode.load_npz(p).steps for p in (out / f"round_{r:02d}" / "episodes").glob("*.npz"))
+             for r in range(2)]
+    assert [r["sim_steps_added"] for r in rounds] == steps
+    assert [r["real_episodes_total"] for r in rounds] == [3, 6]
+    assert [r["sim_steps_total"] for r in rounds] == [steps[0], steps[0] + steps[1]]
+    assert not list(out.glob("round_*/retrain/*.zip"))  # published, checkpoints cleaned up
+
+
+def test_an_interrupted_agent_run_resumes_each_step_once(bank_model, start_agent, tmp_path):
+    out = tmp_path / "run"
+    # kill 1: round 0's model is saved, its agent not yet trained
+    with pytest.raises(KeyboardInterrupt):
+        run_online(bank_model, None, agent_cfg(out, start_agent), SpyRetrainer(kill_before=1))
+    r0 = out / "round_00"
+    assert (r0 / "model.pt").exists() and not (r0 / "agent.zip").exists() and not (r0 / "result.json").exists()
+    episodes, model_bytes = shard_bytes(out, 0), (r0 / "model.pt").read_bytes()
+    model_mtime = (r0 / "model.pt").stat().st_mtime_ns
+
+    # kill 2: resumes round 0 with a retrain only, then round 1 is killed right after its agent is saved
+    trainer = SpyRetrainer(kill_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_online(bank_model, None, agent_cfg(out, start_agent), trainer)
+    assert shard_bytes(out, 0) == episodes and len(episodes) == 3  # not re-collected
+    assert (r0 / "model.pt").read_bytes() == model_bytes and (r0 / "model.pt").stat().st_mtime_ns == model_mtime
+    assert trainer.predicts == 3 * 2  # round 0 acted not at all; round 1 ran its 3 episodes of 2 steps
+    assert (out / "round_01" / "agent.zip").exists() and not (out / "round_01" / "result.json").exists()
+    agent_bytes = (out / "round_01" / "agent.zip").read_bytes()
+
+    # the last run only writes round 1's result: no acting, no fine-tuning, no retraining
+    trainer = SpyRetrainer(kill_before=1)
+    rounds = run_online(bank_model, None, agent_cfg(out, start_agent), trainer)
+    assert trainer.retrains == 0 and trainer.predicts == 0
+    assert (out / "round_01" / "agent.zip").read_bytes() == agent_bytes and rounds[1]["retrain"]["reused"] is True
+    assert [r["episodes_added"] for r in rounds] == [3, 3] and [r["real_episodes_total"] for r in rounds] == [3, 6]
+    assert rounds[0]["resumed_episodes"] == 3 and rounds[1]["resumed_episodes"] == 3
+    assert rounds[1]["sim_steps_total"] == rounds[0]["sim_steps_added"] + rounds[1]["sim_steps_added"]
+    assert rounds[1]["acting_agent"] == str(r0 / "agent.zip") and sidecar_path(out / "round_01" / "agent.zip").exists()
+    assert load_agent(out / "round_01" / "agent.zip")[0].num_timesteps == 2 * RETRAIN
+
+    # settings that decide the data must match on resume
+    for changed in ({"retrain_steps": RETRAIN + 1}, {"agent": str(tmp_path / "other.zip")}):
+        config = agent_cfg(out, start_agent)
+        config.__dict__.update(changed)
+        with pytest.raises(ValueError, match="other settings"):
+            run_online(bank_model, None, config, SpyRetrainer())
+    with pytest.raises(ValueError, match="other settings"):  # the same agent, fixed instead of retrained
+        run_online(bank_model, load_agent(start_agent)[0], online_cfg(out, agent=str(start_agent)))
+
+
+def test_agent_mode_needs_its_agent_and_trainer(bank_model, start_agent, tmp_path):
+    with pytest.raises(ValueError, match="retrain_steps > 0 needs"):
+        run_online(bank_model, None, agent_cfg(tmp_path / "a", start_agent))  # no trainer
+    with pytest.raises(ValueError, match="retrain_steps > 0 needs"):
+        run_online(bank_model, load_agent(start_agent)[0], agent_cfg(tmp_path / "b", start_agent), SpyRetrainer())
+    with pytest.raises(ValueError, match="policy is None"):
+        run_online(bank_model, None, online_cfg(tmp_path / "c"))
+
+
+def test_cli_online_retrains_the_agent(tiny_imagine_world, start_agent, tmp_path, capsys):
+    argv = ["online", "--model", str(tiny_imagine_world.path), "--agent", str(start_agent), "--retrain-steps",
+            str(RETRAIN), "--out", str(tmp_path / "run"), "--rounds", "1", "--episodes", "2", "--max-steps", "1",
+            "--finetune-steps", "2", "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["rounds"][0]
+    assert line["agent"] == str(tmp_path / "run" / "round_00" / "agent.zip") and line["real_episodes_total"] == 2
+    assert load_agent(line["agent"])[0].num_timesteps == RETRAIN
+    assert main(["online", "--retrain-steps", "5", "--out", str(tmp_path / "r2"), "--json"]) == 2
+    assert "--agent" in capsys.readouterr().err

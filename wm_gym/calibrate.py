@@ -23,7 +23,6 @@ import torch
 
 from wm_gym.data.collect import make_sim
 from wm_gym.data.dataset import load_episodes
-from wm_gym.rewards import feature_distance
 from wm_gym.world_model import WorldModel
 
 
@@ -53,12 +52,12 @@ def labelled_pairs(model: WorldModel, data_dir: str | Path, metric: str = "l1",
         if imagined:  # frame 0 is real in both: leave it out
             keep = k > 0
             k, j = k[keep], j[keep]
-        d = feature_distance(first[k], feats[j], metric).cpu().numpy()
+        d = model.goal_distance(first[k], feats[j], metric).detach().cpu().numpy()
         y = np.array([sim.is_success(states[a], states[b]) for a, b in zip(k, j)], bool)
         if data.goal_pixels is not None:  # and the episode's own goal image, labelled by the recorded flag
             rows = np.arange(1 if imagined else 0, len(times))
             goal = feats[-1:].expand(len(rows), -1, -1)
-            d = np.concatenate([d, feature_distance(first[rows], goal, metric).cpu().numpy()])
+            d = np.concatenate([d, model.goal_distance(first[rows], goal, metric).detach().cpu().numpy()])
             y = np.concatenate([y, data.success[e][times][rows]])
         dist.append(d), label.append(y), episode.append(np.full(len(d), e))
     sim.close()

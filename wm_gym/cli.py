@@ -61,13 +61,55 @@ def add_collect(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_collect)
 
 
+# ----- ingest --------------------------------------------------------------------------------
+def cmd_ingest(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.data.dataset import load_episodes
+    from wm_gym.data.video import ingest_videos
+
+    start = time.perf_counter()
+    out = ingest_videos(args.inputs, args.out, image_size=args.image_size, fps_stride=args.fps_stride,
+                        max_frames=args.max_frames, labels=args.labels, progress=not args.json)
+    data = load_episodes(out)
+    return {
+        "out": str(out),
+        "episodes": len(data),
+        "frames": int(sum(len(f) for f in data.frames)),
+        "image_size": data.image_size,
+        "labelled_episodes": int(data.labelled.sum()),
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def add_ingest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ingest", help="turn videos or folders of frame images into a dataset without actions",
+        description="Each video (.mp4, .mov, .avi, .mkv, .webm) and each folder of frame images (.png/.jpg, in "
+        "natural name order) becomes one episode: center-cropped to a square, resized to --image-size, with no "
+        "actions, so `wm-gym train` learns the encoder, the latent actions and the flow z-prior from it. A folder "
+        "of videos and/or frame folders gives one episode each. --labels attaches actions to the episodes it names "
+        "only. Interrupted runs resume: re-run the same command; nothing is duplicated.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="video files, frame folders, or folders holding them (episode name: the video's file stem "
+                   "or the frame folder's name)")
+    p.add_argument("--out", required=True, help="dataset directory to create (or resume)")
+    p.add_argument("--image-size", type=int, default=64, help="square frame size after the center crop (default: 64)")
+    p.add_argument("--fps-stride", type=int, default=1, help="keep every n-th frame (default: 1, all frames)")
+    p.add_argument("--max-frames", type=int, default=None, help="keep at most this many frames per episode")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="actions for some episodes: .npz with one [T, A] array per episode name, or .json "
+                   "{name: [[a0, a1, ...], ...]}; row t leads from kept frame t to t+1 (T = frames kept - 1)")
+    p.set_defaults(func=cmd_ingest)
+
+
 # ----- train ---------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.train.world_model import TrainConfig, train_world_model
 
     config = TrainConfig(
         data=args.data, out=args.out, preset=args.preset, latent=args.latent, regularizer=args.regularizer,
-        repa_weight=args.repa_weight, steps=args.steps, encoder=args.encoder, encoder_weights=args.encoder_weights,
+        repa_weight=args.repa_weight, repa_window=args.repa_window, steps=args.steps, encoder=args.encoder,
+        encoder_weights=args.encoder_weights,
         history=args.history, frameskip=args.frameskip, action_labels=args.action_labels, seed=args.seed,
         device=args.device, resume=args.resume, log_dir=args.log_dir, progress=not args.json, init_from=args.init_from,
         adversarial=args.adversarial, precision=args.precision, compile=args.compile,
@@ -76,7 +118,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     )
     model = train_world_model(config)
     return {"out": args.out, **model.summary(), "train_info": {k: v for k, v in model.meta.train_info.items()
-                                                                 if k in ("seconds", "final_loss", "device", "world_size")}}
+                                                                 if k in ("seconds", "final_loss", "device", "world_size",
+                                                                          "flow", "controller", "repa_window")}}
 
 
 def _stage_steps(text: str) -> tuple[str, int]:
@@ -92,9 +135,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "train", help="train a world model on a dataset",
         description="Train a world model stage by stage: encoder (conv), latent actions (rla/lam), flow dynamics and "
         "controller, or the action-conditioned baseline (--latent action). Checkpoints go to OUT.train-state; "
-        "--resume continues an interrupted run. Runs unchanged under torchrun (DDP).",
+        "--resume continues an interrupted run. Runs unchanged under torchrun (DDP). Action-free data (`wm-gym "
+        "ingest` without --labels) trains the encoder, the latent actions and the flow as a z-prior, and skips the "
+        "controller (said in the output and in the model's train_info); with labels for some episodes, flow and "
+        "controller train on those only.",
     )
-    p.add_argument("--data", required=True, help="dataset directory from `wm-gym collect`")
+    p.add_argument("--data", required=True, help="dataset directory from `wm-gym collect` or `wm-gym ingest`")
     p.add_argument("--out", required=True, help="world-model file to write (e.g. wall.pt)")
     p.add_argument("--preset", default="small", choices=["tiny", "small", "fast", "base"],
                    help="tiny: tests (~1 min CPU); small: <=30 min on 2 CPU cores; fast: half-width model with a patch "
@@ -102,7 +148,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latent", default="rla", choices=["rla", "lam", "action"],
                    help="rla: residual latent actions; lam: IDM latent actions; action: DINO-WM-style baseline")
     p.add_argument("--regularizer", default="sparse", choices=["sparse", "noisy", "vq", "none"], help="lam bottleneck")
-    p.add_argument("--repa-weight", type=float, default=0.0, help="Seq-Δ-REPA auxiliary loss weight (0 = off)")
+    p.add_argument("--repa-weight", type=float, default=0.0,
+                   help="Seq-Δ-REPA weight in the latent stage: aligns the summed latent actions of a window with its "
+                   "feature change, so z means the same motion in every clip (0 = off; Olaf-World: 0.02-1)")
+    p.add_argument("--repa-window", type=int, default=4,
+                   help="model steps per Seq-Δ-REPA window (Olaf-World: 16); cut to what the longest episode fits")
     p.add_argument("--steps", type=int, default=None, help="override the steps of every stage")
     p.add_argument("--stage-steps", action="append", metavar="STAGE=N", help="override one stage's steps, e.g. flow=1000")
     p.add_argument("--checkpoint-every", type=int, default=None,
@@ -267,7 +317,14 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.online import OnlineConfig, run_online
     from wm_gym.train.finetune import FinetuneConfig
 
-    if args.agent:
+    trainer = None
+    if args.retrain_steps and not args.agent:
+        raise ValueError("--retrain-steps retrains an agent: give the starting one with --agent AGENT.zip")
+    if args.agent and args.retrain_steps:  # the loop loads each round's agent itself
+        from wm_gym.agents.online_agent import AgentRetrainer
+
+        policy, trainer = None, AgentRetrainer(device=args.device, progress=not args.json)
+    elif args.agent:
         from wm_gym.agents.train_agent import load_agent
 
         policy = load_agent(args.agent)[0]
@@ -275,14 +332,16 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
         policy = _cli_planner(args)  # rebuilt each round, on that round's model
     config = OnlineConfig(
         out=args.out, env=args.env, rounds=args.rounds, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
-        batch=args.batch or args.episodes, data=args.data or [], eval_episodes=args.eval_episodes,
-        eval_seed=args.eval_seed, device=args.device, progress=not args.json,
+        batch=args.batch or args.episodes, data=args.data or [], agent=args.agent, retrain_steps=args.retrain_steps,
+        eval_episodes=args.eval_episodes, eval_seed=args.eval_seed, device=args.device, progress=not args.json,
         finetune=FinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr, batch_size=args.batch_size,
                                 adversarial=args.adversarial, horizon=args.finetune_horizon, seed=args.seed,
                                 progress=not args.json),
     )
-    rounds = run_online(args.model, policy, config)
-    return {"out": args.out, "rounds": [{k: r[k] for k in ("round", "success_rate", "episodes_added", "sim_steps_added")}
+    rounds = run_online(args.model, policy, config, trainer)
+    keys = ("round", "success_rate", "episodes_added", "sim_steps_added", "real_episodes_total", "sim_steps_total")
+    return {"out": args.out, "rounds": [{k: r[k] for k in keys if k in r}  # runs before the totals lack them
+                                        | ({"agent": r["agent"]} if "agent" in r else {})
                                         | {"mse_before": r["finetune"].get("mse_before"),
                                            "mse_after": r["finetune"].get("mse_after")}
                                         | ({"eval_success_rate": r["eval"]["success_rate"]} if "eval" in r else {})
@@ -291,18 +350,29 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_online(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "online", help="online world modeling: plan in the real sim, add the trajectories, fine-tune, repeat",
+        "online", help="online world modeling: act in the real sim, add the trajectories, fine-tune (and retrain "
+        "the agent), repeat",
         description="The data-aggregation loop. Each round runs --episodes real episodes with a planner (or an SB3 "
         "agent, --agent), saves every finished trajectory atomically under OUT/round_RR/episodes, fine-tunes the "
         "dynamics (lr 1e-5, encoder frozen) on --data plus all rounds' trajectories and writes OUT/round_RR/model.pt. "
-        "Re-run the same command to resume an interrupted run: nothing is lost or duplicated.",
+        "With --agent and --retrain-steps N (the Dreamer-style loop) the agent then continues its PPO in imagination "
+        "on that fine-tuned model for N steps, warm-started from the agent that acted, and is saved as "
+        "OUT/round_RR/agent.zip; the next round acts with it. Each round's result.json reports its real episodes and "
+        "sim steps, this round and in total, the acting policy's success and, with --eval-episodes, the next "
+        "policy's success on held-out seeds (the starting one's in OUT/base_eval.json). "
+        "Re-run the same command to resume an interrupted run: nothing is lost, duplicated or trained twice.",
     )
     p.add_argument("--model", default="wall", help="starting world model: zoo name or file")
     p.add_argument("--env", default=None, help=SIM_HELP + " (default: the model's sim)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--episodes", type=int, default=50, help="real episodes per round")
-    p.add_argument("--agent", default=None, help="act with this SB3 agent (train-agent .zip) instead of a planner")
+    p.add_argument("--agent", default=None,
+                   help="act with this SB3 agent (train-agent .zip) instead of a planner; fixed unless --retrain-steps")
+    p.add_argument("--retrain-steps", type=int, default=0, metavar="N",
+                   help="with --agent: each round, after fine-tuning, continue the agent's RL in imagination on the "
+                   "new model for N more steps (its own settings, no re-cloning) and act with it next round "
+                   "(0: keep the agent fixed)")
     _add_planner_args(p)
     p.add_argument("--data", action="append", help="base dataset dir to fine-tune on as well (repeatable)")
     p.add_argument("--finetune-steps", type=int, default=300)
@@ -310,7 +380,8 @@ def add_online(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--finetune-horizon", type=int, default=1, help="open-loop steps in the fine-tuning loss")
     p.add_argument("--batch-size", type=int, default=64, help="fine-tuning batch size")
     p.add_argument("--adversarial", action="store_true", help="FGSM-perturbed inputs while fine-tuning")
-    p.add_argument("--eval-episodes", type=int, default=0, help="also evaluate each round's model on fixed held-out seeds")
+    p.add_argument("--eval-episodes", type=int, default=0,
+                   help="also evaluate each round's new model (planner) or retrained agent on fixed held-out seeds")
     p.add_argument("--eval-seed", type=int, default=100_000)
     p.add_argument("--max-steps", type=int, default=None, help="agent steps per episode")
     p.add_argument("--batch", type=int, default=None, help="episodes run in lockstep (default: all of a round)")
@@ -359,46 +430,110 @@ def add_finetune(sub: argparse._SubParsersAction) -> None:
 # ----- bench ---------------------------------------------------------------------------------
 def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
-    import torch
 
     from wm_gym import bench
-    from wm_gym.zoo import load_model
+    from wm_gym.zoo import available
 
     result: dict[str, Any] = {"machine": bench_machine()}
     result["sim_steps_per_s"] = bench.bench_sims(args.sim or None, steps=args.steps, seed=args.seed)
     result["wall_vector_steps_per_s"] = bench.wall_vector_steps_per_s(num_envs=256, seed=args.seed)
     if args.sims:
         return result
-    model = load_model(args.model, "cpu")
-    # The headline ratio: CPU imagination and PointMaze pixel steps timed alternately, `repeats` times each
-    # (the sims' pass above is PointMaze's first), and compared by their medians, so a slow spell of a
-    # shared machine hits both sides alike.
-    first = result["sim_steps_per_s"].get("pointmaze")
-    cpu_runs, pm_runs = [], [first] if first else []
-    for i in range(args.repeats):
-        cpu_runs.append(bench.imagine_steps_per_s(args.model, args.batch, device="cpu", seed=args.seed))
-        if pm_runs and i < args.repeats - 1:
-            pm_runs.append(round(bench.sim_steps_per_s("pointmaze", args.steps, args.seed), 1))
-    result["imagine_steps_per_s"] = {"cpu": float(np.median(cpu_runs))}
+    cuda_peaks = bench_cuda_gemm_peaks(args)
+    # the sims' pass above is PointMaze's first repeat for the first model
+    first_pointmaze = result["sim_steps_per_s"].get("pointmaze")
+    names = args.model or available()
+    if not names:
+        raise ValueError("no zoo model is shipped in this install: pass --model FILE")
+    result["models"] = {name: bench_model(name, args, cuda_peaks, first_pointmaze if i == 0 else None,
+                                          pointmaze=first_pointmaze is not None)
+                        for i, name in enumerate(names)}
+    cpu_peaks = [peak for report in result["models"].values() for peak in report["repeats"]["gemm_peak_cpu"]]
+    result["gemm_peak_flops"] = {"cpu_fp32": round(float(np.median(cpu_peaks))), **cuda_peaks}
+    # the top-level keys of one-model runs (before --model was repeatable): the first model's
+    first = result["models"][names[0]]
+    result.update({key: first[key] for key in ("imagine_steps_per_s", "repeats", "feature_sim_steps_per_s", "ratios",
+                                               "ppo_steps_per_s") if key in first})
+    result["notes"] = (f"imagine: agent steps (one action chunk each) at batch {args.batch}, rows counted; "
+                       "sim_steps_per_s: single sim steps with a 64x64 render; feature_sim: one agent step in the "
+                       "real sim = chunk + render + encoder; flops_per_step: one batched imagined step (matmuls, "
+                       "convs, attention; 2 per multiply-add), flops_per_agent_step = that / batch; "
+                       "fraction_of_peak = flops_per_agent_step x imagine cpu steps/s / gemm_peak_flops, the median "
+                       "CPU fp32 GEMM peak of the probes alternated with that model's repeats (top level: of all); "
+                       "time_breakdown_ms: one batched CPU step, part by part; top-level imagine_steps_per_s, "
+                       "repeats, feature_sim_steps_per_s, ratios, ppo_steps_per_s: the first model's")
+    return result
+
+
+def bench_cuda_gemm_peaks(args: argparse.Namespace) -> dict[str, float]:
+    """CUDA's fp32 and bf16 square-matmul FLOP/s, when it is present and not --device cpu (the CPU's is probed
+    alongside each model's repeats, where a busy machine slows it as much as imagination)."""
+    import torch
+
+    from wm_gym import bench
+
+    if not torch.cuda.is_available() or args.device == "cpu":
+        return {}
+    return {f"cuda_{dtype}": round(bench.gemm_peak_flops("cuda", dtype, seconds=args.peak_seconds))
+            for dtype in ("fp32", "bf16")}
+
+
+def bench_model(name: str, args: argparse.Namespace, cuda_peaks: dict[str, float], first_pointmaze: float | None,
+                pointmaze: bool) -> dict[str, Any]:
+    """Everything bench measures for one world model: steps/s (vs PointMaze and its own real sim), FLOPs per
+    step, the fraction of the GEMM peak it reaches, where a step's time goes and, unless --no-ppo, SB3 PPO."""
+    import numpy as np
+    import torch
+
+    from wm_gym import bench
+    from wm_gym.device import use_bf16
+    from wm_gym.zoo import load_model
+
+    model = load_model(name, "cpu")
+    runs = bench_repeats(name, args, first_pointmaze, pointmaze)
+    out: dict[str, Any] = {"imagine_steps_per_s": {"cpu": float(np.median(runs["imagine_cpu"]))}}
     if torch.cuda.is_available() and args.device != "cpu":
-        result["imagine_steps_per_s"]["cuda"] = bench.imagine_steps_per_s(args.model, args.batch, device="cuda",
-                                                                          seed=args.seed)
-    result["repeats"] = {"imagine_cpu": cpu_runs, "pointmaze": pm_runs}
-    result["feature_sim_steps_per_s"] = {model.meta.sim: bench.feature_sim_steps_per_s(model, seed=args.seed)}
-    fs, cpu = model.config.frameskip, result["imagine_steps_per_s"]["cpu"]
-    pointmaze = float(np.median(pm_runs)) if pm_runs else None
-    result["ratios"] = {
-        "imagine_cpu_vs_pointmaze_pixel_steps": round(cpu / pointmaze, 1) if pointmaze else None,
-        "imagine_cpu_sim_time_vs_pointmaze": round(cpu * fs / pointmaze, 1) if pointmaze else None,
-        f"imagine_cpu_vs_{model.meta.sim}_feature_sim": round(cpu / result["feature_sim_steps_per_s"][model.meta.sim], 1),
+        out["imagine_steps_per_s"]["cuda"] = bench.imagine_steps_per_s(name, args.batch, device="cuda", seed=args.seed)
+    out["repeats"] = runs
+    sim, fs, cpu = model.meta.sim, model.config.frameskip, out["imagine_steps_per_s"]["cpu"]
+    out["feature_sim_steps_per_s"] = {sim: bench.feature_sim_steps_per_s(model, seed=args.seed)}
+    median_pm = float(np.median(runs["pointmaze"])) if runs["pointmaze"] else None
+    out["ratios"] = {
+        "imagine_cpu_vs_pointmaze_pixel_steps": round(cpu / median_pm, 1) if median_pm else None,
+        "imagine_cpu_sim_time_vs_pointmaze": round(cpu * fs / median_pm, 1) if median_pm else None,
+        f"imagine_cpu_vs_{sim}_feature_sim": round(cpu / out["feature_sim_steps_per_s"][sim], 1),
     }
+    flops = bench.imagine_step_flops(name, args.batch, seed=args.seed)
+    peak = round(float(np.median(runs["gemm_peak_cpu"])))
+    out.update(flops_per_step=flops, flops_per_agent_step=round(flops / args.batch), gemm_peak_flops=peak,
+               fraction_of_peak=round(bench.fraction_of_peak(flops, args.batch, cpu, peak), 4))
+    if "cuda" in out["imagine_steps_per_s"]:  # against the peak of the dtype the dynamics run in there
+        peak = cuda_peaks["cuda_bf16" if use_bf16(model.precision, torch.device("cuda")) else "cuda_fp32"]
+        out["fraction_of_peak_cuda"] = round(
+            bench.fraction_of_peak(flops, args.batch, out["imagine_steps_per_s"]["cuda"], peak), 4)
+    breakdown = bench.imagine_step_breakdown(name, args.batch, seed=args.seed)
+    out["time_breakdown_ms"], out["flops_breakdown"] = breakdown["time_ms"], breakdown["flops"]
     if not args.no_ppo:
         ppo = {w: bench.ppo_steps_per_s(model, w, seed=args.seed) for w in ("imagine", "sim")}
-        result["ppo_steps_per_s"] = {**ppo, "ratio": round(ppo["imagine"] / ppo["sim"], 1)}
-    result["notes"] = (f"imagine: agent steps (one chunk of {fs} sim steps) at batch {args.batch}, rows counted; "
-                       "sim_steps_per_s: single sim steps with a 64x64 render; feature_sim: one agent step in the "
-                       "real sim = chunk + render + encoder")
-    return result
+        out["ppo_steps_per_s"] = {**ppo, "ratio": round(ppo["imagine"] / ppo["sim"], 1)}
+    return out
+
+
+def bench_repeats(name: str, args: argparse.Namespace, first_pointmaze: float | None,
+                  pointmaze: bool) -> dict[str, list[float]]:
+    """CPU imagination, the CPU fp32 GEMM peak and (with ``pointmaze``) PointMaze pixel steps, timed alternately
+    ``--repeats`` times each and compared by their medians, so a slow spell of a shared machine hits all sides
+    alike. ``first_pointmaze`` (the sims' pass) counts as PointMaze's first repeat."""
+    from wm_gym import bench
+
+    runs: dict[str, list[float]] = {"imagine_cpu": [], "pointmaze": [first_pointmaze] if first_pointmaze else [],
+                                    "gemm_peak_cpu": []}
+    for _ in range(args.repeats):
+        runs["imagine_cpu"].append(bench.imagine_steps_per_s(name, args.batch, device="cpu", seed=args.seed))
+        runs["gemm_peak_cpu"].append(round(bench.gemm_peak_flops("cpu", "fp32", seconds=args.peak_seconds)))
+        if pointmaze and len(runs["pointmaze"]) < args.repeats:
+            runs["pointmaze"].append(round(bench.sim_steps_per_s("pointmaze", args.steps, args.seed), 1))
+    return runs
 
 
 def bench_machine() -> str:
@@ -412,14 +547,18 @@ def bench_machine() -> str:
 
 def add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "bench", help="throughput: imagination vs real-sim steps/s, SB3 PPO in both",
-        description="Measure, in one run so ratios are fair: real-sim pixel steps/s of every sim, batched "
-        "imagination steps/s (CPU, and CUDA when present), one real-sim agent step with encoding, and SB3 PPO "
-        "end-to-end steps/s in imagination vs in the real sim.",
+        "bench", help="throughput: imagination vs real-sim steps/s, FLOPs and fraction of peak, SB3 PPO in both",
+        description="Measure, in one run so ratios are fair: real-sim pixel steps/s of every sim, a GEMM peak "
+        "(square fp32 matmuls; on CUDA fp32 and bf16), and per world model: batched imagination steps/s (CPU, and "
+        "CUDA when present), the FLOPs of one imagined step, the fraction of the GEMM peak that reaches, the time "
+        "and FLOPs of each part of a step, one real-sim agent step with encoding, and SB3 PPO end-to-end steps/s "
+        "in imagination vs in the real sim.",
     )
     p.add_argument("--sims", action="store_true", help="only the real sims")
     p.add_argument("--sim", action="append", help="only this sim (repeatable)")
-    p.add_argument("--model", default="wall", help="world model for imagination (zoo name or file)")
+    p.add_argument("--model", action="append",
+                   help="world model for imagination, zoo name or file; repeatable (default: every zoo model "
+                   "shipped in this install)")
     p.add_argument("--batch", type=int, default=256, help="imagined envs stepped together")
     p.add_argument("--device", default="auto", help="auto: CPU, plus CUDA when present; cpu: CPU only")
     p.add_argument("--no-ppo", action="store_true", help="skip the SB3 PPO end-to-end timing")
@@ -427,6 +566,9 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=3,
                    help="imagination and PointMaze pixel steps are timed alternately this many times; medians are "
                    "compared")
+    p.add_argument("--peak-seconds", type=float, default=2.0,
+                   help="seconds each GEMM peak probe runs (square matmuls: CPU fp32 once per repeat, alternated with "
+                   "imagination like PointMaze; CUDA fp32 and bf16 once)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_bench)
 
@@ -462,10 +604,63 @@ def add_calibrate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--demos", default=None, help="dataset of demos for the bank (e.g. `collect --policy noisy-expert`)")
     p.add_argument("--demo-episodes", type=int, default=None, help="use only the first N demo episodes")
     p.add_argument("--heldout-fraction", type=float, default=0.2, help="demos reserved for evaluation")
-    p.add_argument("--metric", default="l1", choices=["l1", "l2", "cosine"], help="feature distance")
+    p.add_argument("--metric", default="l1", choices=["l1", "l2", "cosine", "temporal"],
+                   help="distance to the goal: a feature distance, or 'temporal', the learned steps to go (needs "
+                   "`wm-gym train-distance` first)")
     p.add_argument("--out", default=None, help="write here instead of overwriting --model")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_calibrate)
+
+
+# ----- train-distance ------------------------------------------------------------------------
+def cmd_train_distance(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from wm_gym.device import resolve_device
+    from wm_gym.temporal_distance import TemporalDistanceConfig
+    from wm_gym.train.temporal_distance import fit_temporal_distance
+    from wm_gym.world_model import WorldModel
+    from wm_gym.zoo import resolve_model
+
+    model = WorldModel.load(resolve_model(args.model), resolve_device(args.device))
+    out = Path(args.out or resolve_model(args.model))
+    config = TemporalDistanceConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, gamma=args.gamma,
+                                    expectile=args.expectile, p_future=args.p_future,
+                                    feature_noise=args.feature_noise, seed=args.seed)
+    report = fit_temporal_distance(model, args.data, config, checkpoint=str(out) + ".distance-state",
+                                   log_dir=args.log_dir, max_episodes=args.max_episodes, progress=not args.json)
+    model.save(out)
+    Path(str(out) + ".distance-state").unlink(missing_ok=True)
+    return {"out": str(out), **{k: v for k, v in report.items() if k != "config"}}
+
+
+def add_train_distance(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-distance", help="fit a temporal-distance head (learned steps to a goal) on a world model",
+        description="Learn how many model steps separate a state from a goal, from the order of frames in the "
+        "datasets' episodes (no actions needed): HILP-style V(s,g) = -|phi(s) - phi(g)| by expectile TD with -1 "
+        "per step, over the model's frozen features. The head is saved inside the model; then "
+        "`--reward temporal` (progress in steps) and `calibrate --metric temporal` (success test) use it. "
+        "Resumable: an interrupted run continues from OUT.distance-state.",
+    )
+    p.add_argument("--model", required=True, help="world-model file or zoo name")
+    p.add_argument("--data", action="append", required=True, help="dataset of the same sim (repeatable), e.g. "
+                   "random and expert episodes: random ones cover the space, expert ones the shortest paths")
+    p.add_argument("--out", default=None, help="write here instead of overwriting --model")
+    p.add_argument("--steps", type=int, default=10_000, help="gradient steps")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--gamma", type=float, default=0.95, help="discount per model step; sets the distance scale")
+    p.add_argument("--expectile", type=float, default=0.9, help="> 0.5 learns shortest paths from random data")
+    p.add_argument("--p-future", type=float, default=0.7,
+                   help="fraction of goals drawn from the same episode's future (the rest: any frame)")
+    p.add_argument("--feature-noise", type=float, default=0.0,
+                   help="std of Gaussian noise on training states (robustness to imagined features)")
+    p.add_argument("--max-episodes", type=int, default=None, help="use only the first N episodes of each dataset")
+    p.add_argument("--log-dir", default=None, help="TensorBoard folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_train_distance)
 
 
 # ----- train-agent / evaluate ------------------------------------------------------------------
@@ -562,7 +757,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 # ----- entry point ---------------------------------------------------------------------------
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_collect, add_train, add_eval_wm, add_calibrate, add_train_agent, add_evaluate, add_plan, add_online, add_finetune,
+    add_collect, add_ingest, add_train, add_eval_wm, add_calibrate, add_train_distance, add_train_agent, add_evaluate, add_plan, add_online, add_finetune,
     add_bench]
 
 

@@ -57,10 +57,11 @@ def evaluate_world_model(model: WorldModel, data_dir: str | Path, horizons: tupl
     episodes = np.arange(len(data.frames))
     result: dict[str, Any] = {"episodes": len(episodes), "latent": model.config.latent, "mode": mode}
 
-    # ----- open-loop error by horizon -----------------------------------------------------------
-    if data.has_actions:
+    # ----- open-loop error by horizon (on the episodes with action labels) ------------------------
+    labelled = np.flatnonzero(data.labelled)
+    if len(labelled):
         horizon = max(horizons)
-        starts = windows.starts(episodes, horizon)
+        starts = windows.starts(labelled, horizon)
         t = torch.as_tensor(rng.choice(starts, size=min(max_windows, len(starts)), replace=False))
         batch = windows.gather(t, horizon)
         preds = model.rollout(batch["s_hist"].to(model.device), batch["actions"].to(model.device), mode=mode).cpu()

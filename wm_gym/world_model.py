@@ -31,6 +31,8 @@ from wm_gym.device import use_bf16
 from wm_gym.io import atomic_torch_save
 from wm_gym.latent_actions.autoencoder import LatentActionAutoencoder, LatentActionConfig
 from wm_gym.nn import check_shape
+from wm_gym.rewards.distance import feature_distance
+from wm_gym.temporal_distance import TemporalDistance, TemporalDistanceConfig
 
 FORMAT = "wm-gym-world-model"
 VERSION = 1
@@ -52,6 +54,7 @@ class WorldModelConfig:
     controller_config: dict = field(default_factory=dict)  # ControllerConfig fields (rla/lam)
     predictor_config: dict = field(default_factory=dict)   # PredictorConfig fields (action)
     reproject: bool = True               # re-encode each predicted state through the pixel decoder (conv only)
+    distance_config: dict | None = None  # TemporalDistanceConfig fields of the temporal-distance head, if fitted
 
     def __post_init__(self):
         if self.latent not in LATENTS:
@@ -115,6 +118,9 @@ class WorldModel(nn.Module):
             z_shape = dict(n_latents=lat.n_latents, latent_dim=lat.latent_dim)
             self.flow = FlowDynamics(FlowConfig(**{**config.flow_config, **shared, **z_shape}))
             self.controller = Controller(ControllerConfig(**{**config.controller_config, **shared, **z_shape}))
+        self.temporal_distance: TemporalDistance | None = None  # model steps to a goal (``train-distance``)
+        if config.distance_config is not None:
+            self.temporal_distance = TemporalDistance(n, c, TemporalDistanceConfig(**config.distance_config))
 
     # ----- shapes -----------------------------------------------------------------------------
     @property
@@ -213,6 +219,11 @@ class WorldModel(nn.Module):
         raise ValueError(f"mode must be one of {STEP_MODES}, got {mode!r}")
 
     @property
+    def controller_trained(self) -> bool:
+        """False for a model trained on action-free video: its controller was skipped (``train_info``)."""
+        return not str(self.meta.train_info.get("controller", "")).startswith("skipped")
+
+    @property
     def dynamics(self) -> nn.Module:
         """The module that maps actions to motion: the predictor (action) or the controller (rla/lam).
 
@@ -220,6 +231,21 @@ class WorldModel(nn.Module):
         that imagination envs and agents rely on stay as they were.
         """
         return self.predictor if self.predictor is not None else self.controller
+
+    # ----- distance to a goal ----------------------------------------------------------------------
+    def attach_temporal_distance(self, head: TemporalDistance) -> None:
+        """Make ``head`` part of the model (saved with it; ``metric="temporal"`` and ``reward="temporal"`` use it)."""
+        self.temporal_distance = head.to(self.device)
+        self.config.distance_config = asdict(head.config)
+
+    def goal_distance(self, s: Tensor, goal: Tensor, metric: str = "l1") -> Tensor:
+        """[B] distance of states [B, N, C] to goals: a feature metric (l1 | l2 | cosine), or ``"temporal"``,
+        the learned number of model steps (needs a head: ``wm-gym train-distance``)."""
+        if metric != "temporal":
+            return feature_distance(s, goal, metric)
+        if self.temporal_distance is None:
+            raise ValueError("metric 'temporal' needs a temporal-distance head; fit one with `wm-gym train-distance`")
+        return self.temporal_distance.steps(s, goal)
 
     def snap(self, s: Tensor) -> Tensor:
         """A predicted state as the next rollout input: re-projected when the model does that."""
@@ -237,6 +263,10 @@ class WorldModel(nn.Module):
         """
         check_shape(s_hist, "s_hist", B=None, H=self.config.history, N=self.n_tokens, C=self.dim)
         check_shape(actions, "actions", B=s_hist.shape[0], T=None, A=self.config.action_dim)
+        if mode == "controller" and self.predictor is None and not self.controller_trained:
+            raise ValueError("this model's controller was not trained (its data had no action labels), so sim "
+                             "actions cannot drive it; use latent actions, or train one with `wm-gym train "
+                             "--init-from MODEL --data LABELLED`")
         a = actions if scaled else self.scale_actions(actions)
         preds = []
         with self.autocast():

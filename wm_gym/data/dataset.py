@@ -133,7 +133,7 @@ class EpisodeData:
     proprio: list[np.ndarray]  # [E] of float32 [T_e+1, P]
     states: list[np.ndarray]  # [E] of float64 [T_e+1, S]
     success: list[np.ndarray]  # [E] of bool [T_e+1]
-    actions: list[np.ndarray] | None  # [E] of float32 [T_e, A], or None when the dataset has no actions
+    actions: list[np.ndarray] | None  # [E] of float32 [T_e, A] (NaN rows where not ``labelled``), or None: no actions
     rewards: list[np.ndarray] | None  # [E] of float32 [T_e]
     goals: np.ndarray | None  # float64 [E, S], or None when the dataset has no goals
     goal_pixels: np.ndarray | None  # uint8 [E, H, W, 3]
@@ -155,6 +155,19 @@ class EpisodeData:
     @property
     def has_actions(self) -> bool:
         return self.actions is not None
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """bool [E]: which episodes have action labels.
+
+        Every episode of a dataset with actions, unless ``meta.json`` lists ``labelled_episodes``
+        (video ingested with a labels file): then only those, and the others' action rows are NaN.
+        """
+        mask = np.zeros(len(self.frames), bool)
+        if self.actions is not None:
+            listed = self.meta.get("labelled_episodes")
+            mask[slice(None) if listed is None else np.asarray(listed, np.int64)] = True
+        return mask
 
     @property
     def has_goals(self) -> bool:

@@ -47,7 +47,8 @@ class WindowDataset(Dataset):
     * ``frames``  uint8 [L, H, W, 3]: kept uint8; the model normalises
     * ``actions`` float32 [L - 1, frameskip * A]: row k = the sim actions between window
       frames k and k + 1, concatenated in time order. **Absent** when the dataset has no
-      actions (ingested video): check ``dataset.has_actions``
+      actions (ingested video): check ``dataset.has_actions``. NaN in episodes without labels
+      (video ingested with a labels file): pass ``episodes=np.flatnonzero(data.labelled)``
     * ``proprio`` float32 [L, P] and ``states`` float32 [L, S] (P, S = 0 for video)
     * ``episode`` and ``start`` (int64 scalars): which episode, and the sim step of frame 0
 
@@ -74,12 +75,14 @@ class WindowDataset(Dataset):
         eps = np.arange(len(data)) if episodes is None else np.asarray(episodes, np.int64).reshape(-1)
         if eps.size and (eps.min() < 0 or eps.max() >= len(data)):
             raise ValueError(f"episode indices must be in [0, {len(data)}), got {eps.min()}..{eps.max()}")
+        if eps.size == 0:
+            raise ValueError("no episodes selected: pass at least one episode index (or episodes=None for all)")
         self.episodes = eps
         lengths = data.lengths
         index = [np.stack([np.full(n, e), np.arange(n) * self.stride], 1)
                  for e in eps for n in [max(0, (int(lengths[e]) - self.span) // self.stride + 1)] if n]
         if not index:
-            longest = int(lengths[eps].max()) if eps.size else 0
+            longest = int(lengths[eps].max())
             raise ValueError(
                 f"no window fits: a window of {self.window} frames {self.frameskip} sim steps apart spans "
                 f"{self.span} steps, but the longest of the {eps.size} selected episodes has {longest} steps; "

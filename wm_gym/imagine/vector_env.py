@@ -37,7 +37,7 @@ from wm_gym.envs.registration import sim_spec
 from wm_gym.envs.row_seeds import reseed_rows
 from wm_gym.envs.validation import check_action
 from wm_gym.imagine.config import ImagineConfig
-from wm_gym.rewards import feature_distance, make_reward
+from wm_gym.rewards import make_reward
 from wm_gym.world_model import WorldModel
 from wm_gym.zoo import load_model
 
@@ -100,7 +100,9 @@ class WMImagineVectorEnv(VectorEnv):
         self.model = load_model(config.model, config.device).eval()
         self.device = self.model.device
         self.num_envs, self.render_mode, self.autoreset = int(num_envs), render_mode, autoreset
-        self.reward_fn = make_reward(config.reward, metric=config.metric, scale=config.scale)
+        head = self.model.temporal_distance
+        self.reward_fn = make_reward(config.reward, metric=config.metric, scale=config.scale,
+                                     distance=head.steps if head is not None else None)
         self.success_metric = self.model.meta.success_metric
         self.success_threshold = config.success_threshold if config.success_threshold is not None else self.model.meta.success_threshold
         if self.success_threshold is None:
@@ -163,7 +165,7 @@ class WMImagineVectorEnv(VectorEnv):
         with torch.no_grad():
             s_next = self._imagine(a)
             reward = self.reward_fn(s_prev, s_next, self.demo, self.steps)
-            distance = feature_distance(s_next, self._goal(), self.success_metric)
+            distance = self.model.goal_distance(s_next, self._goal(), self.success_metric)
         self.s_hist = torch.cat([self.s_hist[:, 1:], s_next[:, None]], dim=1)
         self.steps += 1
         success = distance < self.success_threshold if self.success_threshold is not None else torch.zeros_like(distance, dtype=torch.bool)

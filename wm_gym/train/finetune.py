@@ -55,12 +55,17 @@ def feature_windows(model: WorldModel, sources: Sequence[Source], progress: bool
             data = load_episodes(src)
             if model.meta.env_id and data.meta.get("env_id") not in (None, model.meta.env_id):
                 raise ValueError(f"{src} holds {data.meta.get('env_id')!r} episodes; the model is for {model.meta.env_id!r}")
-            if not data.has_actions:
+            keep = np.flatnonzero(data.labelled)  # ingested video may label only some episodes
+            if len(keep) == 0:
                 raise ValueError(f"{src} has no actions; fine-tuning the dynamics needs action labels")
             raw = dataset_features(model.encoder, src, np.concatenate(data.frames), progress=progress, device=model.device)
+            sizes = np.array([len(f) for f in data.frames])
+            if len(keep) < len(sizes):
+                offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+                raw = raw[torch.as_tensor(np.concatenate([np.arange(offsets[e], offsets[e] + sizes[e]) for e in keep]))]
             feats.append(model.normalize(raw.to(model.device)))
-            lengths += [len(f) for f in data.frames]
-            actions += list(data.actions)
+            lengths += [int(sizes[e]) for e in keep]
+            actions += [data.actions[e] for e in keep]
         else:
             episodes = list(src)
             if any(ep.actions is None for ep in episodes):

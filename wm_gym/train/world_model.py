@@ -2,10 +2,16 @@
 
     encoder     (conv only) self-supervised reconstruction of the dataset's frames
     features    φ(all frames), cached fp16 on disk, normalised per channel
-    latent      latent-action autoencoder on (s_t, s_{t+h}) pairs: RLA or LAM     (all episodes)
+    latent      latent-action autoencoder on (s_t, s_{t+h}) pairs: RLA or LAM,     (all episodes)
+                + λ·Seq-Δ-REPA over windows of consecutive pairs when repa_weight > 0
     flow        flow matching of z given (s_hist, action chunk)               (labelled episodes)
     controller  deterministic (s_hist, action chunk) → z, L2 to the encoder's z (labelled episodes)
     predictor   latent="action" baseline instead of latent/flow/controller     (labelled episodes)
+
+Video first: without any labelled training episode (ingested video), the flow is trained as
+the z-prior p(z | s_hist) on every training episode, with the null action chunk a = 0 (the
+middle of the action range), and the controller is skipped; ``train_info`` says so. Mixed data
+(a labels file for some videos) trains flow and controller on the labelled episodes only.
 
 Works unchanged under ``torchrun --nproc_per_node N`` (DDP; gloo on CPU).
 """
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -93,6 +100,7 @@ class TrainConfig:
     latent: str = "rla"              # rla | lam | action
     regularizer: str = "sparse"      # lam bottleneck: sparse | noisy | vq | none
     repa_weight: float = 0.0         # Seq-Δ-REPA auxiliary weight for the latent stage (0 = off)
+    repa_window: int = 4             # Seq-Δ-REPA: model steps integrated per window (Olaf-World: 16); cut to fit
     latent_max_h: int = 2            # rla: pairs (s_t, s_{t+h}) with h ∈ [1, latent_max_h] model steps
     steps: int | None = None         # override every stage's step count (quick runs)
     encoder: str = "conv"            # conv | dinov2-vits14
@@ -122,12 +130,47 @@ class TrainConfig:
         return replace(stage, **self.stage_overrides.get(name, {}))
 
 
+#: train_info's note for a run whose data has no labelled training episode.
+NO_LABELS = "no action labels"
+
+
 def labelled_episodes(train_eps: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A seeded subset of ``train_eps`` with ``ceil(fraction · n)`` episodes (at least one)."""
+    """A seeded subset of ``train_eps`` with ``ceil(fraction · n)`` episodes (at least one; none of none)."""
     if not 0 < fraction <= 1:
         raise ValueError(f"action_labels must be in (0, 1], got {fraction}")
     order = np.random.default_rng(seed + 17).permutation(train_eps)
-    return np.sort(order[: max(1, math.ceil(fraction * len(train_eps)))])
+    return np.sort(order[: max(1, math.ceil(fraction * len(train_eps)))]) if len(train_eps) else order
+
+
+def latent_window_sampler(windows: FeatureWindows, episodes: np.ndarray, batch_size: int, steps: int, max_h: int,
+                          device: torch.device | str = "cpu"):
+    """Sample ``s_seq`` [B, steps+1, N, C]: consecutive feature frames h model steps apart, h ~ U{1..max_h}.
+
+    ``steps=1`` gives the RLA pairs (s_t, s_{t+h}); longer windows feed Seq-Δ-REPA, which integrates
+    the latent actions of every consecutive pair. The latent stage reads no history, so windows start
+    at any frame of an episode.
+    """
+    samplers = [replace(windows, history=1, frameskip=h * windows.frameskip).sampler(
+        episodes, batch_size, horizon=steps, with_actions=False, device=device) for h in range(1, max_h + 1)]
+
+    def sample(gen: torch.Generator) -> dict:
+        h = int(torch.randint(len(samplers), (1,), generator=gen))
+        b = samplers[h](gen)
+        return {"s_seq": torch.cat([b["s_hist"], b["targets"]], dim=1)}
+
+    return sample
+
+
+def fitting_window(windows: FeatureWindows, episodes: np.ndarray, wanted: int, max_h: int) -> int:
+    """The longest window ≤ ``wanted`` model steps (at gap ``max_h``) that fits the longest of ``episodes``."""
+    if not isinstance(wanted, (int, np.integer)) or wanted < 1:
+        raise ValueError(f"repa_window must be an integer >= 1 (model steps), got {wanted!r}")
+    longest = int(windows.lengths[episodes].max())
+    fits = (longest - 1) // (max_h * windows.frameskip)
+    if fits < 1:
+        raise ValueError(f"no latent-action pair fits: a gap of {max_h} model steps × frameskip {windows.frameskip} "
+                         f"needs episodes of at least {max_h * windows.frameskip + 1} frames; the longest has {longest}")
+    return min(wanted, fits)
 
 
 @dataclass
@@ -144,8 +187,9 @@ class StageLosses:
     robust: FGSM | None = None
 
     def latent(self, b: dict) -> torch.Tensor:
-        """Latent-action autoencoder: reconstruct s_{t+h} from (s_t, s_{t+h})."""
-        return self.model.latent_model.loss(b["s_hist"][:, -1], b["targets"][:, -1])
+        """Latent-action autoencoder on ``s_seq`` [B, T+1, N, C]: reconstruct each s_{i+1} from (s_i, s_{i+1}),
+        plus λ·Seq-Δ-REPA over the window when the model has the head (``repa`` in the metrics)."""
+        return self.model.latent_model.sequence_loss(b["s_seq"])
 
     def flow(self, b: dict) -> torch.Tensor:
         """Flow matching of the latent action z given (s_hist, action chunk)."""
@@ -166,8 +210,13 @@ class StageLosses:
         return b
 
     def _dynamics(self, loss_fn, b: dict) -> torch.Tensor:
-        s_hist, a = b["s_hist"], self.model.scale_actions(b["actions"][:, 0])
+        s_hist = b["s_hist"]
+        a = self.model.scale_actions(b["actions"][:, 0]) if "actions" in b else self.null_actions(len(s_hist))
         return self.robust.loss(loss_fn, s_hist, a) if self.robust is not None else loss_fn(s_hist, a)
+
+    def null_actions(self, batch: int) -> torch.Tensor:
+        """[B, A] zeros: the scaled action chunk that stands for "unknown" when the data has no labels."""
+        return torch.zeros(batch, self.model.config.action_dim, device=self.model.device)
 
 
 def train_world_model(config: TrainConfig) -> WorldModel:
@@ -180,11 +229,10 @@ def train_world_model(config: TrainConfig) -> WorldModel:
     # ----- data --------------------------------------------------------------------------------
     data = load_episodes(config.data)
     n_eps = len(data.frames)
-    needs_actions = config.latent == "action"
-    if needs_actions and not data.has_actions:
-        raise ValueError(f"{config.data} has no actions; latent='action' needs action labels (use rla or lam)")
     train_eps, val_eps = split_episodes(n_eps, config.val_fraction, config.seed)
-    labelled = labelled_episodes(train_eps, config.action_labels, config.seed) if data.has_actions else np.zeros(0, int)
+    labelled = labelled_episodes(np.intersect1d(train_eps, np.flatnonzero(data.labelled)), config.action_labels,
+                                 config.seed)
+    _check_labels_suffice(config, data.has_actions, len(labelled))
     meta = data.meta
     sim_action_dim = int(meta.get("action_dim") or 1)
 
@@ -199,7 +247,7 @@ def train_world_model(config: TrainConfig) -> WorldModel:
         flow_config=preset.flow, controller_config=preset.controller, predictor_config=preset.predictor,
     )
     wm_meta = WorldModelMeta(
-        sim=str(meta.get("sim", "")), env_id=str(meta.get("env_id", "")), image_size=int(meta.get("image_size", 64)),
+        sim=str(meta.get("sim") or ""), env_id=str(meta.get("env_id") or ""), image_size=int(meta.get("image_size", 64)),
         action_low=list(meta.get("action_low") or []), action_high=list(meta.get("action_high") or []),
         dataset=str(Path(config.data).resolve()),
     )
@@ -230,6 +278,7 @@ def train_world_model(config: TrainConfig) -> WorldModel:
                          if config.adversarial else None)
     if losses.robust is not None:
         trainer.generators["fgsm"] = losses.robust.generator
+    notes: dict[str, Any] = {}  # what this run did differently (no labels, the REPA window), for train_info
 
     # ----- stages: dynamics ------------------------------------------------------------------------
     if config.latent == "action":
@@ -239,21 +288,31 @@ def train_world_model(config: TrainConfig) -> WorldModel:
         latent = model.latent_model
         stage = config.stage("latent")
         max_h = config.latent_max_h if config.latent == "rla" else 1
-        pair_samplers = [windows.sampler(train_eps, stage.batch_size, horizon=h, with_actions=False, device=device)
-                         for h in range(1, max_h + 1)]
-
-        def sample_pairs(gen: torch.Generator) -> dict:
-            h = int(torch.randint(len(pair_samplers), (1,), generator=gen))
-            return pair_samplers[h](gen)
-
+        repa_window = fitting_window(windows, train_eps, config.repa_window, max_h) if latent.repa is not None else 1
+        if latent.repa is not None:
+            notes["repa_window"] = repa_window
         if "latent" not in reused:
-            trainer.run(stage, latent, losses.latent, sample_pairs)
+            trainer.run(stage, latent, losses.latent,
+                        latent_window_sampler(windows, train_eps, stage.batch_size, repa_window, max_h, device))
         latent.eval().requires_grad_(False)
 
-        for name, module, loss in (("flow", model.flow, losses.flow), ("controller", model.controller, losses.controller)):
-            stage = config.stage(name)
+        # the flow: p(z | s_hist, a) on labelled episodes, or the z-prior p(z | s_hist) with a = 0 without labels
+        stage = config.stage("flow")
+        flow_sample = (windows.sampler(labelled, stage.batch_size, device=device) if len(labelled) else
+                       windows.sampler(train_eps, stage.batch_size, with_actions=False, device=device))
+        trainer.run(stage, model.flow, losses.flow, lambda g: losses.with_latent_targets(flow_sample(g)))
+        if len(labelled):
+            stage = config.stage("controller")
             sample = windows.sampler(labelled, stage.batch_size, device=device)
-            trainer.run(stage, module, loss, lambda g, s=sample: losses.with_latent_targets(s(g)))
+            trainer.run(stage, model.controller, losses.controller, lambda g: losses.with_latent_targets(sample(g)))
+        else:
+            notes.update(flow=f"z-prior: {NO_LABELS}, trained with the null action a = 0",
+                         controller=f"skipped: {NO_LABELS}")
+            if dist.is_main:
+                warnings.warn(f"{config.data} has {NO_LABELS} in its training episodes: trained the encoder, the latent "
+                              "actions and the flow as a z-prior; skipped the controller (sim actions cannot drive "
+                              "this model). Add labels for some episodes (wm-gym ingest --labels) or train the "
+                              "controller later with --init-from on labelled data.", stacklevel=2)
 
     # ----- finish ---------------------------------------------------------------------------------
     model.eval()
@@ -265,11 +324,25 @@ def train_world_model(config: TrainConfig) -> WorldModel:
         "world_size": dist.world_size, "device": str(device), "replica_digests": trainer.replica_digests(model),
         "final_loss": {k: float(np.mean(v[-20:])) for k, v in trainer.history.items() if v},
         "config": {k: v for k, v in asdict(config).items() if k not in ("progress",)},
+        **notes,
     }
     if dist.is_main:
         model.save(out)
     trainer.close()
     return model
+
+
+def _check_labels_suffice(config: TrainConfig, has_actions: bool, n_labelled: int) -> None:
+    """Fail before any training when the run asks for something that needs action labels and has none."""
+    if n_labelled:
+        return
+    why = "has no actions" if not has_actions else "has no action labels in its training episodes"
+    if config.latent == "action":
+        raise ValueError(f"{config.data} {why}; latent='action' needs action labels (use rla or lam, which learn "
+                         "from action-free video)")
+    if config.adversarial:
+        raise ValueError(f"{config.data} {why}; --adversarial perturbs the dynamics' action inputs, so it needs "
+                         "action labels (drop --adversarial for action-free data)")
 
 
 def _init_from(model: WorldModel, path: str) -> set[str]:

@@ -1,0 +1,233 @@
+"""The temporal-distance head: its value form, TD training on a hand-made graph, the reward, the success metric."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from collections import deque
+
+import numpy as np
+import pytest
+import torch
+
+from wm_gym.rewards import TemporalProgressReward, make_reward
+from wm_gym.temporal_distance import TemporalDistance, TemporalDistanceConfig
+from wm_gym.train.temporal_distance import episode_rank_correlation, expectile_td_loss, make_sampler
+
+# ----- a small graph: two 3x3 rooms joined by a one-cell door (Wall in miniature) ------------------
+ROOM_A = [(x, y) for x in range(3) for y in range(3)]
+DOOR = [(3, 1)]
+ROOM_B = [(x, y) for x in range(4, 7) for y in range(3)]
+NODES = ROOM_A + DOOR + ROOM_B
+INDEX = {p: i for i, p in enumerate(NODES)}
+
+
+def neighbours(i: int) -> list[int]:
+    x, y = NODES[i]
+    return [INDEX[q] for q in ((x + 1, y), (x - 1, y), (x, y + 1), (x, y - 1)) if q in INDEX]
+
+
+def bfs(goal: int) -> np.ndarray:
+    """Shortest-path steps from every node to ``goal``."""
+    dist = np.full(len(NODES), -1)
+    dist[goal], queue = 0, deque([goal])
+    while queue:
+        i = queue.popleft()
+        for j in neighbours(i):
+            if dist[j] < 0:
+                dist[j] = dist[i] + 1
+                queue.append(j)
+    return dist
+
+
+@pytest.fixture(scope="module")
+def graph_head():
+    """A head trained by expectile TD on random walks over the graph (features: a fixed random code per node)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    codes = torch.randn(len(NODES), 1, 8)  # [nodes, N=1 token, C=8]
+    walks = []
+    for _ in range(300):  # random walks: suboptimal paths; TD has to stitch shortest ones
+        node, walk = int(rng.integers(len(NODES))), []
+        for _ in range(12):
+            walk.append(node)
+            node = int(rng.choice(neighbours(node)))
+        walks.append(walk)
+    features = codes[torch.as_tensor(np.concatenate(walks))]
+    lengths = np.full(len(walks), 12)
+    config = TemporalDistanceConfig(embed_dim=16, hidden=64, gamma=0.9, batch_size=128, steps=1000, lr=1e-3,
+                                    ema=0.02, p_future=0.5)
+    head, target = TemporalDistance(1, 8, config), TemporalDistance(1, 8, config)
+    target.load_state_dict(head.state_dict())
+    untrained = TemporalDistance(1, 8, config)
+    untrained.load_state_dict(head.state_dict())
+    target.requires_grad_(False)
+    sample, gen = make_sampler(features, lengths, config), torch.Generator().manual_seed(0)
+    optim = torch.optim.Adam(head.parameters(), lr=config.lr)
+    losses = []
+    for _ in range(config.steps):
+        loss, _ = expectile_td_loss(head, target, sample(gen))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(float(loss))
+    return head.eval(), codes, untrained.eval(), features, lengths
+
+
+def shortest_path_report(head: TemporalDistance, codes: torch.Tensor, goal: int) -> tuple[float, int]:
+    """(correlation of steps(node, goal) with the true steps, shortest-path moves that did not lower the cost)."""
+    truth = bfs(goal)
+    with torch.no_grad():
+        steps = head.steps(codes, codes[goal].expand(len(NODES), -1, -1)).numpy()
+    violations = 0
+    for node in range(len(NODES)):  # walk every hand-made shortest path to the goal
+        while node != goal:
+            nxt = min(neighbours(node), key=lambda j: truth[j])
+            violations += int(steps[nxt] >= steps[node])
+            node = nxt
+    return float(np.corrcoef(steps, truth)[0, 1]), violations
+
+
+GOALS = (0, INDEX[(6, 2)], INDEX[(3, 1)], INDEX[(1, 1)])
+
+
+def test_value_is_zero_at_the_goal_and_negative_elsewhere():
+    head = TemporalDistance(4, 3, TemporalDistanceConfig(hidden=16, embed_dim=8))
+    s = torch.randn(5, 4, 3)
+    with torch.no_grad():
+        assert torch.allclose(head.value(s, s), torch.zeros(5), atol=1e-6)
+        assert torch.allclose(head.steps(s, s), torch.zeros(5), atol=1e-4)
+        g = torch.randn(4, 3)  # one goal for the whole batch
+        assert (head.value(s, g) < 0).all()
+        assert torch.equal(head.steps(s, g), head.steps(s, g[None].expand(5, -1, -1)))
+
+
+def test_steps_invert_the_discounted_value():
+    """V = -(1 - γ^k)/(1 - γ) ⇔ k steps: check the inversion against a hand-set value."""
+    head = TemporalDistance(1, 2, TemporalDistanceConfig(gamma=0.9))
+    k = 7
+    v = -(1 - 0.9 ** k) / (1 - 0.9)
+    head.value = lambda s, g: torch.full((s.shape[0],), v)  # the inversion only reads value()
+    assert head.steps(torch.zeros(2, 1, 2), torch.zeros(1, 2)).tolist() == pytest.approx([k, k], abs=1e-4)
+    assert head.max_steps == pytest.approx(math.log(1e-6) / math.log(0.9))
+
+
+def test_config_rejects_bad_values():
+    for bad in (dict(gamma=1.0), dict(gamma=0.0), dict(expectile=1.0), dict(p_future=1.5)):
+        with pytest.raises(ValueError):
+            TemporalDistanceConfig(**bad)
+
+
+def test_sampler_never_crosses_an_episode_and_goals_are_future_frames():
+    # feature = (episode, time): then every sampled triple can be checked by hand
+    lengths = np.array([4, 6, 3])
+    rows = [(e, t) for e, n in enumerate(lengths) for t in range(n)]
+    features = torch.tensor(rows, dtype=torch.float32)[:, None, :]  # [F, 1, 2]
+    config = TemporalDistanceConfig(p_future=1.0, batch_size=500, gamma=0.8)
+    s, s_next, g = make_sampler(features, lengths, config)(torch.Generator().manual_seed(1))
+    assert torch.equal(s[:, 0, 0], s_next[:, 0, 0]) and torch.equal(s[:, 0, 0], g[:, 0, 0])  # same episode
+    assert torch.equal(s_next[:, 0, 1], s[:, 0, 1] + 1)       # the successor
+    assert (g[:, 0, 1] > s[:, 0, 1]).all()                    # a later frame
+    assert ((g[:, 0, 1] - s[:, 0, 1]) == 1).any() and ((g[:, 0, 1] - s[:, 0, 1]) > 1).any()
+
+
+def test_td_training_learns_monotone_shortest_paths(graph_head):
+    head, codes, untrained, features, lengths = graph_head
+    for goal in GOALS:
+        correlation, violations = shortest_path_report(head, codes, goal)
+        assert correlation > 0.9 and violations == 0, (goal, correlation, violations)
+    # the same network before training fails the check: it is the TD fit that orders the states
+    assert any(shortest_path_report(untrained, codes, goal)[1] > 0 for goal in GOALS)
+    assert episode_rank_correlation(head, features, lengths) > 0.2  # random walks: only loosely ordered
+
+
+def test_the_head_crosses_the_door_not_the_gap():
+    """Room A's corner (2, 0) is 1 cell from room B's (4, 0) in space but 4 steps away through the door."""
+    truth = bfs(INDEX[(4, 0)])
+    assert truth[INDEX[(2, 0)]] == 4 and truth[INDEX[(4, 2)]] == 2
+
+
+def test_temporal_progress_reward_matches_hand_computed_values():
+    distance = lambda s, g: (s - g).abs().sum((1, 2))  # noqa: E731  (a stand-in "steps to go")
+    reward = TemporalProgressReward(distance, scale=2.0)
+    goal = torch.zeros(1, 2)
+    s_prev = torch.tensor([[[3.0, 1.0]], [[1.0, 0.0]]])
+    s_next = torch.tensor([[[1.0, 1.0]], [[2.0, 0.0]]])
+    # row 0: 4 -> 2 steps to go (+2, x2 = 4); row 1: 1 -> 2 (-1, x2 = -2)
+    assert reward(s_prev, s_next, goal).tolist() == [4.0, -2.0]
+    demo = torch.stack([s_prev, torch.zeros_like(s_prev)], dim=1)  # a demo sequence: its last frame is the goal
+    assert reward(s_prev, s_next, demo).tolist() == [4.0, -2.0]
+
+
+def test_make_reward_temporal_needs_a_head():
+    with pytest.raises(ValueError, match="train-distance"):
+        make_reward("temporal")
+    head = TemporalDistance(2, 3, TemporalDistanceConfig(hidden=8, embed_dim=4))
+    term = make_reward("temporal", distance=head.steps)
+    s = torch.randn(3, 2, 3)
+    with torch.no_grad():
+        assert torch.allclose(term(s, s, s), torch.zeros(3), atol=1e-5)  # no move, no progress
+    with pytest.raises(ValueError):
+        TemporalProgressReward("not callable")
+
+
+# ----- on a world model: fit, save/load, imagination reward and success, calibration ------------------
+@pytest.fixture(scope="module")
+def tiny_model_with_head(tiny_imagine_world, tmp_path_factory):
+    from wm_gym.cli import main
+
+    out = tmp_path_factory.mktemp("td") / "wm-td.pt"
+    code = main(["train-distance", "--model", str(tiny_imagine_world.path), "--data", str(tiny_imagine_world.random_dir),
+                 "--data", str(tiny_imagine_world.expert_dir), "--steps", "60", "--batch-size", "64",
+                 "--device", "cpu", "--out", str(out), "--json"])
+    assert code == 0
+    return out
+
+
+def test_train_distance_saves_the_head_inside_the_model(tiny_model_with_head, tiny_imagine_world):
+    from wm_gym.world_model import WorldModel
+
+    plain, model = WorldModel.load(tiny_imagine_world.path), WorldModel.load(tiny_model_with_head)
+    assert plain.temporal_distance is None and model.temporal_distance is not None
+    assert model.config.distance_config["steps"] == 60
+    assert model.meta.train_info["temporal_distance"]["episodes"] == 24
+    assert not Path(str(tiny_model_with_head) + ".distance-state").exists()  # the resume state is cleaned up
+    s = torch.randn(4, model.n_tokens, model.dim)
+    with torch.no_grad():
+        assert torch.equal(model.goal_distance(s, s[0], "temporal"), model.temporal_distance.steps(s, s[0]))
+        assert torch.equal(model.goal_distance(s, s[0], "l1"), plain.goal_distance(s, s[0], "l1"))
+    with pytest.raises(ValueError, match="train-distance"):
+        plain.goal_distance(s, s[0], "temporal")
+
+
+def test_imagination_pays_temporal_progress_and_ends_on_temporal_success(tiny_model_with_head, tiny_imagine_world):
+    from wm_gym.imagine.vector_env import WMImagineVectorEnv
+    from wm_gym.world_model import WorldModel
+
+    model = WorldModel.load(tiny_model_with_head)
+    model.meta.success_metric, model.meta.success_threshold = "temporal", 0.5
+    env = WMImagineVectorEnv(4, model=model, reward="temporal", device="cpu")
+    env.reset(seed=0)
+    s_prev, goal = env.s_hist[:, -1].clone(), env._goal().clone()
+    actions = np.stack([env.single_action_space.sample() for _ in range(4)])
+    _, reward, terminated, _, info = env.step(actions)
+    s_next = torch.as_tensor(info["final_obs"][:, :model.n_tokens * model.dim]).view_as(s_prev) \
+        if "final_obs" in info else env.s_hist[:, -1]
+    with torch.no_grad():
+        steps = model.temporal_distance.steps
+        expected = (steps(s_prev, goal) - steps(s_next, goal)).numpy()
+        assert np.allclose(reward, expected, atol=1e-4)
+        assert np.allclose(info["distance"], steps(s_next, goal).numpy(), atol=1e-4)
+    assert np.array_equal(terminated, info["distance"] < 0.5)
+    with pytest.raises(ValueError, match="train-distance"):
+        WMImagineVectorEnv(2, model=str(tiny_imagine_world.path), reward="temporal", device="cpu")  # no head
+
+
+def test_calibration_with_the_temporal_metric(tiny_model_with_head, tiny_imagine_world):
+    from wm_gym.calibrate import calibrate_success
+    from wm_gym.world_model import WorldModel
+
+    model = WorldModel.load(tiny_model_with_head)
+    report = calibrate_success(model, tiny_imagine_world.random_dir, metric="temporal", max_episodes=6)
+    assert report["metric"] == "temporal" and model.meta.success_metric == "temporal"
+    assert 0 <= report["threshold"] <= model.temporal_distance.max_steps + 1
+    assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1

@@ -1,0 +1,140 @@
+"""Fit a world model's temporal-distance head (:mod:`wm_gym.temporal_distance`) on datasets.
+
+Offline and action-free: only the order of frames in each episode matters. Frames are taken at
+model-step times (every ``frameskip`` sim steps) and encoded once with the model's frozen
+encoder. Each batch draws a state s, its successor s' and a goal g (with ``p_future`` a frame
+later in the same episode, geometric offset; otherwise any frame of any episode), and regresses
+V(s, g) on -1 + γ·V̄(s', g) with an expectile loss, V̄ a Polyak-averaged copy: HILP's recipe.
+It runs in the shared :class:`~wm_gym.train.loop.Trainer`, so it has progress bars, TensorBoard,
+atomic checkpoints and resume.
+
+CLI: ``wm-gym train-distance --model wall --data data/wall-random --data data/wall-expert``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wm_gym.data.dataset import load_episodes
+from wm_gym.temporal_distance import TemporalDistance, TemporalDistanceConfig
+from wm_gym.train.loop import StageConfig, Trainer
+from wm_gym.world_model import WorldModel
+
+
+def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path],
+                    max_episodes: int | None = None) -> tuple[Tensor, np.ndarray]:
+    """(features [F, N, C] at model-step times, episodes back to back; lengths [E] in frames)."""
+    feats, lengths = [], []
+    for path in data_dirs:
+        data = load_episodes(path)
+        if len(data) == 0:
+            raise ValueError(f"{path} has no episodes")
+        if data.meta.get("env_id") != model.meta.env_id:
+            raise ValueError(f"{path} was collected in {data.meta.get('env_id')!r} but the model is for "
+                             f"{model.meta.env_id!r}")
+        for frames in data.frames[:max_episodes]:
+            times = np.arange(0, len(frames), model.config.frameskip)
+            if len(times) < 2:
+                continue
+            with torch.no_grad():
+                feats.append(model.encode(torch.from_numpy(np.ascontiguousarray(frames[times]))).cpu())
+            lengths.append(len(times))
+    if not lengths:
+        raise ValueError(f"no episode of {list(map(str, data_dirs))} spans two model steps")
+    return torch.cat(feats), np.asarray(lengths)
+
+
+def make_sampler(features: Tensor, lengths: np.ndarray, config: TemporalDistanceConfig):
+    """``sample(generator) -> (s, s', g)`` batches; s is never an episode's last frame."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    ends = torch.as_tensor(offsets + lengths - 1)              # each episode's last frame
+    episode = torch.as_tensor(np.repeat(np.arange(len(lengths)), lengths))
+    starts = torch.as_tensor(np.concatenate([o + np.arange(n - 1) for o, n in zip(offsets, lengths)]))
+    log_gamma = float(np.log(config.gamma))
+
+    def sample(gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+        b = config.batch_size
+        i = starts[torch.randint(len(starts), (b,), generator=gen)]
+        # Geometric(1-γ) offsets ≥ 1, by inversion with the batch generator (so resume is exact)
+        u = torch.rand(b, generator=gen).clamp_min(1e-12)
+        offset = 1 + torch.floor(torch.log(u) / log_gamma).long()
+        future = torch.minimum(i + offset, ends[episode[i]])
+        anywhere = torch.randint(len(features), (b,), generator=gen)
+        g = torch.where(torch.rand(b, generator=gen) < config.p_future, future, anywhere)
+        s, s_next = features[i].float(), features[i + 1].float()
+        if config.feature_noise:
+            s = s + config.feature_noise * torch.randn(s.shape, generator=gen)
+        return s, s_next, features[g].float()
+
+    return sample
+
+
+def expectile_td_loss(head: TemporalDistance, target: TemporalDistance,
+                      batch: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+    """Expectile regression of V(s, g) on -1 + γ·V̄(s', g), where V̄(g, g) = 0 ends the chain."""
+    s, s_next, g = batch
+    config = head.config
+    with torch.no_grad():
+        for p_t, p in zip(target.parameters(), head.parameters()):  # Polyak step, before the target is read
+            p_t.lerp_(p, config.ema)
+        td_target = -1.0 + config.gamma * target.value(s_next, g)
+    v = head.value(s, g)
+    diff = td_target - v
+    weight = torch.where(diff > 0, config.expectile, 1 - config.expectile)
+    loss = (weight * diff.pow(2)).mean()
+    return loss, {"value": float(v.detach().mean()), "td_target": float(td_target.mean())}
+
+
+def fit_temporal_distance(model: WorldModel, data_dirs: Sequence[str | Path],
+                          config: TemporalDistanceConfig | None = None, checkpoint: str | Path | None = None,
+                          log_dir: str | Path | None = None, max_episodes: int | None = None,
+                          progress: bool = True) -> dict[str, Any]:
+    """Train a head on ``data_dirs`` and attach it to ``model`` (``model.temporal_distance``).
+
+    ``checkpoint``: a training-state file; an interrupted fit resumes from it.
+    """
+    config = config or TemporalDistanceConfig()
+    torch.manual_seed(config.seed)
+    features, lengths = encode_episodes(model, data_dirs, max_episodes)
+    head = TemporalDistance(model.n_tokens, model.dim, config).to(model.device)
+    target = copy.deepcopy(head).requires_grad_(False)
+    trainer = Trainer({"head": head, "target": target}, Path(checkpoint) if checkpoint else None, model.device,
+                      seed=config.seed, log_dir=Path(log_dir) if log_dir else None, progress=progress)
+    trainer.load_checkpoint()
+    features = features.to(model.device)
+    stage = StageConfig("temporal_distance", config.steps, lr=config.lr, batch_size=config.batch_size,
+                        warmup=min(200, config.steps // 10), ckpt_every=max(1, config.steps // 10))
+    curve = trainer.run(stage, head, lambda batch: expectile_td_loss(head, target, batch),
+                        make_sampler(features, lengths, config))
+    trainer.close()
+    model.attach_temporal_distance(head.eval())
+    report = {"config": asdict(config), "data": [str(p) for p in data_dirs], "frames": int(len(features)),
+              "episodes": int(len(lengths)), "loss_first": curve[0] if curve else None,
+              "loss_last": float(np.mean(curve[-50:])) if curve else None,
+              "episode_rank_correlation": episode_rank_correlation(head, features, lengths)}
+    model.meta.train_info["temporal_distance"] = report
+    return report
+
+
+@torch.no_grad()
+def episode_rank_correlation(head: TemporalDistance, features: Tensor, lengths: np.ndarray,
+                             episodes: int = 200) -> float:
+    """Spearman correlation of steps(s_t, last frame) with the frames still to go, over the first episodes.
+
+    1.0 means the head orders every state of an episode by how far it is from the episode's end.
+    """
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    predicted, to_go = [], []
+    for o, n in list(zip(offsets, lengths))[:episodes]:
+        s = features[o:o + n].float()
+        predicted.append(head.steps(s, s[-1]).cpu().numpy())
+        to_go.append(np.arange(n - 1, -1, -1))
+    predicted, to_go = np.concatenate(predicted), np.concatenate(to_go)
+    rank = lambda x: np.argsort(np.argsort(x, kind="stable"), kind="stable")  # noqa: E731
+    return float(np.corrcoef(rank(predicted), rank(to_go))[0, 1])

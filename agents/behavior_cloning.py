@@ -19,23 +19,30 @@ from wm_gym.world_model import WorldModel
 
 @torch.no_grad()
 def demo_pairs(model: WorldModel, demos: DemoBank | str | Path | list[str | Path] | None = None,
-               split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """(observations [M, (H+1)·N·C], action chunks [M, A]) at every step of every demo before its end.
+               split: str = "train", action_space: str = "sim") -> tuple[np.ndarray, np.ndarray]:
+    """(observations [M, (H+1)·N·C], targets [M, A]) at every step of every demo before its end.
 
     ``demos``: a DemoBank, a dataset folder, a list of folders (their pairs concatenated), or None
     for the model's own bank. The goal shown is the demo's last frame, as in the imagination env.
+    Targets are the demo's action chunks (``action_space="sim"``), or its latent actions
+    z = latent_action(s_t, s_{t+1}) flattened to [M, K·d] in the model's units (``"latent"``): those
+    need no action labels, so latent agents clone action-free video too.
     """
+    if action_space not in ("sim", "latent"):
+        raise ValueError(f"action_space must be 'sim' or 'latent', got {action_space!r}")
     if isinstance(demos, (list, tuple)):
         if not demos:
             raise ValueError("behaviour cloning got an empty list of demo folders")
-        obs, actions = zip(*(demo_pairs(model, folder) for folder in demos))
+        obs, actions = zip(*(demo_pairs(model, folder, action_space=action_space) for folder in demos))
         return np.concatenate(obs), np.concatenate(actions)
     bank = demos if isinstance(demos, DemoBank) else (
         model.bank if demos is None else DemoBank.from_dataset(demos, model.config.frameskip, heldout_fraction=0.0))
-    if bank is None or bank.actions is None:
+    if bank is None:
+        raise ValueError("behaviour cloning needs demos: a dataset folder, or a model with a demo bank")
+    if action_space == "sim" and bank.actions is None:
         raise ValueError("behaviour cloning needs demos with action labels (a dataset from `wm-gym collect`, or a "
-                         "model whose demo bank was built from one)")
-    if bank.actions.shape[-1] != model.config.action_dim:
+                         "model whose demo bank was built from one); latent agents clone action-free demos")
+    if action_space == "sim" and bank.actions.shape[-1] != model.config.action_dim:
         raise ValueError(f"demo action chunks have {bank.actions.shape[-1]} numbers, the model takes {model.config.action_dim}")
     obs, actions = [], []
     for m in bank.indices("all" if demos is not None else split):
@@ -45,7 +52,8 @@ def demo_pairs(model: WorldModel, demos: DemoBank | str | Path | list[str | Path
         back = torch.arange(model.config.history - 1, -1, -1)  # history frames before each step, oldest first
         history = feats[(torch.arange(steps)[:, None] - back).clamp_min(0)]  # [T, H, N, C]; start repeated, as at reset
         obs.append(policy_observation(history, feats[-1:].expand(steps, -1, -1)))
-        actions.append(bank.actions[m, :steps])
+        actions.append(bank.actions[m, :steps] if action_space == "sim" else
+                       model.latent_action(feats[:steps], feats[1:steps + 1]).flatten(1).float().cpu().numpy())
     return np.concatenate(obs), np.concatenate(actions).astype(np.float32)
 
 

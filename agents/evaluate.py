@@ -2,6 +2,9 @@
 
 The harness itself (lockstep batches, φ observations, the sim's own success, videos) is
 :func:`wm_gym.real_episodes.evaluate_policy`; this adds loading the agent and its world model.
+A latent-action agent acts through a grounding map (``wm-gym ground``): it is wrapped in a
+:class:`~wm_gym.grounding.GroundedPolicy`, whose ``predict`` answers real action chunks, so the
+harness runs it like any other policy.
 """
 from __future__ import annotations
 
@@ -10,12 +13,17 @@ from typing import Any
 
 from wm_gym.real_episodes import evaluate_policy
 
-__all__ = ["evaluate_agent", "evaluate_policy"]
+__all__ = ["evaluate_agent", "evaluate_policy", "real_policy"]
 
 
 def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None = None, episodes: int = 50,
-                   seed: int = 1000, device: str = "auto", **kwargs: Any) -> dict[str, Any]:
-    """Load an agent from ``wm-gym train-agent`` (and its world model) and evaluate it in the real sim."""
+                   seed: int = 1000, device: str = "auto", grounding: str | Path | None = None,
+                   **kwargs: Any) -> dict[str, Any]:
+    """Load an agent from ``wm-gym train-agent`` (and its world model) and evaluate it in the real sim.
+
+    ``grounding``: for a latent-action agent, the ``wm-gym ground`` file that maps its z to real
+    action chunks (default: the one recorded when it was trained).
+    """
     from wm_gym.agents.train_agent import load_agent
     from wm_gym.zoo import load_model
 
@@ -26,5 +34,25 @@ def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None 
     if meta.get("task", "goal") != "goal":
         raise ValueError(f"{agent} was trained on task {meta.get('task')!r}; real-sim evaluation needs task 'goal'")
     wm = load_model(model_name, device)
-    result = evaluate_policy(sb3_agent, wm, env, episodes=episodes, seed=seed, **kwargs)
-    return {"agent": str(agent), "model": str(model_name), **result}
+    policy, grounding = real_policy(sb3_agent, meta, wm, grounding, name=str(agent))
+    result = evaluate_policy(policy, wm, env, episodes=episodes, seed=seed, **kwargs)
+    return {"agent": str(agent), "model": str(model_name), "action_space": meta.get("action_space", "sim"),
+            **({"grounding": str(grounding)} if grounding else {}), **result}
+
+
+def real_policy(sb3_agent, meta: dict[str, Any], model, grounding: str | Path | None = None, name: str = "the agent"):
+    """(a policy that answers real action chunks, the grounding file used or None) for an agent and its sidecar."""
+    if meta.get("action_space", "sim") != "latent":
+        if grounding:
+            raise ValueError(f"{name} acts in real action chunks; --grounding is only for latent-action agents")
+        return sb3_agent, None
+    from wm_gym.grounding import GroundedPolicy, Grounding
+
+    grounding = grounding or meta.get("grounding")
+    if not grounding:
+        raise ValueError(f"{name} acts in latent actions, and a real sim needs real ones: fit a grounding map with "
+                         "`wm-gym ground --model MODEL --data LABELLED_DATA --out G.pt` and pass --grounding G.pt")
+    if "latent_mean" not in meta or "latent_std" not in meta:
+        raise ValueError(f"{name}'s sidecar lacks latent_mean/latent_std (the z units it was trained in); retrain it")
+    policy = GroundedPolicy(sb3_agent, Grounding.load(grounding, model), model, meta["latent_mean"], meta["latent_std"])
+    return policy, grounding

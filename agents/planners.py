@@ -11,6 +11,20 @@ function (an agent's critic trained in imagination, see ``agents.train_agent.val
 the cost adds a learned cost-to-go of the plan's end, ``− value_weight · V(ŝ_T, goal)``.
 ``agents.waypoints.WaypointPlanner`` instead keeps the cost and moves the goal: it aims any of
 these planners at a waypoint found by graph search over an offline dataset's frames.
+
+``terminal="temporal"`` swaps what scores each predicted frame: instead of the feature MSE it is
+the model's learned temporal distance (``model.goal_distance(ŝ_i, s_goal, "temporal")``, model
+steps to go, fitted by ``wm-gym train-distance``), so the cost counts steps around walls, not
+feature overlap. The same decay weights apply (``decay=0``: the final frame alone); the head is
+differentiable, so GBP/GD push gradients through it and CEM/MPPI just score samples with it.
+
+A ``prior`` policy (an SB3 agent trained in imagination; TD-MPC2's policy prior) proposes plans:
+it acts closed loop in the model for ``horizon`` steps, seeing what it saw in imagination
+(``policy_observation(history, goal)``). Its deterministic rollout is a start candidate (each
+planner starts, per row, from the cheaper of it and MPC's warm start), and CEM/MPPI put
+``prior_samples`` × ``samples`` prior rollouts (the first deterministic, the rest with the
+policy's own action noise) among every iteration's samples.
+
 They all expose SB3's ``predict(obs) -> (actions, None)`` on the imagination env's observation
 ``[the model's history of feature frames, goal features]``, so ``wm-gym evaluate``'s real-sim harness runs them unchanged.
 One ``predict`` plans for every row of the batch at once (50 episodes = one batch).
@@ -26,17 +40,20 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wm_gym.imagine.vector_env import policy_observation_tensor
+from wm_gym.imagine.vector_env import policy_observation, policy_observation_tensor, push_history
 from wm_gym.world_model import WorldModel
 
 PLANNERS = ("cem", "gbp", "gd", "mppi")
+#: What scores a predicted frame against the goal: feature MSE (goal_cost) or the learned steps to go.
+TERMINALS = ("goal", "temporal")
 
 
 @dataclass
@@ -60,19 +77,40 @@ class PlannerConfig:
     noise: float = 0.003        # Gaussian noise added to u after each Adam step (escapes flat spots)
     seed: int = 0
     value_weight: float = 1.0   # weight of −V(last predicted frames, goal), when a value function is given
+    terminal: str = "goal"      # per-frame cost: goal (feature MSE, goal_cost) | temporal (learned steps to go)
+    prior_samples: float = 0.05  # CEM/MPPI with a prior: share of each iteration's samples that are prior rollouts
+
+    def __post_init__(self) -> None:
+        if self.terminal not in TERMINALS:
+            raise ValueError(f"terminal must be one of {', '.join(TERMINALS)}, got {self.terminal!r}")
+        if not 0 <= self.prior_samples <= 1:
+            raise ValueError(f"prior_samples is a share of the samples, in [0, 1], got {self.prior_samples}")
 
 
 #: Maps policy observations [B, (H+1)·N·C] to values [B] (higher = better), differentiably.
 ValueFunction = Callable[[Tensor], Tensor]
 
 
-class Planner(ABC):
-    """Shared plumbing: observation parsing, history, warm start, open-loop queue, timing."""
+class Policy(Protocol):
+    """Anything with SB3's predict: policy observations [B, (H+1)·N·C] → action chunks [B, A] in sim units."""
 
-    def __init__(self, model: WorldModel, config: PlannerConfig | None = None, value: ValueFunction | None = None):
-        self.model, self.config, self.value = model.eval(), config or PlannerConfig(), value
+    def predict(self, observation: np.ndarray, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> tuple[np.ndarray, Any]: ...
+
+
+class Planner(ABC):
+    """Shared plumbing: observation parsing, history, warm start, prior proposals, open-loop queue, timing."""
+
+    def __init__(self, model: WorldModel, config: PlannerConfig | None = None, value: ValueFunction | None = None,
+                 prior: Policy | None = None):
+        self.model, self.config, self.value, self.prior = model.eval(), config or PlannerConfig(), value, prior
         if self.config.horizon < 1 or not 1 <= self.config.execute <= self.config.horizon:
             raise ValueError(f"need horizon >= 1 and 1 <= execute <= horizon, got {self.config.horizon} and {self.config.execute}")
+        if self.config.terminal == "temporal" and model.temporal_distance is None:
+            raise ValueError("terminal='temporal' needs a world model with a temporal-distance head; fit one with "
+                             "`wm-gym train-distance --model MODEL --data DIR` (or use terminal='goal')")
+        if prior is not None:
+            check_prior(prior, model)
         self.generator = torch.Generator(device=model.device).manual_seed(self.config.seed)
         self.plan_seconds: list[float] = []
         self.reset()
@@ -123,28 +161,72 @@ class Planner(ABC):
         preds = self.model.rollout(s_hist, self.to_sim(u), mode=self.config.mode)  # [B, T, N, C]
         t = u.shape[1]
         weights = self.config.decay ** torch.arange(t - 1, -1, -1, device=u.device, dtype=preds.dtype)
-        per_frame = goal_cost(preds, goal[:, None].expand_as(preds), self.config.scales)  # [B, T]
-        cost = (per_frame * weights).sum(1)
+        cost = (self.frame_cost(preds, goal) * weights).sum(1)
         if self.value is not None:  # cost-to-go from the plan's last H frames, as the agent would see them
             last = torch.cat([s_hist, preds], dim=1)[:, -self.model.config.history:]
             cost = cost - self.config.value_weight * self.value(policy_observation_tensor(last, goal))
         return cost
 
+    def frame_cost(self, preds: Tensor, goal: Tensor) -> Tensor:
+        """[B, T] cost of each predicted frame [B, T, N, C] against its row's goal [B, N, C]:
+        the feature MSE (``terminal="goal"``) or the learned model steps to go (``"temporal"``)."""
+        goals = goal[:, None].expand_as(preds)
+        if self.config.terminal == "temporal":
+            steps = self.model.goal_distance(preds.flatten(0, 1), goals.flatten(0, 1), "temporal")
+            return steps.view(preds.shape[:2])
+        return goal_cost(preds, goals, self.config.scales)
+
     def to_sim(self, u: Tensor) -> Tensor:
         low, high = self.model.action_low, self.model.action_high
         return low + (u.clamp(-1, 1) + 1) / 2 * (high - low)
 
-    def _start(self, b: int, warm: Tensor | None) -> Tensor:
-        if warm is not None and warm.shape[0] == b:
-            return warm
+    def propose(self, s_hist: Tensor, goal: Tensor, k: int) -> Tensor | None:
+        """k plans per row from the prior, normalised [B, k, T, A]: its deterministic rollout first, then
+        k − 1 with the policy's own action noise (SB3's ``deterministic=False``). None without a prior."""
+        if self.prior is None:
+            return None
+        b = goal.shape[0]
+        rows = torch.arange(b, device=goal.device)
+        rows = torch.cat([rows, rows.repeat_interleave(k - 1)])  # B mean rows, then each row k − 1 times
+        plans = policy_rollout(self.model, self.prior, s_hist[rows], goal[rows], self.config.horizon,
+                               self.config.mode, deterministic_rows=b)  # one batch: a model step's cost is per call
+        plans = torch.cat([plans[:b, None], plans[b:].view(b, k - 1, *plans.shape[1:])], dim=1)
+        return self.model.scale_actions(plans).clamp(-1, 1)
+
+    def _start(self, s_hist: Tensor, goal: Tensor, warm: Tensor | None, proposal: Tensor | None) -> Tensor:
+        """The plan to improve [B, T, A]: per row the cheaper of MPC's warm start and the prior's
+        proposal (either may be missing); with neither, the planner's cold start."""
+        b = goal.shape[0]
+        starts = [x for x in (warm if warm is not None and warm.shape[0] == b else None, proposal) if x is not None]
+        if not starts:
+            return self._cold_start(b)
+        if len(starts) == 1:
+            return starts[0].clone()
+        with torch.no_grad():  # both scored in one batch
+            cost = self.cost(s_hist.repeat(2, 1, 1, 1), goal.repeat(2, 1, 1), torch.cat(starts)).view(2, b)
+        return torch.where((cost[1] < cost[0])[:, None, None], starts[1], starts[0])
+
+    def _cold_start(self, b: int) -> Tensor:
+        """[B, T, A] zeros: the middle of the action range (sampling planners spread around it)."""
         return torch.zeros(b, self.config.horizon, self.model.config.action_dim, device=self.model.device)
 
-    def _sample_costs(self, s_hist: Tensor, goal: Tensor, mean: Tensor, std: Tensor) -> tuple[Tensor, Tensor]:
-        """Draw ``samples`` plans per row around mean/std; returns (u [B, S, T, A], cost [B, S])."""
+    @property
+    def prior_count(self) -> int:
+        """How many of each iteration's ``samples`` are prior rollouts (slot 0 keeps the mean)."""
+        if self.prior is None or self.config.prior_samples == 0:
+            return 0
+        return min(math.ceil(self.config.prior_samples * self.config.samples), self.config.samples - 1)
+
+    def _sample_costs(self, s_hist: Tensor, goal: Tensor, mean: Tensor, std: Tensor,
+                      fixed: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Draw ``samples`` plans per row around mean/std, the mean and ``fixed`` plans [B, F, T, A]
+        (the prior's) among them; returns (u [B, S, T, A], cost [B, S])."""
         b, k = mean.shape[0], self.config.samples
         noise = torch.randn((b, k, *mean.shape[1:]), generator=self.generator, device=mean.device)
         u = (mean[:, None] + std[:, None] * noise).clamp(-1, 1)
         u[:, 0] = mean.clamp(-1, 1)  # keep the current mean among the candidates
+        if fixed is not None and fixed.shape[1] > 0:
+            u[:, 1:1 + fixed.shape[1]] = fixed
         flat_hist = s_hist[:, None].expand(-1, k, -1, -1, -1).flatten(0, 1)
         flat_goal = goal[:, None].expand(-1, k, -1, -1).flatten(0, 1)
         with torch.no_grad():
@@ -156,10 +238,12 @@ class SamplingPlanner(Planner):
     """Sample ``samples`` plans around a Gaussian, score them, refit; ``iterations`` times."""
 
     def plan(self, s_hist, goal, warm):
-        mean = self._start(goal.shape[0], warm)
+        proposals = self.propose(s_hist, goal, max(1, self.prior_count))  # rolled out once per plan, as TD-MPC2
+        mean = self._start(s_hist, goal, warm, None if proposals is None else proposals[:, 0])
         std = torch.full_like(mean, self.config.init_std)
+        fixed = None if proposals is None else proposals[:, :self.prior_count]
         for _ in range(self.config.iterations):
-            u, cost = self._sample_costs(s_hist, goal, mean, std)
+            u, cost = self._sample_costs(s_hist, goal, mean, std, fixed)
             mean, std = self.refit(u, cost, std)
         return mean
 
@@ -191,15 +275,10 @@ class GradientPlanner(Planner):
 
     @torch.enable_grad()  # also when called under no_grad: the gradient is the method
     def plan(self, s_hist, goal, warm):
-        b = goal.shape[0]
-        if warm is not None and warm.shape[0] == b:
-            u0 = warm.clone()
-        else:
-            u0 = torch.randn(b, self.config.horizon, self.model.config.action_dim, generator=self.generator,
-                             device=goal.device).clamp(-1, 1)
-        u = u0.requires_grad_(True)
-        optimizer = self.optimizer([u])
         s_hist, goal = s_hist.detach(), goal.detach()
+        proposal = self.propose(s_hist, goal, 1)
+        u = self._start(s_hist, goal, warm, None if proposal is None else proposal[:, 0]).requires_grad_(True)
+        optimizer = self.optimizer([u])
         for _ in range(self.config.gbp_steps):
             loss = self.cost(s_hist, goal, u).sum()  # rows are independent: one backward for all
             optimizer.zero_grad()
@@ -208,6 +287,11 @@ class GradientPlanner(Planner):
             with torch.no_grad():
                 u.add_(self.config.noise * torch.randn(u.shape, generator=self.generator, device=u.device)).clamp_(-1, 1)
         return u.detach()
+
+    def _cold_start(self, b: int) -> Tensor:
+        """[B, T, A] random plans (Gaussian, clipped to [−1, 1]): different rows start in different places."""
+        return torch.randn(b, self.config.horizon, self.model.config.action_dim, generator=self.generator,
+                           device=self.model.device).clamp(-1, 1)
 
     def optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=self.config.lr)
@@ -252,9 +336,57 @@ def split_observation(model: WorldModel, obs: Tensor) -> tuple[Tensor, Tensor]:
     return obs[:, : h * n * c].reshape(-1, h, n, c), obs[:, h * n * c:].reshape(-1, n, c)
 
 
+@torch.no_grad()
+def policy_rollout(model: WorldModel, policy: Policy, s_hist: Tensor, goal: Tensor, horizon: int,
+                   mode: str = "controller", deterministic_rows: int | None = None) -> Tensor:
+    """``policy`` acting closed loop in the model: action chunks [B, T, A] in sim units.
+
+    At each step it sees what it saw in imagination, ``policy_observation(history, goal)``, and
+    its chunk moves the model one step (s_hist [B, H, N, C], goal [B, N, C]). The first
+    ``deterministic_rows`` rows (default: all) take the policy's mean action, the rest sample it.
+    """
+    b = goal.shape[0]
+    n = b if deterministic_rows is None else deterministic_rows
+    actions = []
+    for t in range(horizon):
+        obs = policy_observation(s_hist, goal)
+        chunks = [policy.predict(part, deterministic=det)[0] for part, det in ((obs[:n], True), (obs[n:], False))
+                  if len(part)]
+        actions.append(torch.as_tensor(np.concatenate(chunks), dtype=torch.float32, device=model.device).reshape(b, -1))
+        if t < horizon - 1:
+            s_hist = push_history(s_hist, model.step(s_hist, actions[-1], mode=mode), model.config.history)
+    return torch.stack(actions, dim=1)
+
+
+def check_prior(prior: Policy, model: WorldModel) -> None:
+    """Raise unless ``prior`` takes this model's policy observations and acts in its sim action chunks."""
+    h, n, c, a = model.config.history, model.n_tokens, model.dim, model.config.action_dim
+    obs_space, act_space = getattr(prior, "observation_space", None), getattr(prior, "action_space", None)
+    if obs_space is not None and tuple(obs_space.shape) != ((h + 1) * n * c,):
+        raise ValueError(f"the prior policy takes observations of shape {tuple(obs_space.shape)}, this model's are "
+                         f"({(h + 1) * n * c},) ({h} feature frames and the goal's): train it on this world model")
+    if act_space is not None and tuple(act_space.shape) != (a,):
+        raise ValueError(f"the prior policy acts with shape {tuple(act_space.shape)}, planners need sim action chunks "
+                         f"({a},): train it with the imagination env's actions='sim'")
+
+
+def load_prior(path: str | Path, device: str = "cpu") -> Policy:
+    """A ``train-agent`` agent as a planner's prior: it must see the goal and act in sim action chunks."""
+    from .train_agent import load_agent
+
+    agent, meta = load_agent(path, device)
+    if meta.get("task", "goal") != "goal":
+        raise ValueError(f"the prior {path} was trained with task {meta['task']!r}; a planner's prior must see the "
+                         "goal (train-agent --task goal)")
+    if meta.get("action_space", "sim") != "sim":
+        raise ValueError(f"the prior {path} acts in {meta['action_space']!r} actions; planners plan sim action chunks "
+                         "(train-agent --action-space sim)")
+    return agent
+
+
 def make_planner(name: str, model: WorldModel, config: PlannerConfig | None = None,
-                 value: ValueFunction | None = None) -> Planner:
+                 value: ValueFunction | None = None, prior: Policy | None = None) -> Planner:
     classes = {"cem": CEMPlanner, "gbp": GradientPlanner, "gd": GradientDescentPlanner, "mppi": MPPIPlanner}
     if name not in classes:
         raise ValueError(f"unknown planner {name!r}; expected one of {', '.join(PLANNERS)}")
-    return classes[name](model, config, value)
+    return classes[name](model, config, value, prior)

@@ -7,6 +7,12 @@ by :mod:`wm_gym.agents.evaluate`, through the same encoder and the same action c
 Writes ``AGENT.zip`` (SB3) and ``AGENT.json`` (which world model and task it was trained on,
 so evaluation needs no extra flags), TensorBoard logs, a learning-curve PNG and atomic
 checkpoints every ``checkpoint_every`` steps; ``resume=True`` continues from the checkpoint.
+
+``action_space="latent"`` trains over the model's standardised latent actions z instead of real
+action chunks (video-first: no controller, no action labels needed; cloning targets are the
+demos' own latent actions). The sidecar then records ``action_space``, the z units
+(``latent_mean``, ``latent_std``) and, if given, the grounding file that maps z back to real
+actions (:mod:`wm_gym.grounding`), which real-sim evaluation needs.
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ class AgentConfig:
     device: str = "auto"             # world model (imagination) device
     policy_device: str = "cpu"       # SB3 MLPs are faster on CPU at these sizes
     task: str = "goal"               # goal | demo (what the policy is shown besides its features)
+    action_space: str = "sim"        # sim: real action chunks | latent: the model's standardised latent actions z
+    grounding: str | None = None     # latent agents: a `wm-gym ground` file, recorded so `evaluate` finds it
     reward: str = "demo"             # rewards/ name, e.g. "demo", "goal", "demo+progress"
     metric: str = "l1"
     scale: float | None = None
@@ -129,14 +137,22 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
 
     if config.algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
+    if config.grounding and config.action_space != "latent":
+        raise ValueError("grounding maps latent actions to real ones: give it only with action_space='latent'")
     world_model = load_model(config.model, config.device)
+    if config.grounding:  # fail now, not after training, if it belongs to another model
+        from wm_gym.grounding import Grounding
+
+        Grounding.load(config.grounding, world_model)
     out = Path(config.out)
     ckpt = checkpoint_path(out)
     log_dir = config.log_dir or str(Path("runs") / out.stem)
-    env = VecMonitor(make_sb3_vec_env(
+    imagination = make_sb3_vec_env(
         num_envs=config.num_envs, seed=config.seed, model=world_model, task=config.task, reward=config.reward,
         metric=config.metric, scale=config.scale, horizon=config.horizon, success_threshold=config.success_threshold,
-        device=config.device))
+        action_space=config.action_space, device=config.device)
+    env = VecMonitor(imagination)
+    latent_units = latent_action_units(imagination.env) if config.action_space == "latent" else {}
     algo = _algo_class(config.algo)
     if config.resume and ckpt.is_file():
         agent = algo.load(ckpt, env=env, device=config.policy_device, tensorboard_log=log_dir)
@@ -153,12 +169,15 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
 
     bc_losses: list[float] = []
     bc = config.bc_data
-    if bc == "auto":
-        bc = "bank" if world_model.bank is not None and world_model.bank.actions is not None else None
+    if bc == "auto":  # latent targets come from the demos' frames, so any bank will do
+        bc = "bank" if world_model.bank is not None and (
+            world_model.bank.actions is not None or config.action_space == "latent") else None
     if bc and not (config.resume and ckpt.is_file()):
         demos = None if bc == "bank" else bc.split(",")  # one or more dataset folders
-        bc_losses = clone_into(agent, *demo_pairs(world_model, demos), epochs=config.bc_epochs, seed=config.seed,
-                               noise=config.bc_noise)
+        obs, targets = demo_pairs(world_model, demos, action_space=config.action_space)
+        if latent_units:  # clone in the env's units: standardised z
+            targets = (targets - latent_units["latent_mean"]) / latent_units["latent_std"]
+        bc_losses = clone_into(agent, obs, targets, epochs=config.bc_epochs, seed=config.seed, noise=config.bc_noise)
 
     curve: list[dict[str, float]] = []
 
@@ -191,17 +210,26 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
     atomic_sb3_save(agent, out)
     with atomic_path(sidecar_path(out)) as tmp:
         tmp.write_text(json.dumps({"algo": config.algo, "model": str(config.model), "task": config.task,
+                                   "action_space": config.action_space, "grounding": config.grounding,
                                    "config": asdict(config), "seconds": seconds, "curve": curve,
-                                   "bc_losses": bc_losses}, indent=1))
+                                   "bc_losses": bc_losses,
+                                   **{k: v.tolist() for k, v in latent_units.items()}}, indent=1))
     png = out.with_name(out.stem + "_curve.png")
     if curve:
         plot_learning_curve(curve, png)
     ckpt.unlink(missing_ok=True)
     last = curve[-1] if curve else {}
-    return {"out": str(out), "algo": config.algo, "steps": int(agent.num_timesteps), "seconds": round(seconds, 1),
+    return {"out": str(out), "algo": config.algo, "action_space": config.action_space,
+            "steps": int(agent.num_timesteps), "seconds": round(seconds, 1),
             "imagined_steps_per_s": round((agent.num_timesteps - start_steps) / seconds, 1) if remaining > 0 else None,
             "final_imagined_return": last.get("return"), "final_imagined_success": last.get("success"),
             "curve_png": str(png) if curve else None, "log_dir": log_dir}
+
+
+def latent_action_units(env) -> dict[str, np.ndarray]:
+    """The latent imagination env's z units, flat [K·d] each: an agent's action a means z = a·latent_std +
+    latent_mean. Recorded with the agent, so the real sim decodes its actions as imagination did."""
+    return {"latent_mean": env.z_mean.flatten().cpu().numpy(), "latent_std": env.z_std.flatten().cpu().numpy()}
 
 
 def set_actor_trainable(policy, trainable: bool) -> None:

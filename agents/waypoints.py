@@ -82,7 +82,7 @@ class WaypointGraph:
                       **kwargs) -> "WaypointGraph":
         """Every ``frameskip``-th frame of each episode of ``wm-gym collect`` datasets, in ``model``'s features."""
         from wm_gym.data.dataset import load_episodes
-        from wm_gym.encoders.cache import cached_features
+        from wm_gym.encoders.cache import episode_step_features
 
         if not folders:
             raise ValueError("a waypoint graph needs at least one dataset folder")
@@ -91,11 +91,9 @@ class WaypointGraph:
             data = load_episodes(folder)
             if data.image_size != model.meta.image_size:
                 raise ValueError(f"{folder} has {data.image_size}px frames, the model takes {model.meta.image_size}px")
-            clips = [f[::fs] for f in data.frames]  # one frame per model step
-            cache = Path(folder) / ".cache" / f"features-{model.encoder.identity()}-every{fs}.pt"
-            raw = cached_features(model.encoder, np.concatenate(clips), cache, progress=progress, device=model.device)
+            raw, counts = episode_step_features(model.encoder, folder, data.frames, fs, progress, model.device)
             feats.append(model.normalize(raw.to(model.device)).cpu())
-            lengths += [len(c) for c in clips]
+            lengths += counts
         return cls(torch.cat(feats), lengths, **kwargs)
 
     def __len__(self) -> int:

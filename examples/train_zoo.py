@@ -29,6 +29,8 @@ RECIPES = {
     # flow and controller steps (the demo stage retrains both, so the base model's are kept short)
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small", base_dynamics=100),
     "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100),
+    "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=500, history=3, preset="small",
+                           base_dynamics=100),
 }
 
 

@@ -58,7 +58,7 @@ def test_bc_data_names_one_or_several_dataset_folders(world, tmp_path, monkeypat
     import wm_gym.agents.behavior_cloning as bc_mod
 
     seen, real = [], bc_mod.demo_pairs
-    monkeypatch.setattr(bc_mod, "demo_pairs", lambda model, demos: seen.append(demos) or real(model, demos))
+    monkeypatch.setattr(bc_mod, "demo_pairs", lambda model, demos, **kw: seen.append(demos) or real(model, demos, **kw))
     expert = str(world.expert_dir)
     train_agent(config(world, tmp_path / "one.zip", steps=0, bc_data=expert, bc_epochs=2))
     train_agent(config(world, tmp_path / "two.zip", steps=0, bc_data=f"{expert},{expert}", bc_epochs=2))

@@ -231,3 +231,33 @@ def test_calibration_with_the_temporal_metric(tiny_model_with_head, tiny_imagine
     assert report["metric"] == "temporal" and model.meta.success_metric == "temporal"
     assert 0 <= report["threshold"] <= model.temporal_distance.max_steps + 1
     assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1
+
+
+def test_sampler_swaps_in_imagined_states_at_the_configured_rate():
+    lengths = np.array([5, 5])
+    features = torch.arange(10, dtype=torch.float32)[:, None, None]
+    imagined = -features - 100  # recognisable stand-ins for the model's predictions
+    gen = torch.Generator().manual_seed(0)
+    for fraction, expected in ((0.0, 0.0), (1.0, 1.0), (0.5, 0.5)):
+        config = TemporalDistanceConfig(imagined_fraction=fraction, batch_size=4000)
+        s, s_next, g = make_sampler(features, lengths, config, imagined)(gen)
+        swapped = (s < -50).float().mean().item()
+        assert swapped == pytest.approx(expected, abs=0.03)
+        assert (s_next >= 0).all() and (g >= 0).all()  # the TD target and the goal stay real
+
+
+def test_batched_open_loop_matches_one_episode_at_a_time(tiny_imagine_world):
+    from wm_gym.calibrate import imagined_states
+    from wm_gym.data.dataset import load_episodes
+    from wm_gym.train.temporal_distance import open_loop_from_first
+    from wm_gym.world_model import WorldModel
+
+    model, data = WorldModel.load(tiny_imagine_world.path), load_episodes(tiny_imagine_world.random_dir)
+    fs = model.config.frameskip
+    with torch.no_grad():
+        feats = [model.encode(torch.from_numpy(np.ascontiguousarray(f[::fs]))) for f in data.frames[:3]]
+        batched = open_loop_from_first(model, feats, list(data.actions[:3]), batch=2)  # 2 batches: 2 + 1
+        for f, actions, got in zip(feats, data.actions[:3], batched):
+            one = imagined_states(model, f[:1], actions, len(f) - 1)
+            assert torch.allclose(got, one, atol=1e-5)
+            assert torch.equal(got[0], f[0]) and not torch.allclose(got[1:], f[1:])  # real start, then predictions

@@ -217,7 +217,8 @@ def _planner_config(args: argparse.Namespace):
     execute = args.execute or (chunks_per_plan(getattr(args, "budget", None)) if args.mpc else 1)
     return PlannerConfig(horizon=args.horizon, mpc=args.mpc, execute=execute, samples=args.samples, elites=args.elites,
                          iterations=args.iterations, gbp_steps=args.gbp_steps, lr=args.lr, gd_lr=args.gd_lr,
-                         seed=args.seed, value_weight=args.value_weight)
+                         seed=args.seed, value_weight=args.value_weight, terminal=args.terminal, decay=args.decay,
+                         prior_samples=args.prior_samples)
 
 
 def _planner_value(args: argparse.Namespace):
@@ -227,6 +228,15 @@ def _planner_value(args: argparse.Namespace):
     from wm_gym.agents.train_agent import load_agent, value_function
 
     return value_function(load_agent(args.value_agent)[0])
+
+
+def _planner_prior(args: argparse.Namespace):
+    """The --prior agent (its policy proposes plans), or None."""
+    if args.prior is None:
+        return None
+    from wm_gym.agents.planners import load_prior
+
+    return load_prior(args.prior)
 
 
 def _add_planner_args(p: argparse.ArgumentParser) -> None:
@@ -247,6 +257,19 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
                    help="a PPO agent (train-agent .zip) on this model: its critic adds a learned cost-to-go, "
                    "−w·V(end of plan, goal), to the goal cost")
     p.add_argument("--value-weight", type=float, default=1.0, help="w of --value-agent's cost-to-go")
+    p.add_argument("--terminal", default="goal", choices=["goal", "temporal"],
+                   help="what scores each predicted frame against the goal: goal = feature MSE; temporal = the "
+                   "model's learned model steps to go (a head fitted by `wm-gym train-distance`: counts steps "
+                   "around walls, where a feature distance points through them)")
+    p.add_argument("--decay", type=float, default=0.5,
+                   help="predicted frame i of T weighs decay^(T-i) in the cost (0: only the plan's final frame)")
+    p.add_argument("--prior", default=None, metavar="AGENT.zip",
+                   help="a policy prior (TD-MPC2 style): this train-agent agent (task goal, on this model) acts in "
+                   "the model over the horizon; its plan is a start (GBP/GD begin from it, CEM/MPPI's first mean, "
+                   "where cheaper than the MPC warm start)")
+    p.add_argument("--prior-samples", type=float, default=0.05, metavar="FRACTION",
+                   help="with --prior, CEM/MPPI: share of each iteration's samples that are the prior's rollouts "
+                   "(its deterministic one, the rest with its action noise); 0.05 of 300 = 15, about TD-MPC2's 24/512")
     p.add_argument("--waypoints", default=None, metavar="DIR[,DIR]",
                    help="dataset folder(s) (wm-gym collect; random data covers most states) whose frames form a graph "
                    "in feature space; the planner then aims at the waypoint --waypoint-lookahead steps along the "
@@ -261,10 +284,10 @@ def _cli_planner(args: argparse.Namespace):
     The waypoint graph is built once, with the first model's encoder: fine-tuning (online) keeps it frozen."""
     from wm_gym.agents.planners import make_planner
 
-    config, value, graph = _planner_config(args), _planner_value(args), []
+    config, value, prior, graph = _planner_config(args), _planner_value(args), _planner_prior(args), []
 
     def build(model):
-        planner = make_planner(args.planner, model, config, value)
+        planner = make_planner(args.planner, model, config, value, prior)
         if not args.waypoints:
             return planner
         from wm_gym.agents.waypoints import WaypointGraph, WaypointPlanner
@@ -286,7 +309,7 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
                              max_steps=args.max_steps, video_dir=args.video, budget=args.budget)
     steered = getattr(planner, "waypoint_fraction", None)  # share of planning calls' rows aimed at a waypoint
     return {"planner": args.planner, "mpc": args.mpc, "execute": _planner_config(args).execute,
-            "seconds_per_plan": round(planner.seconds_per_plan, 4),
+            "terminal": args.terminal, "prior": args.prior, "seconds_per_plan": round(planner.seconds_per_plan, 4),
             "plans": len(planner.plan_seconds), **({"waypoint_fraction": round(sum(steered) / len(steered), 4)}
                                                    if steered else {}), **result}
 
@@ -626,7 +649,8 @@ def cmd_train_distance(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out or resolve_model(args.model))
     config = TemporalDistanceConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, gamma=args.gamma,
                                     expectile=args.expectile, p_future=args.p_future,
-                                    feature_noise=args.feature_noise, seed=args.seed)
+                                    feature_noise=args.feature_noise, imagined_fraction=args.imagined_fraction,
+                                    seed=args.seed)
     report = fit_temporal_distance(model, args.data, config, checkpoint=str(out) + ".distance-state",
                                    log_dir=args.log_dir, max_episodes=args.max_episodes, progress=not args.json)
     model.save(out)
@@ -656,6 +680,9 @@ def add_train_distance(sub: argparse._SubParsersAction) -> None:
                    help="fraction of goals drawn from the same episode's future (the rest: any frame)")
     p.add_argument("--feature-noise", type=float, default=0.0,
                    help="std of Gaussian noise on training states (robustness to imagined features)")
+    p.add_argument("--imagined-fraction", type=float, default=0.5,
+                   help="fraction of training states replaced by the model's open-loop prediction of them, so the "
+                   "head reads imagined states like the real ones (needs action labels; 0 for action-free video)")
     p.add_argument("--max-episodes", type=int, default=None, help="use only the first N episodes of each dataset")
     p.add_argument("--log-dir", default=None, help="TensorBoard folder")
     p.add_argument("--seed", type=int, default=0)
@@ -675,7 +702,8 @@ def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
                       success_threshold=args.success_threshold, critic_warmup=args.critic_warmup,
                       bc_noise=args.bc_noise, gamma=args.gamma, gae_lambda=args.gae_lambda, n_epochs=args.n_epochs,
                       net_arch=list(args.net_arch), bc_epochs=args.bc_epochs,
-                      bc_data=None if args.bc_data == "none" else args.bc_data)
+                      bc_data=None if args.bc_data == "none" else args.bc_data,
+                      action_space=args.action_space, grounding=args.grounding)
     return train_agent(config)
 
 
@@ -692,6 +720,13 @@ def add_train_agent(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=300_000, help="imagined agent steps")
     p.add_argument("--num-envs", type=int, default=64, help="imagined episodes per batch")
     p.add_argument("--task", default="goal", choices=["goal", "demo"], help="policy sees the goal or the demo frame")
+    p.add_argument("--action-space", default="sim", choices=["sim", "latent"],
+                   help="sim: real action chunks (needs a trained controller); latent: the model's standardised latent "
+                   "actions z (video-first: cloning targets are the demos' own z, no action labels needed). A latent "
+                   "agent acts in a real sim through a grounding map (see `wm-gym ground`)")
+    p.add_argument("--grounding", default=None, metavar="G.pt",
+                   help="latent agents: grounding file from `wm-gym ground`, checked against the model and recorded in "
+                   "the sidecar so `evaluate` uses it")
     p.add_argument("--reward", default="demo", help="rewards/ spec: demo | goal | progress | seq-delta | a+b")
     p.add_argument("--metric", default="l1", choices=["l1", "l2", "cosine"])
     p.add_argument("--horizon", type=int, default=None, help="agent steps per imagined episode")
@@ -727,7 +762,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.agents.evaluate import evaluate_agent
 
     result = evaluate_agent(args.agent, env=args.env, model=args.model, episodes=args.episodes, seed=args.seed,
-                            device=args.device, video_dir=args.video, max_steps=args.max_steps, budget=args.budget)
+                            device=args.device, video_dir=args.video, max_steps=args.max_steps, budget=args.budget,
+                            grounding=args.grounding)
     if not args.per_episode:
         result.pop("per_episode")
     return result
@@ -742,6 +778,9 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agent", required=True, help="AGENT.zip from train-agent")
     p.add_argument("--env", default=None, help=SIM_HELP + " (default: the agent's world model's sim)")
     p.add_argument("--model", default=None, help="world model (default: the one the agent was trained on)")
+    p.add_argument("--grounding", default=None, metavar="G.pt",
+                   help="latent-action agents: the `wm-gym ground` file mapping (features, z) to real action chunks "
+                   "(default: the one recorded at training)")
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=1000, help="fresh seeds, distinct from the data's")
     p.add_argument("--max-steps", type=int, default=None, help="agent steps per episode (default: sim length / frameskip)")
@@ -755,9 +794,50 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
+def cmd_ground(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.grounding import GroundingConfig, fit_dataset_grounding
+    from wm_gym.zoo import load_model
+
+    config = GroundingConfig(labelled_fraction=args.labelled_fraction, hidden=args.hidden, layers=args.layers,
+                             epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr,
+                             weight_decay=args.weight_decay, val_fraction=args.val_fraction, seed=args.seed)
+    _, report = fit_dataset_grounding(load_model(args.model, args.device), args.data, config, out=args.out,
+                                      model_name=args.model)
+    return {k: v for k, v in report.items() if k not in ("episodes", "config")}
+
+
+def add_ground(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ground", help="fit the map from latent actions back to real action chunks (for latent agents)",
+        description="Fit a small MLP g(s_t, z) -> real action chunk [frameskip x sim action] in sim units, within the "
+        "action bounds, on (s_t, z = latent_action(s_t, s_t+1), recorded chunk) triples from a seeded "
+        "--labelled-fraction of the dataset's labelled episodes. It lets an agent trained with "
+        "`train-agent --action-space latent` act in the real sim (`evaluate --grounding G.pt`). The file records "
+        "the episodes used and a fingerprint of the model's latent space; it is written atomically.",
+    )
+    p.add_argument("--model", default="wall", help="latent-action world model (rla or lam): zoo name or file")
+    p.add_argument("--data", required=True, help="dataset folder with action labels (at least on some episodes)")
+    p.add_argument("--out", required=True, help="grounding file to write (G.pt)")
+    p.add_argument("--labelled-fraction", type=float, default=0.1,
+                   help="share of the labelled episodes used, seeded (at least one; same choice as `train "
+                   "--action-labels`)")
+    p.add_argument("--hidden", type=int, default=256, help="MLP width")
+    p.add_argument("--layers", type=int, default=3, help="MLP Linear layers")
+    p.add_argument("--epochs", type=int, default=200, help="passes over the training triples, at most")
+    p.add_argument("--patience", type=int, default=30, help="stop after N epochs without a lower held-out error")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="used episodes held out; the epoch with the lowest held-out error is kept")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="where features and latent actions are computed")
+    p.set_defaults(func=cmd_ground)
+
+
 # ----- entry point ---------------------------------------------------------------------------
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    add_collect, add_ingest, add_train, add_eval_wm, add_calibrate, add_train_distance, add_train_agent, add_evaluate, add_plan, add_online, add_finetune,
+    add_collect, add_ingest, add_train, add_eval_wm, add_calibrate, add_train_distance, add_train_agent, add_evaluate, add_ground, add_plan, add_online, add_finetune,
     add_bench]
 
 

@@ -32,6 +32,7 @@ class TemporalDistanceConfig:
     lr: float = 3e-4
     ema: float = 0.005        # target network's Polyak rate
     feature_noise: float = 0.0  # std of Gaussian noise on training states: robustness to imagined features
+    imagined_fraction: float = 0.5  # states replaced by the model's open-loop prediction of them (needs actions)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -39,8 +40,9 @@ class TemporalDistanceConfig:
             raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
         if not 0 < self.expectile < 1:
             raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
-        if not 0 <= self.p_future <= 1:
-            raise ValueError(f"p_future must be in [0, 1], got {self.p_future}")
+        for name in ("p_future", "imagined_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 class TemporalDistance(nn.Module):

@@ -66,3 +66,14 @@ def dataset_features(encoder: FrozenEncoder, data_dir: str | Path, frames: np.nd
     """:func:`cached_features` of a dataset's frames, cached in ``DIR/.cache`` per encoder."""
     cache = Path(data_dir) / ".cache" / f"features-{encoder.identity()}.pt"
     return cached_features(encoder, frames, cache, progress=progress, device=device)
+
+
+def episode_step_features(encoder: FrozenEncoder, data_dir: str | Path, episodes: list[np.ndarray], frameskip: int,
+                          progress: bool = True, device: str | torch.device = "auto") -> tuple[torch.Tensor, list[int]]:
+    """Raw features of every ``frameskip``-th frame of each episode (one per model step), back to back, and
+    each episode's count; cached in ``DIR/.cache`` per encoder and frameskip (graphs and distance heads
+    read the same frames)."""
+    clips = [f[::frameskip] for f in episodes]
+    cache = Path(data_dir) / ".cache" / f"features-{encoder.identity()}-every{frameskip}.pt"
+    raw = cached_features(encoder, np.concatenate(clips), cache, progress=progress, device=device)
+    return raw, [len(c) for c in clips]

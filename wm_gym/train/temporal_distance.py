@@ -5,6 +5,8 @@ model-step times (every ``frameskip`` sim steps) and encoded once with the model
 encoder. Each batch draws a state s, its successor s' and a goal g (with ``p_future`` a frame
 later in the same episode, geometric offset; otherwise any frame of any episode), and regresses
 V(s, g) on -1 + γ·V̄(s', g) with an expectile loss, V̄ a Polyak-averaged copy: HILP's recipe.
+With ``imagined_fraction`` > 0 (action-labelled data), s is often the model's own open-loop
+prediction of that frame instead, so the head reads imagined states as the real ones they stand for.
 It runs in the shared :class:`~wm_gym.train.loop.Trainer`, so it has progress bars, TensorBoard,
 atomic checkpoints and resume.
 
@@ -22,15 +24,23 @@ import torch
 from torch import Tensor
 
 from wm_gym.data.dataset import load_episodes
+from wm_gym.encoders.cache import episode_step_features
 from wm_gym.temporal_distance import TemporalDistance, TemporalDistanceConfig
 from wm_gym.train.loop import StageConfig, Trainer
 from wm_gym.world_model import WorldModel
 
 
-def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path],
-                    max_episodes: int | None = None) -> tuple[Tensor, np.ndarray]:
-    """(features [F, N, C] at model-step times, episodes back to back; lengths [E] in frames)."""
-    feats, lengths = [], []
+def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path], max_episodes: int | None = None,
+                    imagined: bool = False, progress: bool = True) -> tuple[Tensor, np.ndarray, Tensor | None]:
+    """(features [F, N, C] at model-step times, episodes back to back; lengths [E] in frames; and with
+    ``imagined`` the model's open-loop predictions of the same frames from each episode's first one,
+    under its recorded actions [F, N, C] (frame 0 real), or None).
+
+    The imagined copies are what imagination feeds the head: the dynamics drift a little from the
+    real features, and a head that never saw that drift reads it as distance.
+    """
+    feats, lengths, predicted = [], [], []
+    fs = model.config.frameskip
     for path in data_dirs:
         data = load_episodes(path)
         if len(data) == 0:
@@ -38,20 +48,50 @@ def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path],
         if data.meta.get("env_id") != model.meta.env_id:
             raise ValueError(f"{path} was collected in {data.meta.get('env_id')!r} but the model is for "
                              f"{model.meta.env_id!r}")
-        for frames in data.frames[:max_episodes]:
-            times = np.arange(0, len(frames), model.config.frameskip)
-            if len(times) < 2:
-                continue
-            with torch.no_grad():
-                feats.append(model.encode(torch.from_numpy(np.ascontiguousarray(frames[times]))).cpu())
-            lengths.append(len(times))
+        if imagined and not data.labelled.all():
+            raise ValueError(f"{path} has episodes without action labels; imagined states need actions "
+                             "(set imagined_fraction=0 for action-free video)")
+        raw, counts = episode_step_features(model.encoder, path, data.frames, fs, progress, model.device)
+        with torch.no_grad():
+            per_episode = list(model.normalize(raw.to(model.device)).cpu().split(counts))
+        keep = [e for e, n in enumerate(counts[:max_episodes]) if n >= 2]  # episodes spanning a model step
+        feats += [per_episode[e] for e in keep]
+        lengths += [counts[e] for e in keep]
+        if imagined:
+            predicted += open_loop_from_first(model, [per_episode[e] for e in keep], [data.actions[e] for e in keep])
     if not lengths:
         raise ValueError(f"no episode of {list(map(str, data_dirs))} spans two model steps")
-    return torch.cat(feats), np.asarray(lengths)
+    return torch.cat(feats), np.asarray(lengths), torch.cat(predicted) if imagined else None
 
 
-def make_sampler(features: Tensor, lengths: np.ndarray, config: TemporalDistanceConfig):
-    """``sample(generator) -> (s, s', g)`` batches; s is never an episode's last frame."""
+@torch.no_grad()
+def open_loop_from_first(model: WorldModel, episodes: list[Tensor], actions: list[np.ndarray],
+                         batch: int = 256) -> list[Tensor]:
+    """Each episode's frames [T, N, C] as the model predicts them open loop from its first frame under its
+    recorded actions (frame 0 stays real). Episodes of equal length are rolled out together."""
+    fs, out = model.config.frameskip, [None] * len(episodes)
+    by_length: dict[int, list[int]] = {}
+    for i, f in enumerate(episodes):
+        by_length.setdefault(len(f), []).append(i)
+    for steps, members in by_length.items():
+        for k in range(0, len(members), batch):
+            rows = members[k:k + batch]
+            first = torch.stack([episodes[i][0] for i in rows]).to(model.device)
+            chunks = torch.as_tensor(np.stack([actions[i][: (steps - 1) * fs] for i in rows]), device=model.device)
+            s_hist = first[:, None].expand(-1, model.config.history, -1, -1)
+            rolled = model.rollout(s_hist, chunks.reshape(len(rows), steps - 1, -1)).cpu()
+            for j, i in enumerate(rows):
+                out[i] = torch.cat([episodes[i][:1], rolled[j]])
+    return out
+
+
+def make_sampler(features: Tensor, lengths: np.ndarray, config: TemporalDistanceConfig,
+                 imagined: Tensor | None = None):
+    """``sample(generator) -> (s, s', g)`` batches; s is never an episode's last frame.
+
+    With ``imagined`` (aligned with ``features``), s is its imagined copy with probability
+    ``config.imagined_fraction``; s' and g stay real, so the TD target is the real one.
+    """
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     ends = torch.as_tensor(offsets + lengths - 1)              # each episode's last frame
     episode = torch.as_tensor(np.repeat(np.arange(len(lengths)), lengths))
@@ -68,6 +108,9 @@ def make_sampler(features: Tensor, lengths: np.ndarray, config: TemporalDistance
         anywhere = torch.randint(len(features), (b,), generator=gen)
         g = torch.where(torch.rand(b, generator=gen) < config.p_future, future, anywhere)
         s, s_next = features[i].float(), features[i + 1].float()
+        if imagined is not None:
+            use = (torch.rand(b, generator=gen) < config.imagined_fraction)[:, None, None]
+            s = torch.where(use, imagined[i].float(), s)
         if config.feature_noise:
             s = s + config.feature_noise * torch.randn(s.shape, generator=gen)
         return s, s_next, features[g].float()
@@ -101,17 +144,19 @@ def fit_temporal_distance(model: WorldModel, data_dirs: Sequence[str | Path],
     """
     config = config or TemporalDistanceConfig()
     torch.manual_seed(config.seed)
-    features, lengths = encode_episodes(model, data_dirs, max_episodes)
+    features, lengths, imagined = encode_episodes(model, data_dirs, max_episodes, config.imagined_fraction > 0,
+                                                  progress)
     head = TemporalDistance(model.n_tokens, model.dim, config).to(model.device)
     target = copy.deepcopy(head).requires_grad_(False)
     trainer = Trainer({"head": head, "target": target}, Path(checkpoint) if checkpoint else None, model.device,
                       seed=config.seed, log_dir=Path(log_dir) if log_dir else None, progress=progress)
     trainer.load_checkpoint()
     features = features.to(model.device)
+    imagined = imagined.to(model.device) if imagined is not None else None
     stage = StageConfig("temporal_distance", config.steps, lr=config.lr, batch_size=config.batch_size,
                         warmup=min(200, config.steps // 10), ckpt_every=max(1, config.steps // 10))
     curve = trainer.run(stage, head, lambda batch: expectile_td_loss(head, target, batch),
-                        make_sampler(features, lengths, config))
+                        make_sampler(features, lengths, config, imagined))
     trainer.close()
     model.attach_temporal_distance(head.eval())
     report = {"config": asdict(config), "data": [str(p) for p in data_dirs], "frames": int(len(features)),

@@ -7,18 +7,24 @@ resume: the previous agent is copied in as the checkpoint, so PPO continues from
 optimiser state and step count (no behaviour cloning) for ``retrain_steps`` more imagined steps,
 in the new model's WMImagine env and with the settings the previous agent was trained with.
 
+A latent-action agent (``train-agent --action-space latent``) acts through a grounding map,
+:func:`~wm_gym.agents.evaluate.real_policy`: ``grounding`` if given, else the one its sidecar
+records. Retraining keeps its action space, and records ``grounding`` (or its old one) with it.
+
 The agent is trained in ``OUT/round_RR/retrain/`` (its checkpoints, TensorBoard log and curve
 stay there) and published as ``OUT/round_RR/agent.json`` and then ``agent.zip``, so an existing
 ``agent.zip`` always has its sidecar and a kill mid-training resumes from the last checkpoint.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from wm_gym.agents.evaluate import real_policy
 from wm_gym.agents.train_agent import AgentConfig, checkpoint_path, load_agent, sidecar_path, train_agent
 from wm_gym.io import atomic_path
 
@@ -31,10 +37,17 @@ class AgentRetrainer:
 
     device: str = "auto"         # world model (imagination) device
     progress: bool = True
+    grounding: str | None = None  # latent-action agents: the grounding file (None: the one each sidecar records)
 
     def load(self, path: Path) -> Any:
         """The SB3 agent at ``path``: a policy with ``predict(obs, deterministic=...)``."""
         return load_agent(path)[0]
+
+    def policy(self, path: Path, model) -> Any:
+        """The agent at ``path`` as a policy answering real action chunks on ``model``: a sim-action agent as
+        it is, a latent-action one through its grounding map."""
+        meta = json.loads(sidecar_path(path).read_text()) if sidecar_path(path).is_file() else {}
+        return real_policy(self.load(path), meta, model, self.grounding, name=str(path))[0]
 
     def retrain(self, model: Path, start: Path, out: Path, steps: int) -> dict[str, Any]:
         """Continue ``start``'s RL on the world model file ``model`` for ``steps`` more imagined agent steps;
@@ -53,14 +66,16 @@ class AgentRetrainer:
         return {**info, "out": str(out), "started_from": str(start)}
 
     def config(self, model: Path, start: Path, staged: Path, steps: int) -> AgentConfig:
-        """The previous agent's training settings, on the new model, ``steps`` further, one seed on."""
+        """The previous agent's training settings, on the new model, ``steps`` further, one seed on (and with
+        ``grounding``, when given, as the grounding it records)."""
         agent, meta = load_agent(start)
         known = {f.name for f in fields(AgentConfig)}
         previous = {k: v for k, v in meta.get("config", {}).items() if k in known}
         return AgentConfig(**{**previous, "model": str(model), "out": str(staged),
                               "steps": int(agent.num_timesteps) + steps, "seed": previous.get("seed", 0) + 1,
                               "resume": True, "bc_data": None, "device": self.device, "progress": self.progress,
-                              "log_dir": str(staged.parent / "tb")})
+                              "log_dir": str(staged.parent / "tb"),
+                              "grounding": self.grounding or previous.get("grounding")})
 
 
 def _publish(staged: Path, out: Path) -> None:

@@ -370,18 +370,33 @@ def check_prior(prior: Policy, model: WorldModel) -> None:
                          f"({a},): train it with the imagination env's actions='sim'")
 
 
-def load_prior(path: str | Path, device: str = "cpu") -> Policy:
-    """A ``train-agent`` agent as a planner's prior: it must see the goal and act in sim action chunks."""
+def load_prior(path: str | Path, device: str = "cpu", model: WorldModel | None = None,
+               grounding: str | Path | None = None) -> Policy:
+    """A ``train-agent`` agent as a planner's prior: it must see the goal and propose sim action chunks.
+
+    A latent-action agent answers z, not chunks; given the ``model`` it plans on, it is wrapped in
+    its grounding map (``grounding``, else the one its sidecar records), so each z it picks in the
+    prior's rollout becomes the chunk g(s_t, z) and the planner gets chunks like from any prior.
+    """
     from .train_agent import load_agent
 
     agent, meta = load_agent(path, device)
     if meta.get("task", "goal") != "goal":
         raise ValueError(f"the prior {path} was trained with task {meta['task']!r}; a planner's prior must see the "
                          "goal (train-agent --task goal)")
-    if meta.get("action_space", "sim") != "sim":
-        raise ValueError(f"the prior {path} acts in {meta['action_space']!r} actions; planners plan sim action chunks "
-                         "(train-agent --action-space sim)")
-    return agent
+    if meta.get("action_space", "sim") == "sim":
+        if grounding:
+            raise ValueError(f"the prior {path} acts in sim action chunks; a grounding map is only for latent-action "
+                             "priors")
+        return agent
+    if model is None or not (grounding or meta.get("grounding")):
+        raise ValueError(f"the prior {path} acts in {meta['action_space']!r} actions; planners plan sim action chunks, "
+                         "so a latent prior is grounded on the planning model through a grounding map: train it with "
+                         "`train-agent --action-space latent --grounding G.pt` (recorded in its sidecar), or pass "
+                         "the model and grounding=G.pt (online: --grounding G.pt)")
+    from .evaluate import real_policy
+
+    return real_policy(agent, meta, model, grounding, name=f"the prior {path}")[0]
 
 
 def make_planner(name: str, model: WorldModel, config: PlannerConfig | None = None,

@@ -44,6 +44,8 @@ AGENTS = {
     "bc-ppo-hold": ("BC + PPO, imagined episodes run on after success", dict(success_threshold=0.0)),
     # the learned temporal distance (`wm-gym train-distance`): progress in steps to go, which keeps its slope far
     # from the goal where the feature distance is flat (the model must have the head)
+    "scratch-progress": ("PPO from scratch, feature-progress reward", dict(bc_data=None, log_std_init=0.0,
+                                                                            reward="progress")),
     "scratch-temporal": ("PPO from scratch, temporal-progress reward", dict(bc_data=None, log_std_init=0.0,
                                                                              reward="temporal")),
     "bc-ppo-temporal": ("BC + PPO, demo + temporal-progress reward", dict(reward="demo+temporal")),

@@ -230,13 +230,14 @@ def _planner_value(args: argparse.Namespace):
     return value_function(load_agent(args.value_agent)[0])
 
 
-def _planner_prior(args: argparse.Namespace):
-    """The --prior agent (its policy proposes plans), or None."""
+def _planner_prior(args: argparse.Namespace, model):
+    """The --prior agent (its policy proposes plans on ``model``), or None. A latent-action agent proposes
+    through its grounding map: online's --grounding, else the one its sidecar records."""
     if args.prior is None:
         return None
     from wm_gym.agents.planners import load_prior
 
-    return load_prior(args.prior)
+    return load_prior(args.prior, model=model, grounding=getattr(args, "grounding", None))
 
 
 def _add_planner_args(p: argparse.ArgumentParser) -> None:
@@ -284,10 +285,10 @@ def _cli_planner(args: argparse.Namespace):
     The waypoint graph is built once, with the first model's encoder: fine-tuning (online) keeps it frozen."""
     from wm_gym.agents.planners import make_planner
 
-    config, value, prior, graph = _planner_config(args), _planner_value(args), _planner_prior(args), []
+    config, value, graph = _planner_config(args), _planner_value(args), []
 
     def build(model):
-        planner = make_planner(args.planner, model, config, value, prior)
+        planner = make_planner(args.planner, model, config, value, _planner_prior(args, model))
         if not args.waypoints:
             return planner
         from wm_gym.agents.waypoints import WaypointGraph, WaypointPlanner
@@ -343,19 +344,20 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
     trainer = None
     if args.retrain_steps and not args.agent:
         raise ValueError("--retrain-steps retrains an agent: give the starting one with --agent AGENT.zip")
+    if args.grounding and not (args.agent or args.prior):
+        raise ValueError("--grounding grounds a latent-action agent: give it with --agent or --prior AGENT.zip")
     if args.agent and args.retrain_steps:  # the loop loads each round's agent itself
         from wm_gym.agents.online_agent import AgentRetrainer
 
-        policy, trainer = None, AgentRetrainer(device=args.device, progress=not args.json)
+        policy, trainer = None, AgentRetrainer(device=args.device, progress=not args.json, grounding=args.grounding)
     elif args.agent:
-        from wm_gym.agents.train_agent import load_agent
-
-        policy = load_agent(args.agent)[0]
+        policy = _online_agent(args.agent, args.grounding)
     else:
         policy = _cli_planner(args)  # rebuilt each round, on that round's model
     config = OnlineConfig(
         out=args.out, env=args.env, rounds=args.rounds, episodes=args.episodes, seed=args.seed, max_steps=args.max_steps,
         batch=args.batch or args.episodes, data=args.data or [], agent=args.agent, retrain_steps=args.retrain_steps,
+        grounding=args.grounding,
         eval_episodes=args.eval_episodes, eval_seed=args.eval_seed, device=args.device, progress=not args.json,
         finetune=FinetuneConfig(steps=args.finetune_steps, lr=args.finetune_lr, batch_size=args.batch_size,
                                 adversarial=args.adversarial, horizon=args.finetune_horizon, seed=args.seed,
@@ -369,6 +371,16 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
                                            "mse_after": r["finetune"].get("mse_after")}
                                         | ({"eval_success_rate": r["eval"]["success_rate"]} if "eval" in r else {})
                                         for r in rounds]}
+
+
+def _online_agent(path: str, grounding: str | None):
+    """model -> the fixed --agent acting in real action chunks on it (a latent-action agent through its
+    grounding map, checked against each round's model)."""
+    from wm_gym.agents.evaluate import real_policy
+    from wm_gym.agents.train_agent import load_agent
+
+    agent, meta = load_agent(path)
+    return lambda model: real_policy(agent, meta, model, grounding, name=path)[0]
 
 
 def add_online(sub: argparse._SubParsersAction) -> None:
@@ -391,7 +403,12 @@ def add_online(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--episodes", type=int, default=50, help="real episodes per round")
     p.add_argument("--agent", default=None,
-                   help="act with this SB3 agent (train-agent .zip) instead of a planner; fixed unless --retrain-steps")
+                   help="act with this SB3 agent (train-agent .zip) instead of a planner; fixed unless "
+                   "--retrain-steps. A latent-action agent (train-agent --action-space latent) acts through its "
+                   "grounding map")
+    p.add_argument("--grounding", default=None, metavar="G.pt",
+                   help="latent-action --agent or --prior: the `wm-gym ground` file mapping (features, z) to real "
+                   "action chunks (default: the one recorded in the agent's sidecar); a retrained agent records it")
     p.add_argument("--retrain-steps", type=int, default=0, metavar="N",
                    help="with --agent: each round, after fine-tuning, continue the agent's RL in imagination on the "
                    "new model for N more steps (its own settings, no re-cloning) and act with it next round "

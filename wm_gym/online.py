@@ -14,6 +14,8 @@ Each round of this data-aggregation loop (MISSION.md document D)
    step count; no re-cloning), and saves it as ``OUT/round_RR/agent.zip`` + ``agent.json``.
    Round 0 acts with ``agent`` (the offline agent, zero real steps so far), round r+1 with round
    r's agent. Without ``retrain_steps`` the agent is fixed, like a planner without a model.
+   A latent-action agent acts through its grounding map (z → real chunk) and keeps its action
+   space and grounding when retrained.
 7. writes ``result.json``, which marks the round complete.
 
 Each result reports the real data spent this round (``episodes_added``, ``sim_steps_added``) and
@@ -62,9 +64,9 @@ from wm_gym.world_model import WorldModel
 PolicyFactory = Callable[[WorldModel], Any]  # model -> object with predict(obs, deterministic=...)
 RESULT, MODEL, AGENT, EPISODES, CONFIG = "result.json", "model.pt", "agent.zip", "episodes", "online.json"
 #: Settings that decide which trajectories a run holds; resuming with other values would mix data.
-_FIXED = ("model", "env", "episodes", "seed", "max_steps", "data", "agent", "retrain_steps")
+_FIXED = ("model", "env", "episodes", "seed", "max_steps", "data", "agent", "retrain_steps", "grounding")
 #: What runs that predate a setting in _FIXED had, so they still resume.
-_UNRECORDED = {"agent": None, "retrain_steps": 0}
+_UNRECORDED = {"agent": None, "retrain_steps": 0, "grounding": None}
 
 
 class AgentTrainer(Protocol):
@@ -73,8 +75,9 @@ class AgentTrainer(Protocol):
     Handed in because this core package never imports ``agents/``.
     """
 
-    def load(self, path: Path) -> Any:
-        """The agent saved at ``path``, as a policy with ``predict(obs, deterministic=...)``."""
+    def policy(self, path: Path, model: WorldModel) -> Any:
+        """The agent saved at ``path`` acting in the real sim on ``model``: its ``predict`` answers real action
+        chunks (a latent-action agent through its grounding map)."""
 
     def retrain(self, model: Path, start: Path, out: Path, steps: int) -> dict[str, Any]:
         """Continue ``start``'s RL in imagination on the model file ``model`` for ``steps`` more agent steps;
@@ -93,6 +96,8 @@ class OnlineConfig:
     data: list[str] = field(default_factory=list)  # base dataset dirs fine-tuned on as well (optional)
     agent: str | None = None          # the SB3 agent file that acts (recorded: resuming with another raises)
     retrain_steps: int = 0            # with agent: imagined steps of RL per round on the fine-tuned model (0: fixed)
+    grounding: str | None = None      # the grounding file a latent agent or prior acts through (recorded only:
+                                      # the policy or trainer applies it; None: the one its sidecar records)
     eval_episodes: int = 0            # also evaluate each round's policy on these fixed held-out seeds
     eval_seed: int = 100_000
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -113,16 +118,18 @@ def run_online(model: str | Path | WorldModel, policy: PolicyFactory | Any | Non
     _check_modes(policy, config, trainer)
     name = str(model.meta.dataset or "in-memory model") if isinstance(model, WorldModel) else str(resolve_model(model))
     base = model if isinstance(model, WorldModel) else load_model(model, config.device)
+    _check_finetunable(base)
     out = Path(config.out)
     _check_run(out, {"model": name, "env": base.meta.env_id, "episodes": config.episodes, "seed": config.seed,
                      "max_steps": config.max_steps, "data": list(config.data),
                      "agent": str(Path(config.agent).resolve()) if config.agent else None,
-                     "retrain_steps": config.retrain_steps}, config)
+                     "retrain_steps": config.retrain_steps,
+                     "grounding": str(Path(config.grounding).resolve()) if config.grounding else None}, config)
     make_policy = policy if callable(policy) and not hasattr(policy, "predict") else (lambda m: policy)
 
     def policy_for(world_model: WorldModel, agent: Path | None):
         """What acts on ``world_model``: the agent in file ``agent`` (retraining), else the planner or fixed agent."""
-        return trainer.load(agent) if agent is not None else make_policy(world_model)
+        return trainer.policy(agent, world_model) if agent is not None else make_policy(world_model)
 
     current, results = base, []
     agent = Path(config.agent) if config.retrain_steps else None  # the acting agent's file (retraining only)
@@ -176,6 +183,14 @@ def _check_modes(policy: PolicyFactory | Any | None, config: OnlineConfig, train
     if not config.retrain_steps and policy is None:
         raise ValueError("policy is None: pass a planner factory or an agent, "
                          "or set retrain_steps to retrain config.agent")
+
+
+def _check_finetunable(model: WorldModel) -> None:
+    """Refuse, before any episode runs, a model whose dynamics cannot be fine-tuned on the rounds' actions."""
+    if model.predictor is None and not model.controller_trained:
+        raise ValueError("this world model's controller was not trained (its data had no action labels), and each "
+                         "online round fine-tunes it on the real actions it took; train one first with `wm-gym train "
+                         "--init-from MODEL --data LABELLED` (a dataset with action labels)")
 
 
 def _check_run(out: Path, fixed: dict[str, Any], config: OnlineConfig) -> None:

@@ -1,0 +1,298 @@
+"""Video first on Wall: a world model learned from mp4s, an agent trained in its latent actions,
+grounded with the actions of 10 % of the demos, evaluated in the real Wall-v1 sim.
+
+Every step but two (marked *) is a `wm-gym` command. Re-running the script skips each step whose
+output exists and resumes an interrupted one (collection, ingestion and training continue):
+
+1. record*  real Wall-v1 episodes as mp4 files: random-policy episodes (coverage) and noisy-expert
+            demos, rolled out by `wm-gym collect` and written by `wm_gym.media.write_mp4` (256 px,
+            H.264, lossy like any video), plus LABELS.npz, the actions of only a seeded `--labelled`
+            fraction of the expert episodes. Nothing after this step reads the collected datasets;
+2. ingest   the mp4s, the labels attached to their episodes only (`wm-gym ingest --labels`);
+3. train    the world model: encoder and latent actions on every frame, without actions; flow and
+            controller on the labelled episodes only (a latent agent imagines through the latent
+            actions alone, so they get `--dynamics-steps`). The labels go in before training
+            because a model trained on no label at all does not know the sim's action size (it
+            assumes one number per sim step), and `wm-gym ground` then refuses Wall's two;
+4. bank*    attach the expert videos as the model's demo bank (starts, goals, video-aligned rewards).
+            Why not `wm-gym calibrate --demos`: its success calibration cannot run on this model.
+            The ingested videos name no sim, so it refuses held-out sim data; and its imagined
+            calibration replays a held-out set's recorded actions, i.e. more labels than the budget.
+            Instead imagined episodes run to the horizon (`train-agent --success-threshold 0`, the
+            agent table's best setting under the dino-wm budget), so no threshold is needed;
+5. ground   fit g(s_t, z) -> real action chunk on the labelled episodes (`wm-gym ground`);
+6. agent    behaviour cloning on the demos' own latent actions, then PPO in imagination
+            (`wm-gym train-agent --action-space latent --grounding`);
+7. evaluate in the real Wall-v1 sim on fresh seeds, with the Wilson 95 % interval (`wm-gym evaluate`).
+   --reference adds the same model and agent grounded on every episode's labels (a second labels
+   file and ingestion; no retraining): what the 10 % label budget costs.
+
+Prints one JSON summary last.
+
+    python examples/video_first.py                 # the full run (CPU: see docs/results.md)
+    python examples/video_first.py --quick         # smoke run: a few episodes, --preset tiny, ~1 min
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_zoo's helpers sit beside this script
+from train_zoo import resume_flag, run  # noqa: E402
+
+SIM = "wall"
+
+
+def option(default, help: str):
+    """A :class:`Settings` field with its ``--help`` line (the CLI is generated from the fields)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How big each step is; ``--quick`` swaps in :data:`QUICK`, and any option given overrides either."""
+
+    random: int = option(1920, "random-policy episodes recorded (the world model's coverage; train_zoo's count)")
+    expert: int = option(1000, "noisy-expert episodes recorded (demos)")
+    labelled: float = option(0.1, "fraction of the expert episodes whose actions go into the labels file")
+    bank: int = option(500, "expert videos in the demo bank")
+    preset: str = option("small", "`wm-gym train --preset`")
+    train_steps: int | None = option(None, "steps of every training stage (None: the preset's)")
+    dynamics_steps: int = option(100, "flow and controller steps (a latent agent never uses them; planning does)")
+    ground_epochs: int = option(200, "`wm-gym ground --epochs`")
+    agent_steps: int = option(61_440, "imagined PPO steps (the agent table's budget)")
+    num_envs: int = option(128, "imagined episodes per PPO batch")
+    n_steps: int = option(32, "PPO rollout length per env")
+    batch_size: int = option(512, "PPO minibatch size")
+    eval_episodes: int = option(200, "fresh real episodes evaluated (seeds 1000, 1001, ...)")
+    workers: int = option(2, "collection processes")
+
+
+QUICK = Settings(random=6, expert=6, bank=6, preset="tiny", train_steps=20, dynamics_steps=20, ground_epochs=5,
+                 agent_steps=64, num_envs=8, n_steps=8, batch_size=64, eval_episodes=4, workers=1)
+
+
+# ----- the two steps that are not wm-gym commands ---------------------------------------------------------
+def export_videos(dataset: Path, folder: Path, prefix: str) -> list[str]:
+    """Write each episode of a collected dataset as FOLDER/PREFIX_IIII.mp4 (atomic; existing ones kept).
+
+    Returns the episode names, the keys of a labels file."""
+    from wm_gym.data.dataset import load_episodes
+    from wm_gym.media import write_mp4
+
+    data = load_episodes(dataset, mmap=True)
+    names = [f"{prefix}_{i:04d}" for i in range(len(data))]
+    for i, name in enumerate(names):
+        path = folder / f"{name}.mp4"
+        if not path.exists():
+            partial = folder / f".{name}.partial.mp4"  # a kill leaves no half-written video under a real name
+            write_mp4(partial, data.frames[i], fps=10)
+            os.replace(partial, path)
+    return names
+
+
+def write_labels(path: Path, datasets: list[Path], names: list[list[str]], fraction: float, seed: int = 0) -> list[str]:
+    """LABELS.npz: the actions [T, A] of a seeded ``fraction`` of each dataset's episodes (at least one; the rule
+    of `wm-gym train --action-labels`), keyed by episode name. Returns the labelled names."""
+    from wm_gym.data.dataset import load_episodes
+    from wm_gym.io import atomic_path
+    from wm_gym.train.world_model import labelled_episodes
+
+    labels = {}
+    for dataset, keys in zip(datasets, names):
+        actions = load_episodes(dataset, mmap=True).actions
+        for e in labelled_episodes(np.arange(len(keys)), fraction, seed):
+            labels[keys[e]] = np.asarray(actions[e], np.float32)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **labels)
+    return sorted(labels)
+
+
+def attach_bank(model: Path, videos: Path, out: Path, count: int) -> dict:
+    """OUT: MODEL with the first ``count`` expert videos of the ingested dataset as its demo bank (20 % held out)."""
+    from wm_gym.data.dataset import load_episodes
+    from wm_gym.data.demo_bank import DemoBank
+    from wm_gym.world_model import WorldModel
+
+    data = load_episodes(videos, mmap=True)
+    rows = [i for i, name in enumerate(data.meta["episode_names"]) if name.startswith("expert_")][:count]
+    world_model = WorldModel.load(model)
+    world_model.bank = DemoBank.from_videos([np.asarray(data.frames[i]) for i in rows], world_model.config.frameskip,
+                                            heldout_fraction=0.2, seed=0)
+    world_model.save(out)
+    return {"out": str(out), "demos": len(rows), "heldout": int(world_model.bank.heldout.sum())}
+
+
+# ----- the pipeline --------------------------------------------------------------------------------------
+#: Where each sim policy's episodes come from: (policy, collection seed), as examples/train_zoo.py.
+SOURCES = {"random": ("random", 0), "expert": ("noisy-expert", 3)}
+
+
+class Pipeline:
+    """The steps, each recorded as ROOT/steps/NAME.json once it succeeded: a recorded step whose output exists
+    is skipped (and still reports), so a re-run continues where the last one stopped."""
+
+    def __init__(self, root: Path, settings: Settings, device: str):
+        self.root, self.s, self.device = root, settings, device
+        self.records, self.videos = root / "steps", root / "videos"
+
+    def check_settings(self) -> None:
+        """Write ROOT/settings.json on the first run; later runs must match it (or the steps would mix data)."""
+        from wm_gym.data.dataset import write_json_atomic
+
+        path, now = self.root / "settings.json", asdict(self.s)
+        if path.exists():
+            old = json.loads(path.read_text())
+            diff = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
+            if diff:
+                raise SystemExit(f"{self.root} holds a run with other settings "
+                                 f"({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in diff.items())}); use another --data "
+                                 "or the same settings to resume")
+        write_json_atomic(path, now)
+
+    def done(self, name: str, out: Path) -> dict | None:
+        record = self.records / f"{name}.json"
+        if out.exists() and record.exists():
+            print(f"= {name}: {out} exists, skipped", flush=True)
+            return json.loads(record.read_text())
+        return None
+
+    def keep(self, name: str, result: dict) -> dict:
+        from wm_gym.data.dataset import write_json_atomic
+
+        write_json_atomic(self.records / f"{name}.json", result)
+        return result
+
+    def step(self, name: str, out: Path, *args: str) -> dict:
+        """One `wm-gym` command, unless done."""
+        return self.done(name, out) or self.keep(name, run(*args))
+
+    # ----- the steps, in order ------------------------------------------------------------------------------
+    def record(self) -> dict:
+        """Sim episodes -> mp4s, LABELS.npz (the budget's expert fraction) and LABELS-FULL.npz (every episode)."""
+        if found := self.done("record", self.root / "labels-full.npz"):
+            return found
+        counts = {"random": self.s.random, "expert": self.s.expert}
+        datasets, names = {}, {}
+        for kind, (policy, seed) in SOURCES.items():
+            datasets[kind] = self.root / f"sim-{kind}"
+            run("collect", "--env", SIM, "--episodes", str(counts[kind]), "--policy", policy, "--seed", str(seed),
+                "--out", str(datasets[kind]), "--workers", str(self.s.workers))
+            names[kind] = export_videos(datasets[kind], self.videos / kind, kind)
+        labelled = write_labels(self.root / "labels.npz", [datasets["expert"]], [names["expert"]], self.s.labelled)
+        write_labels(self.root / "labels-full.npz", list(datasets.values()), list(names.values()), 1.0)
+        return self.keep("record", {"videos": str(self.videos), **counts, "labelled_expert_episodes": len(labelled)})
+
+    def ingest(self, name: str, labels: str) -> dict:
+        out = self.root / name
+        return self.step(f"ingest-{name}", out, "ingest", str(self.videos / "random"), str(self.videos / "expert"),
+                         "--labels", str(self.root / labels), "--out", str(out))
+
+    def train(self, data: Path, out: Path) -> dict:
+        s = self.s
+        steps = ["--steps", str(s.train_steps)] if s.train_steps else []
+        return self.step("train", out, "train", "--data", str(data), "--out", str(out), "--preset", s.preset,
+                         "--latent", "rla", *steps, "--stage-steps", f"flow={s.dynamics_steps}", "--stage-steps",
+                         f"controller={s.dynamics_steps}", "--log-dir", str(self.root / "tb" / out.stem),
+                         "--device", self.device, *resume_flag(out))
+
+    def bank(self, model: Path, videos: Path, out: Path) -> dict:
+        return self.done("bank", out) or self.keep("bank", attach_bank(model, videos, out, self.s.bank))
+
+    def ground(self, name: str, model: Path, data: Path, out: Path) -> dict:
+        # --labelled-fraction 1: every labelled episode; the labels file already holds only the budget's fraction
+        return self.step(name, out, "ground", "--model", str(model), "--data", str(data), "--out", str(out),
+                         "--labelled-fraction", "1", "--epochs", str(self.s.ground_epochs), "--device", self.device)
+
+    def agent(self, model: Path, grounding: Path, out: Path) -> dict:
+        from wm_gym.agents.train_agent import checkpoint_path
+
+        s = self.s
+        resume = ["--resume"] if checkpoint_path(out).exists() else []  # an interrupted PPO run continues
+        return self.step("agent", out, "train-agent", "--model", str(model), "--out", str(out), "--action-space",
+                         "latent", "--grounding", str(grounding), "--steps", str(s.agent_steps), "--num-envs",
+                         str(s.num_envs), "--n-steps", str(s.n_steps), "--batch-size", str(s.batch_size),
+                         "--success-threshold", "0", "--log-dir", str(self.root / "tb" / out.stem),
+                         "--device", self.device, *resume)
+
+    def evaluate(self, name: str, agent: Path, grounding: Path) -> dict:
+        return self.step(name, self.records / f"{name}.json", "evaluate", "--agent", str(agent), "--grounding",
+                         str(grounding), "--env", SIM, "--episodes", str(self.s.eval_episodes), "--seed", "1000",
+                         "--device", self.device)
+
+
+def evaluation_row(result: dict, grounding: dict) -> dict:
+    """What the summary keeps of an evaluation and the grounding it acted through."""
+    return {"success_rate": result["success_rate"], "success_ci95": result["success_ci95"],
+            "episodes": result["episodes"], "budget": result.get("budget"), "grounding": result.get("grounding"),
+            "grounding_episodes": grounding.get("n_episodes"), "grounding_val_mse": grounding.get("val_mse"),
+            "grounding_baseline_mse": grounding.get("baseline_mse")}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].replace("\n", " "), epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None,
+                        help="folder for videos, datasets, models, agents and step records (default: data/video-first, "
+                        "data/video-first-quick with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 6 + 6 episodes, --preset tiny, 20 training steps per stage, 64 PPO steps, "
+                        "4 evaluation episodes (success means nothing; it checks the wiring)")
+    parser.add_argument("--reference", action="store_true",
+                        help="also evaluate the same model and agent grounded on every episode's labels (random and "
+                        "expert): the reference row for the label budget")
+    parser.add_argument("--device", default="auto", help="training and imagination device: auto | cpu | cuda")
+    for f in fields(Settings):
+        kind = {"labelled": float, "preset": str}.get(f.name, int)
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
+                            help=f"{f.metadata['help']} (default: {f.default}; --quick: {getattr(QUICK, f.name)})")
+    args = parser.parse_args(argv)
+    base = QUICK if args.quick else Settings()
+    settings = replace(base, **{f.name: getattr(args, f.name) for f in fields(Settings)
+                                if getattr(args, f.name) is not None})
+    if not 0 < settings.labelled <= 1:
+        parser.error(f"--labelled is a fraction in (0, 1], got {settings.labelled}")
+    return args, settings
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, s = parse_args(argv)
+    root = Path(args.data or ("data/video-first-quick" if args.quick else "data/video-first"))
+    p, started = Pipeline(root, s, args.device), time.perf_counter()
+    p.check_settings()
+    model, with_bank, grounding, agent = (root / "wall-video.pt", root / "wall-video-bank.pt", root / "grounding.pt",
+                                          root / "agent-latent.zip")
+    recorded = p.record()
+    ingested = p.ingest("video", "labels.npz")
+    trained = p.train(root / "video", model)
+    bank = p.bank(model, root / "video", with_bank)
+    fit = p.ground("ground", model, root / "video", grounding)
+    trained_agent = p.agent(with_bank, grounding, agent)
+    result = p.evaluate("evaluate", agent, grounding)
+    summary = {"root": str(root), "quick": args.quick,
+               "episodes_recorded": {"random": recorded["random"], "expert": recorded["expert"]},
+               "labelled_expert_episodes": recorded["labelled_expert_episodes"],
+               "ingested": {k: ingested[k] for k in ("episodes", "frames", "labelled_episodes")},
+               "model": str(with_bank), "train_seconds": trained["train_info"].get("seconds"),
+               "bank": bank["demos"], "agent": str(agent), "agent_steps": trained_agent.get("steps"),
+               "video_first": evaluation_row(result, fit)}
+    if args.reference:
+        p.ingest("video-full", "labels-full.npz")
+        full_fit = p.ground("ground-full", model, root / "video-full", root / "grounding-full.pt")
+        summary["reference_full_labels"] = evaluation_row(
+            p.evaluate("evaluate-full", agent, root / "grounding-full.pt"), full_fit)
+    summary["seconds_this_run"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

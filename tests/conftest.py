@@ -56,3 +56,17 @@ def tiny_imagine_world(tmp_path_factory) -> TinyImagineWorld:
     calibration = calibrate_success(model, random_dir)
     model.save(root / "wm.pt")
     return TinyImagineWorld(root / "wm.pt", root / "nobank.pt", Path(random_dir), Path(expert_dir), calibration)
+
+
+@pytest.fixture(scope="module")
+def world(tiny_imagine_world) -> TinyImagineWorld:
+    """The tiny world (model files and datasets), under the short name most test modules use."""
+    return tiny_imagine_world
+
+
+@pytest.fixture(scope="module")
+def model(world):
+    """A fresh load of the tiny calibrated world model per test module (tests may change it)."""
+    from wm_gym.world_model import WorldModel
+
+    return WorldModel.load(world.path)

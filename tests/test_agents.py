@@ -28,14 +28,6 @@ torch.set_num_threads(1)
 WALL = "wm_gym/Wall-v0"  # the tiny test models are trained on v0 (conftest.TINY_WORLD_SIM)
 
 
-@pytest.fixture(scope="module")
-def world(tiny_imagine_world):
-    return tiny_imagine_world
-
-
-@pytest.fixture(scope="module")
-def model(world) -> WorldModel:
-    return WorldModel.load(world.path)
 
 
 def config(world, out, **kwargs) -> AgentConfig:

@@ -19,9 +19,6 @@ from wm_gym.world_model import WorldModel
 torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="module")
-def world(tiny_imagine_world):
-    return tiny_imagine_world
 
 
 # ----- FLOP counting ------------------------------------------------------------------------------------

@@ -27,9 +27,6 @@ def run(capsys, *argv: str) -> tuple[int, dict | None, str]:
     return rc, (json.loads(lines[-1]) if rc == 0 and lines else None), captured.err
 
 
-@pytest.fixture(scope="module")
-def world(tiny_imagine_world):
-    return tiny_imagine_world
 
 
 @pytest.fixture(scope="module")

@@ -73,14 +73,6 @@ def test_policy_observations_give_back_the_newest_history_frame():
 
 
 # ----- on a tiny Wall world model and its dataset ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def world(tiny_imagine_world):
-    return tiny_imagine_world
-
-
-@pytest.fixture(scope="module")
-def model(world) -> WorldModel:
-    return WorldModel.load(world.path)
 
 
 def z_shape(model: WorldModel) -> tuple[int, int]:

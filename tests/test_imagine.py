@@ -20,14 +20,6 @@ TOL = dict(rtol=1e-5, atol=1e-5)
 NO_SUCCESS = 0.0  # success_threshold: an l1 distance is never < 0, so episodes only end at the horizon
 
 
-@pytest.fixture(scope="module")
-def world(tiny_imagine_world):
-    return tiny_imagine_world
-
-
-@pytest.fixture(scope="module")
-def model(world) -> WorldModel:
-    return WorldModel.load(world.path)
 
 
 def make(world, **kwargs) -> gym.Env:

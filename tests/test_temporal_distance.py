@@ -69,7 +69,7 @@ def graph_head():
         optim.zero_grad()
         loss.backward()
         optim.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return head.eval(), codes, untrained.eval(), features, lengths
 
 

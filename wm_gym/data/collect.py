@@ -178,20 +178,7 @@ def collect_dataset(
             raise ValueError(f"{root} already holds a dataset collected with other settings "
                              f"({_describe(diff)}); use another output directory or delete it")
         return root
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"output path {root} exists and is not a directory")
-    staging = root / STAGING_DIR
-    if root.exists() and not staging.exists() and any(p.name != MINARI_DIR for p in root.iterdir()):
-        raise ValueError(f"output directory {root} is not empty and holds no wm-gym dataset; choose an empty or new directory")
-    if (staging / _PARAMS_FILE).exists():
-        try:
-            old = json.loads((staging / _PARAMS_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"corrupt {staging / _PARAMS_FILE}: {e}; delete {staging} to start over") from e
-        diff = {k: (old.get(k), params[k]) for k in _PARAM_KEYS if old.get(k) != params[k]}
-        if diff:
-            raise ValueError(f"{root} holds an unfinished collection with other settings ({_describe(diff)}); "
-                             f"re-run with the same settings to resume, or delete {staging}")
+    staging = open_staging(root, params, _PARAM_KEYS, "collection")
 
     sim_env = make_sim(env_id, image_size)
     try:
@@ -235,6 +222,26 @@ def _run(env, params: dict, todo: list[int], staging: Path, workers: int, progre
         with ctx.Pool(min(workers, len(todo)), initializer=_worker_init, initargs=init) as pool:
             for _ in pool.imap_unordered(_worker_run, todo):
                 bar.update(1)
+
+
+def open_staging(root: Path, params: dict, keys: tuple[str, ...], what: str) -> Path:
+    """The staging folder of ``root``, after checking ``root`` can take this run: new, empty, or an unfinished
+    run (a ``what``: collection, ingestion) whose ``keys`` of ``params`` match, so resuming never mixes data."""
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"output path {root} exists and is not a directory")
+    staging = root / STAGING_DIR
+    if root.exists() and not staging.exists() and any(p.name != MINARI_DIR for p in root.iterdir()):
+        raise ValueError(f"output directory {root} is not empty and holds no wm-gym dataset; choose an empty or new directory")
+    if (staging / _PARAMS_FILE).exists():
+        try:
+            old = json.loads((staging / _PARAMS_FILE).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"corrupt {staging / _PARAMS_FILE}: {e}; delete {staging} to start over") from e
+        diff = {k: (old.get(k), params[k]) for k in keys if old.get(k) != params[k]}
+        if diff:
+            raise ValueError(f"{root} holds an unfinished {what} with other settings ({_describe(diff)}); "
+                             f"re-run with the same settings to resume, or delete {staging}")
+    return staging
 
 
 def _describe(diff: dict) -> str:

@@ -32,8 +32,8 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from .collect import _PARAMS_FILE, _describe, _finished, _shard_path
-from .dataset import (FORMAT_NAME, FORMAT_VERSION, MINARI_DIR, STAGING_DIR, Episode, is_complete, read_meta,
+from .collect import _PARAMS_FILE, _describe, _finished, _shard_path, open_staging
+from .dataset import (FORMAT_NAME, FORMAT_VERSION, STAGING_DIR, Episode, is_complete, read_meta,
                       write_dataset, write_json_atomic)
 
 #: Video containers read through imageio's ffmpeg plugin.
@@ -296,28 +296,9 @@ def ingest_videos(
                              "use another output directory or delete it")
         shutil.rmtree(root / STAGING_DIR, ignore_errors=True)  # left over if killed just after meta.json
         return root
-    staging = _open_staging(root, params)
+    staging = open_staging(root, params, _PARAM_KEYS, "ingestion")
     _stage_episodes(sources, staging, params, label_arrays, progress)
     return _consolidate(root, staging, sources, params, label_arrays, progress)
-
-
-def _open_staging(root: Path, params: dict) -> Path:
-    """Check ``root`` can take this ingestion (new, empty, or an unfinished one with the same settings)."""
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"output path {root} exists and is not a directory")
-    staging = root / STAGING_DIR
-    if root.exists() and not staging.exists() and any(p.name != MINARI_DIR for p in root.iterdir()):
-        raise ValueError(f"output directory {root} is not empty and holds no wm-gym dataset; choose an empty or new directory")
-    if (staging / _PARAMS_FILE).exists():
-        try:
-            old = json.loads((staging / _PARAMS_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"corrupt {staging / _PARAMS_FILE}: {e}; delete {staging} to start over") from e
-        diff = {k: (old.get(k), params[k]) for k in _PARAM_KEYS if old.get(k) != params[k]}
-        if diff:
-            raise ValueError(f"{root} holds an unfinished ingestion with other settings ({_describe(diff)}); "
-                             f"re-run with the same inputs and settings to resume, or delete {staging}")
-    return staging
 
 
 def _stage_episodes(sources: list[VideoSource], staging: Path, params: dict, labels: dict[str, np.ndarray],

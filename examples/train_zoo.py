@@ -27,8 +27,10 @@ RECIPES = {
     # random episodes, held-out episodes, noisy-expert demos (fine-tuning and the bank), demos in the bank,
     # the dynamics' history (PointMaze's ball has momentum: one frame cannot show its velocity), and the
     # model size (`--preset fast --name wall-fast` makes the CPU-speed model), and the random-data model's own
-    # flow and controller steps (the demo stage retrains both, so the base model's are kept short)
-    "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small", base_dynamics=100),
+    # flow and controller steps (the demo stage retrains both, so the base model's are kept short); the
+    # temporal-distance head's steps and imagined-state fraction (default 3,000 and 0.5)
+    "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small", base_dynamics=100,
+                 distance_steps=6000, distance_imagined=0.0),
     "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100),
     "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=500, history=3, preset="small",
                            base_dynamics=100),
@@ -83,7 +85,8 @@ def main() -> None:
                       "--demos", str(d / f"{sim}-expert"), "--demo-episodes", str(r["bank"]))
     if "temporal_distance" not in WorldModel.load(tuned).meta.train_info:  # a re-run keeps the fitted head
         run("train-distance", "--model", str(tuned), "--data", str(d / f"{sim}-random"), "--data",
-            str(d / f"{sim}-expert"), "--steps", str(r.get("distance_steps", 3000)), "--device", args.device)
+            str(d / f"{sim}-expert"), "--steps", str(r.get("distance_steps", 3000)),
+            "--imagined-fraction", str(r.get("distance_imagined", 0.5)), "--device", args.device)
     from wm_gym.zoo import ZOO_DIR
 
     model = WorldModel.load(tuned)

@@ -517,7 +517,12 @@ def test_default_env_loads_the_shipped_wall_model_offline(monkeypatch):
     assert obs.shape == (2 * wm.n_tokens * wm.dim,) and np.isfinite(obs).all()
     obs, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape, np.float32))
     assert np.isfinite(reward) and reward < 0  # video-aligned reward: minus a distance
-    assert (ZOO_DIR / "wall.pt").stat().st_size < 12e6
+    assert (ZOO_DIR / "wall.pt").stat().st_size < 14e6  # fp16 dynamics + the temporal head (~2.7 MB)
+    assert wm.temporal_distance is not None  # so reward="temporal" works on the default model
+    env = gym.make("WMImagine-v0", device="cpu", reward="temporal")
+    env.reset(seed=0)
+    _, reward, *_ = env.step(np.zeros(env.action_space.shape, np.float32))
+    assert np.isfinite(reward) and abs(reward) < 10  # progress in model steps
 
 
 def test_shipped_wall_fast_model_is_the_patch_decoder_model_and_steps():

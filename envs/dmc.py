@@ -121,6 +121,13 @@ class DMCEnv(GoalImageEnv):
         state = np.asarray(state, np.float64)
         return self.fingertip(state[:2]) if self.domain == "reacher" else state[:2].copy()
 
+    def goal_from_state(self, state) -> np.ndarray:
+        """A state's own position as the target: a state carries its episode's target in [4:6], which is
+        not where that state is, so a state cannot serve as a goal unchanged."""
+        goal = np.asarray(state, np.float64).copy()
+        goal[4:6] = self.effector_xy(goal)
+        return goal
+
     # ----- sampling --------------------------------------------------------------------------
     def _random_arm(self) -> np.ndarray:
         return np.array([self.np_random.uniform(-np.pi, np.pi), self.np_random.uniform(*self.wrist_range)])

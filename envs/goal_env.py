@@ -76,6 +76,11 @@ class GoalImageEnv(gym.Env, ABC):
         """The sim's own success test for any (state, goal) pair, e.g. to calibrate feature thresholds."""
         return bool(self._is_success(np.asarray(state, np.float64), np.asarray(goal, np.float64)))
 
+    def goal_from_state(self, state: np.ndarray) -> np.ndarray:
+        """The goal that asks for ``state``: what success against another state of an episode compares to
+        (calibration labels pairs of frames this way). Most sims' goals are states; dm_control overrides it."""
+        return np.asarray(state, np.float64)
+
     def _extra_info(self) -> dict[str, Any]:
         """Sim-specific extras for ``info`` (e.g. PushT coverage)."""
         return {}

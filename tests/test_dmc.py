@@ -108,6 +108,22 @@ def test_success_is_the_task_at_target_condition(sim, offset, expected):
     assert info["is_success"] is expected and terminated is expected and reward == float(expected) and not truncated
 
 
+def test_a_state_as_a_goal_asks_for_its_own_position(sim):
+    """Calibration labels (frame a, frame b) by "a reaches b". A state carries its episode's target, not its
+    own position, so b must go through goal_from_state: else every pair would ask "is a at the episode's target"."""
+    q = np.array([0.3, 0.5]) if sim.domain == "reacher" else np.array([0.05, -0.1])
+    episode_target = sim.effector_xy(np.concatenate([q, [0, 0, 0, 0]])) + np.array([0.1, 0.0])
+    b = np.concatenate([q, [0.0, 0.0], episode_target])
+    goal = sim.goal_from_state(b)
+    np.testing.assert_allclose(goal[4:6], sim.effector_xy(b))
+    assert sim.is_success(b, goal)            # b reaches itself
+    assert not sim.is_success(b, b)           # used raw, b would ask for the episode's target, 10 cm away
+    moved = b.copy()
+    moved[0] += 1.0 if sim.domain == "reacher" else 0.05  # well beyond the success radius (reacher: 6 cm)
+    assert not sim.is_success(moved, goal)    # a state elsewhere does not reach b
+    np.testing.assert_array_equal(b, np.concatenate([q, [0.0, 0.0], episode_target]))  # b is not modified
+
+
 def test_sampled_starts_and_goals_are_inside_the_arena(sim):
     sim.reset(seed=42)
     for _ in range(200):

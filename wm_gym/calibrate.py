@@ -53,7 +53,7 @@ def labelled_pairs(model: WorldModel, data_dir: str | Path, metric: str = "l1",
             keep = k > 0
             k, j = k[keep], j[keep]
         d = model.goal_distance(first[k], feats[j], metric).detach().cpu().numpy()
-        y = np.array([sim.is_success(states[a], states[b]) for a, b in zip(k, j)], bool)
+        y = np.array([sim.is_success(states[a], sim.goal_from_state(states[b])) for a, b in zip(k, j)], bool)
         if data.goal_pixels is not None:  # and the episode's own goal image, labelled by the recorded flag
             rows = np.arange(1 if imagined else 0, len(times))
             goal = feats[-1:].expand(len(rows), -1, -1)

@@ -17,7 +17,6 @@ stay there) and published as ``OUT/round_RR/agent.json`` and then ``agent.zip``,
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, fields
@@ -39,15 +38,15 @@ class AgentRetrainer:
     progress: bool = True
     grounding: str | None = None  # latent-action agents: the grounding file (None: the one each sidecar records)
 
-    def load(self, path: Path) -> Any:
-        """The SB3 agent at ``path``: a policy with ``predict(obs, deterministic=...)``."""
-        return load_agent(path)[0]
+    def load(self, path: Path) -> tuple[Any, dict[str, Any]]:
+        """(the SB3 agent at ``path``, its sidecar): :func:`~wm_gym.agents.train_agent.load_agent`."""
+        return load_agent(path)
 
     def policy(self, path: Path, model) -> Any:
         """The agent at ``path`` as a policy answering real action chunks on ``model``: a sim-action agent as
         it is, a latent-action one through its grounding map."""
-        meta = json.loads(sidecar_path(path).read_text()) if sidecar_path(path).is_file() else {}
-        return real_policy(self.load(path), meta, model, self.grounding, name=str(path))[0]
+        agent, meta = self.load(path)
+        return real_policy(agent, meta, model, self.grounding, name=str(path))[0]
 
     def retrain(self, model: Path, start: Path, out: Path, steps: int) -> dict[str, Any]:
         """Continue ``start``'s RL on the world model file ``model`` for ``steps`` more imagined agent steps;

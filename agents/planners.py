@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wm_gym.imagine.vector_env import policy_observation, policy_observation_tensor, push_history
+from wm_gym.imagine.vector_env import policy_observation, policy_observation_tensor, push_history, split_observation
 from wm_gym.world_model import WorldModel
 
 PLANNERS = ("cem", "gbp", "gd", "mppi")
@@ -325,15 +325,6 @@ def goal_cost(pred: Tensor, goal: Tensor, scales: tuple[int, ...] = (1,)) -> Ten
         p, q = blurred.reshape(2, -1, c, g, g)
         total = total + ((p - q) ** 2).mean(dim=(1, 2, 3))
     return (total / len(scales)).reshape(lead)
-
-
-def split_observation(model: WorldModel, obs: Tensor) -> tuple[Tensor, Tensor]:
-    """A policy observation [B, (H+1)·N·C] → (history [B, H, N, C], goal [B, N, C]); bad shapes raise."""
-    n, c, h = model.n_tokens, model.dim, model.config.history
-    if obs.ndim != 2 or obs.shape[1:] != ((h + 1) * n * c,):
-        raise ValueError(f"obs must be [B, {(h + 1) * n * c}] ({h} feature frames and the goal's), "
-                         f"got {tuple(obs.shape)}")
-    return obs[:, : h * n * c].reshape(-1, h, n, c), obs[:, h * n * c:].reshape(-1, n, c)
 
 
 @torch.no_grad()

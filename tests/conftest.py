@@ -70,3 +70,19 @@ def model(world):
     from wm_gym.world_model import WorldModel
 
     return WorldModel.load(world.path)
+
+
+@pytest.fixture(scope="module")
+def imagined_starts(tiny_imagine_world):
+    """(model, obs [3, D], s_hist [3, H, N, C], goal [3, N, C]): three imagined episodes just reset (seed 0), on a
+    fresh load of the tiny model per test module: what planners start from."""
+    import torch
+
+    from wm_gym.imagine import WMImagineVectorEnv
+    from wm_gym.imagine.vector_env import split_observation
+    from wm_gym.world_model import WorldModel
+
+    torch.set_num_threads(1)
+    model = WorldModel.load(tiny_imagine_world.path)
+    obs, _ = WMImagineVectorEnv(num_envs=3, model=model, device="cpu").reset(seed=0)
+    return (model, obs, *split_observation(model, torch.as_tensor(obs)))

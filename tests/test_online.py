@@ -269,7 +269,7 @@ class SpyRetrainer(AgentRetrainer):
 
     def load(self, path):
         self.loaded.append(Path(path))
-        agent = super().load(path)
+        agent, meta = super().load(path)
         act = agent.predict
 
         def predict(obs, *args, **kwargs):
@@ -277,7 +277,7 @@ class SpyRetrainer(AgentRetrainer):
             return act(obs, *args, **kwargs)
 
         agent.predict = predict
-        return agent
+        return agent, meta
 
     def retrain(self, model, start, out, steps):
         self.retrains += 1

@@ -10,8 +10,7 @@ import torch
 from gymnasium import spaces
 from torch import nn
 
-from wm_gym.agents.planners import PlannerConfig, make_planner, split_observation
-from wm_gym.imagine import WMImagineVectorEnv
+from wm_gym.agents.planners import PlannerConfig, make_planner
 from wm_gym.imagine.vector_env import policy_observation
 from wm_gym.world_model import WorldModel
 
@@ -19,14 +18,9 @@ PLANNER_NAMES = ["cem", "mppi", "gbp", "gd"]
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_imagine_world):
-    """(model, obs [3, D], s_hist [3, H, N, C], goal [3, N, C]) of three imagined episodes."""
-    torch.set_num_threads(1)
-    model = WorldModel.load(tiny_imagine_world.path)
-    env = WMImagineVectorEnv(num_envs=3, model=model, device="cpu")
-    obs, _ = env.reset(seed=0)
-    s_hist, goal = split_observation(model, torch.as_tensor(obs))
-    return model, obs, s_hist, goal
+def setup(imagined_starts):
+    """(model, obs [3, D], s_hist [3, H, N, C], goal [3, N, C]) of three imagined episodes (conftest)."""
+    return imagined_starts
 
 
 # ----- fake priors: SB3's predict, with known actions ----------------------------------------------------

@@ -5,24 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from wm_gym.agents.planners import PlannerConfig, make_planner
-from wm_gym.imagine import WMImagineVectorEnv
-from wm_gym.world_model import WorldModel
+from wm_gym.agents.planners import PlannerConfig, make_planner, split_observation
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_imagine_world):
-    torch.set_num_threads(1)
-    model = WorldModel.load(tiny_imagine_world.path)
-    env = WMImagineVectorEnv(num_envs=3, model=model, device="cpu")
-    obs, _ = env.reset(seed=0)
-    return model, obs
-
-
-def split(model, obs):
-    n = model.n_tokens * model.dim
-    t = torch.as_tensor(obs)
-    return t[:, :n].view(-1, model.n_tokens, model.dim)[:, None], t[:, n:].view(-1, model.n_tokens, model.dim)
+def setup(imagined_starts):
+    """(model, obs [3, D]) of three imagined episodes (conftest)."""
+    return imagined_starts[:2]
 
 
 @pytest.mark.parametrize("name", ["cem", "gbp", "gd", "mppi"])
@@ -30,7 +19,7 @@ def test_planner_lowers_the_cost_of_a_random_plan(setup, name):
     model, obs = setup
     config = PlannerConfig(horizon=3, samples=64, elites=8, iterations=4, gbp_steps=30, lr=0.2, seed=0)
     planner = make_planner(name, model, config)
-    s_hist, goal = split(model, obs)
+    s_hist, goal = split_observation(model, torch.as_tensor(obs))
     g = torch.Generator().manual_seed(1)
     random_plans = torch.rand(16, 3, 3, model.config.action_dim, generator=g) * 2 - 1  # 16 random plans per row
     with torch.no_grad():
@@ -120,7 +109,7 @@ def test_plan_cli_dino_wm_budget_replans_every_five_chunks(tiny_imagine_world, c
 def test_planner_expected_features_are_the_models_prediction_for_the_returned_action(setup, mpc):
     model, obs = setup
     planner = make_planner("gbp", model, PlannerConfig(horizon=2, gbp_steps=3, mpc=mpc))
-    s_hist, _ = split(model, obs)
+    s_hist, _ = split_observation(model, torch.as_tensor(obs))
     for step in range(2):  # open loop: the second action comes from the queue
         actions, _ = planner.predict(obs)
         with torch.no_grad():
@@ -148,7 +137,7 @@ def test_value_function_adds_a_cost_to_go_of_the_plans_last_frames(setup):
     from wm_gym.imagine.vector_env import policy_observation_tensor
 
     model, obs = setup
-    s_hist, goal = split(model, obs)
+    s_hist, goal = split_observation(model, torch.as_tensor(obs))
     centre = torch.randn(model.n_tokens, model.dim, generator=torch.Generator().manual_seed(3))
 
     def value(o):  # prefers ending near `centre`; any differentiable map of the agent's observation works

@@ -181,15 +181,11 @@ def imagine_step_parts(envs) -> list[tuple[str, Any, str]]:
     Parts the model does not have (no flow, no predictor) are left out; parts the step does not call
     (the flow in controller mode, the pixel decoder without re-projection) simply record no calls.
     """
-    import wm_gym.imagine.vector_env as vector_env
-
     model = envs.model
-    # the success test: WorldModel.goal_distance where the model has one, else the env's feature_distance
-    termination = (model, "goal_distance") if hasattr(model, "goal_distance") else (vector_env, "feature_distance")
     parts = [("controller", model.controller, "forward"), ("flow", model.flow, "sample"),
              ("predictor", model.predictor, "forward"), ("latent_decoder", model.latent_model, "decode"),
              ("pixel_decoder", model.encoder, "decode"), ("encoder_reprojection", model.encoder, "encode_images"),
-             ("reward", envs, "reward_fn"), ("termination", *termination)]
+             ("reward", envs, "reward_fn"), ("termination", model, "goal_distance")]  # the success test
     return [(label, owner, attr) for label, owner, attr in parts if owner is not None and hasattr(owner, attr)]
 
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from wm_gym.data.collect import make_sim
-from wm_gym.data.dataset import load_episodes
+from wm_gym.data.dataset import load_episodes_for
 from wm_gym.world_model import WorldModel
 
 
@@ -32,11 +32,7 @@ def labelled_pairs(model: WorldModel, data_dir: str | Path, metric: str = "l1",
 
     ``imagined=True`` replaces the first frame of each pair by the model's open-loop prediction.
     """
-    data = load_episodes(data_dir, cache=False)
-    if len(data) == 0:
-        raise ValueError(f"{data_dir} has no episodes to calibrate on")
-    if data.meta.get("env_id") != model.meta.env_id:
-        raise ValueError(f"{data_dir} was collected in {data.meta.get('env_id')!r} but the model is for {model.meta.env_id!r}")
+    data = load_episodes_for(data_dir, model.meta.env_id, cache=False)
     sim = make_sim(model.meta.env_id, model.meta.image_size).unwrapped
     fs = model.config.frameskip
     dist, label, episode = [], [], []
@@ -69,8 +65,14 @@ def imagined_states(model: WorldModel, start: torch.Tensor, actions: np.ndarray,
     if actions is None:
         raise ValueError("imagined calibration needs action-labelled data")
     chunks = torch.as_tensor(actions[: steps * model.config.frameskip], device=model.device).reshape(1, steps, -1)
-    s_hist = start[None].expand(1, model.config.history, -1, -1)
-    return torch.cat([start, model.rollout(s_hist, chunks)[0]])
+    return open_loop(model, start, chunks)[0]
+
+
+def open_loop(model: WorldModel, starts: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+    """[B, T+1, N, C]: each start frame [B, N, C], then the model's open-loop predictions under the action
+    chunks [B, T, A] (sim units); the start fills the whole history, as an imagined episode starts."""
+    s_hist = starts[:, None].expand(-1, model.config.history, -1, -1)
+    return torch.cat([starts[:, None], model.rollout(s_hist, chunks)], dim=1)
 
 
 def precision_recall(distance: np.ndarray, success: np.ndarray, threshold: float) -> dict[str, float]:

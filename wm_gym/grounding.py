@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from wm_gym.imagine.vector_env import split_observation
 from wm_gym.io import atomic_torch_save
 from wm_gym.nn import MLP, check_shape
 from wm_gym.world_model import WorldModel
@@ -296,10 +297,8 @@ def current_features(obs: np.ndarray | Tensor, model: WorldModel) -> Tensor:
     The layout is :func:`wm_gym.imagine.vector_env.policy_observation`'s: H history frames,
     oldest first, then the target frame.
     """
-    n, c, h = model.n_tokens, model.dim, model.config.history
     obs = torch.as_tensor(np.asarray(obs, np.float32) if not isinstance(obs, Tensor) else obs)
-    check_shape(obs, "observations", B=None, D=(h + 1) * n * c)
-    return obs[:, (h - 1) * n * c: h * n * c].reshape(-1, n, c)
+    return split_observation(model, obs)[0][:, -1]
 
 
 class GroundedPolicy:

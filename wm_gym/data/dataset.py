@@ -469,6 +469,17 @@ def load_episodes(path: str | Path, cache: bool = True, mmap: bool = False) -> E
     return _split(arrays, meta)
 
 
+def load_episodes_for(path: str | Path, env_id: str, cache: bool = True) -> EpisodeData:
+    """:func:`load_episodes` for a world model of sim ``env_id``: an empty dataset, or one collected in
+    another sim, raises ValueError (its features would mean nothing to the model)."""
+    data = load_episodes(path, cache=cache)
+    if len(data) == 0:
+        raise ValueError(f"{path} has no episodes")
+    if data.meta.get("env_id") != env_id:
+        raise ValueError(f"{path} was collected in {data.meta.get('env_id')!r} but the model is for {env_id!r}")
+    return data
+
+
 def _split(a: dict[str, np.ndarray], meta: dict[str, Any]) -> EpisodeData:
     off = a["offsets"]
     E = len(off) - 1

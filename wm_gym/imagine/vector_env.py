@@ -75,6 +75,16 @@ def policy_observation_tensor(history: Tensor, target: Tensor) -> Tensor:
     return torch.cat([history.flatten(1), target.flatten(1)], dim=1)
 
 
+def split_observation(model: WorldModel, obs: Tensor) -> tuple[Tensor, Tensor]:
+    """The inverse of :func:`policy_observation_tensor` for ``model``: [B, (H+1)·N·C] → (history [B, H, N, C],
+    target [B, N, C]); bad shapes raise."""
+    n, c, h = model.n_tokens, model.dim, model.config.history
+    if obs.ndim != 2 or obs.shape[1:] != ((h + 1) * n * c,):
+        raise ValueError(f"obs must be [B, {(h + 1) * n * c}] policy observations ({h} feature frames and the "
+                         f"goal's), got {tuple(obs.shape)}")
+    return obs[:, : h * n * c].reshape(-1, h, n, c), obs[:, h * n * c:].reshape(-1, n, c)
+
+
 def push_history(history: Tensor | None, features: Tensor, h: int) -> Tensor:
     """[B, H, N, C] history with ``features`` [B, N, C] appended; None (a new episode) repeats them H times,
     as the imagination env does at reset."""

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from wm_gym.data.dataset import load_episodes
+from wm_gym.calibrate import open_loop
+from wm_gym.data.dataset import load_episodes_for
 from wm_gym.encoders.cache import episode_step_features
 from wm_gym.temporal_distance import TemporalDistance, TemporalDistanceConfig
 from wm_gym.train.loop import StageConfig, Trainer
@@ -42,12 +43,7 @@ def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path], max_epis
     feats, lengths, predicted = [], [], []
     fs = model.config.frameskip
     for path in data_dirs:
-        data = load_episodes(path)
-        if len(data) == 0:
-            raise ValueError(f"{path} has no episodes")
-        if data.meta.get("env_id") != model.meta.env_id:
-            raise ValueError(f"{path} was collected in {data.meta.get('env_id')!r} but the model is for "
-                             f"{model.meta.env_id!r}")
+        data = load_episodes_for(path, model.meta.env_id)
         if imagined and not data.labelled.all():
             raise ValueError(f"{path} has episodes without action labels; imagined states need actions "
                              "(set imagined_fraction=0 for action-free video)")
@@ -78,10 +74,9 @@ def open_loop_from_first(model: WorldModel, episodes: list[Tensor], actions: lis
             rows = members[k:k + batch]
             first = torch.stack([episodes[i][0] for i in rows]).to(model.device)
             chunks = torch.as_tensor(np.stack([actions[i][: (steps - 1) * fs] for i in rows]), device=model.device)
-            s_hist = first[:, None].expand(-1, model.config.history, -1, -1)
-            rolled = model.rollout(s_hist, chunks.reshape(len(rows), steps - 1, -1)).cpu()
+            rolled = open_loop(model, first, chunks.reshape(len(rows), steps - 1, -1)).cpu()
             for j, i in enumerate(rows):
-                out[i] = torch.cat([episodes[i][:1], rolled[j]])
+                out[i] = rolled[j]
     return out
 
 

@@ -62,23 +62,27 @@ class PlannerConfig:
     mpc: bool = True            # replan every `execute` steps (else execute the whole plan open loop)
     execute: int = 1            # MPC: chunks of each plan executed before replanning (DINO-WM: 5)
     mode: str = "controller"    # how the world model turns actions into latent actions
-    decay: float = 0.5          # weight 0.5^(T−i) of predicted frame i in the cost
+    decay: float = 0.5          # predicted frame i of T weighs decay^(T−i) in the cost (0: only the final frame)
     scales: tuple[int, ...] = (1,)  # token-grid blur kernels the cost averages over (1 = plain MSE); see goal_cost
     # sampling planners (CEM, MPPI)
-    samples: int = 300
+    samples: int = 300          # CEM/MPPI samples per iteration
     elites: int = 30            # CEM top-k
-    iterations: int = 10
-    init_std: float = 1.0       # in normalised action units
+    iterations: int = 10        # CEM/MPPI iterations
+    init_std: float = 1.0       # CEM/MPPI's first sampling std, in normalised action units
     temperature: float = 0.5    # MPPI: weights ∝ exp(−cost / (temperature · std of costs))
     # gradient-based planning (gbp: Adam at lr; gd: plain gradient descent at gd_lr)
-    gbp_steps: int = 100
-    lr: float = 0.2
-    gd_lr: float = 1.0
+    gbp_steps: int = 100        # gradient steps per plan (gbp and gd)
+    lr: float = 0.2             # GBP Adam learning rate
+    gd_lr: float = 1.0          # GD learning rate
     noise: float = 0.003        # Gaussian noise added to u after each Adam step (escapes flat spots)
     seed: int = 0
     value_weight: float = 1.0   # weight of −V(last predicted frames, goal), when a value function is given
-    terminal: str = "goal"      # per-frame cost: goal (feature MSE, goal_cost) | temporal (learned steps to go)
-    prior_samples: float = 0.05  # CEM/MPPI with a prior: share of each iteration's samples that are prior rollouts
+    terminal: str = "goal"      # per-frame cost against the goal: goal (feature MSE, goal_cost) | temporal (the
+                                # model's learned steps to go, a head fitted by `wm-gym train-distance`: counts
+                                # steps around walls, where a feature distance points through them)
+    prior_samples: float = 0.05  # CEM/MPPI with a prior: share of each iteration's samples that are the prior's
+                                 # rollouts (its deterministic one, the rest with its action noise); 0.05 of 300 =
+                                 # 15, about TD-MPC2's 24/512
 
     def __post_init__(self) -> None:
         if self.terminal not in TERMINALS:

@@ -33,40 +33,46 @@ ALGOS = ("ppo", "sac")
 @dataclass
 class AgentConfig:
     model: str = "wall"              # zoo name or world-model file
-    out: str = "out/agent.zip"
+    out: str = "out/agent.zip"       # agent file to write (AGENT.zip; AGENT.json beside it)
     algo: str = "ppo"                # ppo | sac
     steps: int = 300_000             # imagined env steps (agent steps, one action chunk each)
     num_envs: int = 64               # imagined episodes stepped as one batch
     seed: int = 0
-    device: str = "auto"             # world model (imagination) device
-    policy_device: str = "cpu"       # SB3 MLPs are faster on CPU at these sizes
+    device: str = "auto"             # world model (imagination) device: auto | cpu | cuda
+    policy_device: str = "cpu"       # where the SB3 policy runs (its MLPs are faster on CPU at these sizes)
     task: str = "goal"               # goal | demo (what the policy is shown besides its features)
-    action_space: str = "sim"        # sim: real action chunks | latent: the model's standardised latent actions z
+    action_space: str = "sim"        # sim: real action chunks (needs a trained controller) | latent: the model's
+                                     # standardised latent actions z (cloning targets are the demos' own z, no
+                                     # action labels needed); a latent agent acts in a real sim through a grounding
+                                     # map (`wm-gym ground`)
     grounding: str | None = None     # latent agents: a `wm-gym ground` file, recorded so `evaluate` finds it
-    reward: str = "demo"             # rewards/ name, e.g. "demo", "goal", "demo+progress"
-    metric: str = "l1"
-    scale: float | None = None
-    horizon: int | None = None       # default: the sim's episode length in agent steps
-    success_threshold: float | None = None  # imagined success ends an episode below this distance; None: the
-                                     # model's calibrated one; 0: episodes end only at the horizon
-    gamma: float = 0.9               # RLA-WM's PPO settings
-    gae_lambda: float = 0.95
-    learning_rate: float = 1e-4      # with critic_warmup and log_std_init below: PPO refines the cloned policy
-    n_steps: int = 64                # PPO rollout length per env
-    batch_size: int = 512
-    n_epochs: int = 4
-    ent_coef: float = 0.0
-    net_arch: list[int] = field(default_factory=lambda: [256, 256])
+    reward: str = "demo"             # rewards/ name: goal | demo | progress | seq-delta | temporal (needs
+                                     # `wm-gym train-distance`), or several joined by + (e.g. demo+progress)
+    metric: str = "l1"               # feature distance of the reward: l1 | l2 | cosine
+    scale: float | None = None       # reward scale (default: the reward's own)
+    horizon: int | None = None       # agent steps per imagined episode (default: the sim's episode length)
+    success_threshold: float | None = None  # imagined success ends an episode below this distance (default: the
+                                     # model's calibrated one; 0: episodes end only at the horizon)
+    gamma: float = 0.9               # discount per agent step (RLA-WM's PPO settings, as the next ones)
+    gae_lambda: float = 0.95         # PPO GAE lambda
+    learning_rate: float = 1e-4      # PPO/SAC learning rate; with critic_warmup and log_std_init below, PPO refines
+                                     # the cloned policy
+    n_steps: int = 64                # PPO rollout length per env (steps round up to whole rollouts)
+    batch_size: int = 512            # minibatch size
+    n_epochs: int = 4                # PPO epochs per rollout
+    ent_coef: float = 0.0            # PPO entropy bonus
+    net_arch: list[int] = field(default_factory=lambda: [256, 256])  # hidden layer widths of policy and value
     buffer_size: int = 50_000        # SAC replay buffer (obs are N·C·2 floats: keep it modest)
     bc_data: str | None = "auto"     # clone demos before RL: "auto" (the model's bank if it has actions),
-                                     # "bank", a dataset folder ("A,B": several), or None (pure RL from scratch)
-    bc_epochs: int = 30
+                                     # "bank", a dataset folder ("A,B": several), or None (pure RL from scratch;
+                                     # "none" on the command line)
+    bc_epochs: int = 30              # behaviour-cloning epochs before RL
     bc_noise: float = 0.0            # std of the feature noise added to cloned observations (see clone_into)
     log_std_init: float = -1.6       # PPO's initial action noise (log std, std 0.2): small, to keep the cloned policy
     critic_warmup: int = 3           # PPO: first rollouts update only the value net, so a random critic's
                                      # advantages do not drag the cloned actor off the demos
-    checkpoint_every: int = 50_000
-    resume: bool = False
+    checkpoint_every: int = 50_000   # agent steps between atomic checkpoints
+    resume: bool = False             # continue from OUT's checkpoint
     log_dir: str | None = None       # TensorBoard folder (default: runs/<agent name>)
     progress: bool = True
 

@@ -12,7 +12,11 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
   reward (a model with a ``wm-gym train-distance`` head).
 
 Agents are trained once into ``--out`` and reused on a re-run (delete a zip to retrain it), so
-the script resumes after an interruption. Each figure comes with its 95 % Wilson interval.
+the script resumes after an interruption. The default folder is keyed by the model file's
+content (``out/agent_table/STEM-SHA``), so two models with one name never share agents, and each
+agent file by its settings (``NAME-KEY.zip``, the key a hash of the model's fingerprint and every
+setting that changes what is trained, ``--ppo-steps`` included): a changed setting trains a new
+agent rather than relabelling an old one. Each figure comes with its 95 % Wilson interval.
 
     python benchmarks/agent_table.py --model wall --episodes 200 --seed 1000 --budgets default dino-wm
 
@@ -21,8 +25,10 @@ Writes ``OUT/table.json`` and ``OUT/table.md`` and prints the markdown table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -34,7 +40,7 @@ from wm_gym.agents.train_agent import AgentConfig, train_agent
 from wm_gym.envs import sim_spec
 from wm_gym.envs.policies import make_policy
 from wm_gym.real_episodes import Budget, make_budget, wilson_interval
-from wm_gym.zoo import load_model
+from wm_gym.zoo import load_model, resolve_model
 
 #: name -> (label, AgentConfig overrides). The imagined-step budget is --ppo-steps.
 AGENTS = {
@@ -50,6 +56,39 @@ AGENTS = {
                                                                              reward="temporal")),
     "bc-ppo-temporal": ("BC + PPO, demo + temporal-progress reward", dict(reward="demo+temporal")),
 }
+
+
+#: AgentConfig fields that do not change what is trained (where it is written, logged, run); ``model`` is
+#: keyed by its file's content instead of its name.
+NOT_SETTINGS = ("model", "out", "log_dir", "progress", "resume", "checkpoint_every", "device", "policy_device")
+
+
+def model_fingerprint(model: str) -> str:
+    """The first 12 hex digits of the sha256 of the model file (a zoo name or a path)."""
+    return hashlib.sha256(resolve_model(model).read_bytes()).hexdigest()[:12]
+
+
+def default_out(model: str) -> Path:
+    """``out/agent_table/STEM-SHA``: one folder per model file content, readable by its stem."""
+    return Path("out/agent_table") / f"{resolve_model(model).stem}-{model_fingerprint(model)}"
+
+
+def agent_key(config: AgentConfig, fingerprint: str) -> str:
+    """10 hex digits naming what an agent was trained with: the model content and every setting that counts."""
+    settings = {k: v for k, v in asdict(config).items() if k not in NOT_SETTINGS}
+    return hashlib.sha256(json.dumps({"model": fingerprint, **settings}, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def agent_configs(names: list[str], model: str, out: Path, ppo_steps: int, agent_seed: int) -> dict[str, AgentConfig]:
+    """Each row's AgentConfig, written to ``OUT/NAME-KEY.zip``; an existing file of that name is that agent."""
+    fingerprint, configs = model_fingerprint(model), {}
+    for name in names:
+        _, overrides = AGENTS[name]
+        settings = dict(model=str(model), steps=ppo_steps, num_envs=128, n_steps=32, seed=agent_seed, device="cpu")
+        config = AgentConfig(**{**settings, **overrides})
+        stem = f"{name}-{agent_key(config, fingerprint)}"
+        configs[name] = replace(config, out=str(out / f"{stem}.zip"), log_dir=str(out / "tb" / stem))
+    return configs
 
 
 def expert_success(env_id: str, seeds: list[int], budget: Budget, policy: str = "noisy-expert") -> dict:
@@ -80,9 +119,10 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=["bc", "bc-ppo", "scratch"], choices=list(AGENTS))
     parser.add_argument("--ppo-steps", type=int, default=61_440, help="imagined agent steps of the PPO rows")
     parser.add_argument("--agent-seed", type=int, default=0)
-    parser.add_argument("--out", default=None, help="folder for agents and the table (default: out/agent_table/MODEL)")
+    parser.add_argument("--out", default=None,
+                        help="folder for agents and the table (default: out/agent_table/MODEL-SHA, by file content)")
     args = parser.parse_args()
-    out = Path(args.out or f"out/agent_table/{Path(args.model).stem}")
+    out = Path(args.out) if args.out else default_out(args.model)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model, "cpu")
     env_id, fs = model.meta.env_id, model.config.frameskip
@@ -90,26 +130,22 @@ def main() -> None:
     budgets = [make_budget(None if b == "default" else b, fs, sim_spec(env_id).max_episode_steps) for b in args.budgets]
 
     rows: dict[str, dict] = {"expert": {"label": "noisy expert (recorded the demos)", "imagined_steps": 0}}
-    for name in args.agents:
-        label, overrides = AGENTS[name]
-        path = out / f"{name}.zip"
-        settings = dict(model=str(args.model), out=str(path), steps=args.ppo_steps, num_envs=128, n_steps=32,
-                        seed=args.agent_seed, device="cpu", log_dir=str(out / "tb" / name))
-        config = AgentConfig(**{**settings, **overrides})
-        rows[name] = {"label": label, "imagined_steps": config.steps, "agent": str(path)}
-        if not path.exists():  # trained once; a re-run reuses the agent
+    configs = agent_configs(args.agents, args.model, out, args.ppo_steps, args.agent_seed)
+    for name, config in configs.items():
+        rows[name] = {"label": AGENTS[name][0], "imagined_steps": config.steps, "agent": config.out}
+        if not Path(config.out).exists():  # trained once; a re-run with the same settings reuses the agent
             started = time.perf_counter()
             train_agent(config)
             rows[name]["train_seconds"] = round(time.perf_counter() - started, 1)
     for budget in budgets:
         rows["expert"][budget.name] = expert_success(env_id, seeds, budget)
-        for name in args.agents:
-            result = evaluate_agent(out / f"{name}.zip", episodes=args.episodes, seed=args.seed, device="cpu",
-                                    budget=budget)
+        for name, config in configs.items():
+            result = evaluate_agent(config.out, episodes=args.episodes, seed=args.seed, device="cpu", budget=budget)
             result.pop("per_episode")
             rows[name][budget.name] = result
 
-    table = {"model": str(args.model), "env": env_id, "episodes": args.episodes, "seeds": [seeds[0], seeds[-1]],
+    table = {"model": str(args.model), "model_sha256": model_fingerprint(args.model), "env": env_id,
+             "episodes": args.episodes, "seeds": [seeds[0], seeds[-1]],
              "budgets": [b.name for b in budgets], "rows": rows}
     (out / "table.json").write_text(json.dumps(table, indent=1))
     header = "| agent | imagined steps | " + " | ".join(f"real success, {b.name} (95 % CI)" for b in budgets) + " |"

@@ -1,8 +1,12 @@
-"""Close MuJoCo renderers at interpreter exit, before MuJoCo terminates the EGL display.
+"""Close MuJoCo renderers at interpreter exit, before anything terminates the EGL display.
 
-``mujoco.egl`` registers ``eglTerminate`` with atexit when the first GL context is made;
-atexit runs handlers last-in first-out, so registering ours after a renderer exists makes it
-run first and every GL context is freed cleanly (no "Exception ignored in __del__" noise).
+Two libraries register ``eglTerminate`` with atexit on the one EGL display: ``mujoco.egl``
+when the first GL context is made, and ``dm_control`` when it is first imported (a DMC env
+imports it in its constructor, so after a PointMaze env has made its renderer). atexit runs
+handlers last-in first-out, and a GL context freed after the display is terminated raises
+``EGLError`` in ``__del__`` at exit. So every env that owns a renderer moves our hook to the
+end of the atexit queue when it is made: it then runs before every ``eglTerminate``
+registered up to that point, and each GL context is freed while the display is alive.
 """
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ import weakref
 from typing import Any
 
 _LIVE: "weakref.WeakSet[Any]" = weakref.WeakSet()
-_REGISTERED = False
 
 
 def _close_live() -> None:
@@ -23,9 +26,8 @@ def _close_live() -> None:
 
 
 def close_at_exit(env: Any) -> None:
-    """Call ``env.close()`` at exit unless it was closed (and collected) before."""
-    global _REGISTERED
+    """Call ``env.close()`` at exit (unless it was collected before), ahead of every EGL teardown
+    registered so far; call it after the env's renderer exists."""
     _LIVE.add(env)
-    if not _REGISTERED:
-        atexit.register(_close_live)
-        _REGISTERED = True
+    atexit.unregister(_close_live)  # re-register: atexit is LIFO, so the newest handler runs first
+    atexit.register(_close_live)

@@ -465,6 +465,9 @@ class WallVectorEnv(VectorEnv):
     row draws from it like a later ``WallEnv.reset()`` would, so row ``i`` replays exactly the
     episodes of a single ``WallEnv`` seeded with ``s + i``. A list of per-row seeds is accepted
     too; ``seed=None`` keeps the rows' generators (fresh entropy on the first reset).
+
+    ``terminate_on_success=False`` keeps a row going after success (reported in ``info`` only), so
+    that every row runs exactly ``max_episode_steps``: dataset collection records whole episodes.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -480,6 +483,7 @@ class WallVectorEnv(VectorEnv):
         door_width: float | None = None,
         wall_width: float | None = None,
         image_size: int = 64,
+        terminate_on_success: bool = True,
     ):
         if num_envs < 1 or max_episode_steps < 1:
             raise ValueError(f"num_envs and max_episode_steps must be >= 1, got {num_envs} and {max_episode_steps}")
@@ -490,6 +494,7 @@ class WallVectorEnv(VectorEnv):
         self.render_mode = render_mode
         self.num_envs = int(num_envs)
         self.max_episode_steps = int(max_episode_steps)
+        self.terminate_on_success = bool(terminate_on_success)
         self.single_observation_space = template.observation_space
         self.single_action_space = template.action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -525,10 +530,11 @@ class WallVectorEnv(VectorEnv):
         if restarting.any():
             self._restart(np.flatnonzero(restarting))
         success = goal_reached(self.pos, self.goal)
-        terminated = success & ~restarting
+        reward = (success & ~restarting).astype(np.float64)  # the single env's: 1 on success
+        terminated = success & ~restarting & self.terminate_on_success
         truncated = (self.steps >= self.max_episode_steps) & ~restarting
         self._prev_done = terminated | truncated
-        return self._obs(), terminated.astype(np.float64), terminated, truncated, self._info(success)
+        return self._obs(), reward, terminated, truncated, self._info(success)
 
     def render(self) -> np.ndarray | None:
         """uint8 [N, H, W, 3], the current frames (the same as ``obs["pixels"]``)."""

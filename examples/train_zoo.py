@@ -1,17 +1,21 @@
 """Re-create a shipped zoo model (wm_gym/zoo/NAME.pt) from scratch, on the CPU or a GPU.
 
-Every step is a `wm-gym` command, so each can be re-run or resumed on its own; re-running the
-script after an interruption resumes it (collection continues, training passes `--resume`):
+Every step is a `wm-gym` command writing its own file, so each can be re-run or resumed on its
+own; re-running the script after an interruption skips the finished steps and resumes the one
+that was cut (collection continues, training passes `--resume`, the head fit resumes):
 
 1. collect random episodes (the world model's training data) and a held-out set at a fresh seed;
-2. train the world model (`--preset small`: about 25 min on 2 CPU cores; `--preset fast` for wall-fast);
+2. train the world model on the random episodes;
 3. collect noisy-expert demos and retrain the dynamics (flow, controller) on them, keeping the
-   encoder and latent actions learned from random data (`--init-from`): expert paths (through
-   Wall's door, along PointMaze's U) are rare in random data, and they are exactly where an
-   agent will go;
+   encoder, the latent actions and their feature normalisation from the random data (`--init-from`):
+   expert paths (through Wall's door, along PointMaze's U) are rare in random data, and they are
+   exactly where an agent will go;
 4. attach the demo bank and calibrate the success threshold on the held-out set;
 5. fit the temporal-distance head (learned steps to a goal) on the random and expert episodes;
 6. write the fp16 copy into the package.
+
+At the end it prints the per-stage time table (seconds and share of the total) and records it in
+the zoo model's ``train_info["recipe_seconds"]``.
 
     python examples/train_zoo.py wall --device auto
 """
@@ -21,25 +25,29 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+#: One recipe per sim. episodes / heldout / expert: random, held-out and noisy-expert episodes; bank: demos
+#: in the model's bank; history: feature frames the dynamics read (PointMaze's ball has momentum: one frame
+#: cannot show its velocity); preset: model size (`--preset fast --name wall-fast` makes the CPU-speed model);
+#: base_dynamics: flow and controller steps of the random-data model (the demo stage retrains both, so they
+#: are kept short); distance_steps / distance_imagined: the temporal-distance head's steps and the fraction
+#: of its training states taken from the model's own open-loop predictions; distance_rollouts: how many
+#: episodes per dataset are rolled out for those (all of them cost a model step per frame).
 RECIPES = {
-    # random episodes, held-out episodes, noisy-expert demos (fine-tuning and the bank), demos in the bank,
-    # the dynamics' history (PointMaze's ball has momentum: one frame cannot show its velocity), and the
-    # model size (`--preset fast --name wall-fast` makes the CPU-speed model), and the random-data model's own
-    # flow and controller steps (the demo stage retrains both, so the base model's are kept short); the
-    # temporal-distance head's steps and imagined-state fraction (default 3,000 and 0.5)
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small", base_dynamics=100,
                  distance_steps=6000, distance_imagined=0.0),
-    "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100),
+    "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100,
+                      distance_steps=6000, distance_imagined=0.5, distance_rollouts=500),
     "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=500, history=3, preset="small",
-                           base_dynamics=100),
+                           base_dynamics=100, distance_steps=6000, distance_imagined=0.5, distance_rollouts=500),
 }
 
 
 def resume_flag(out: Path) -> list[str]:
-    """``--resume`` when ``out``'s training state exists: an interrupted recipe continues where it stopped."""
-    return ["--resume"] if Path(str(out) + ".train-state").exists() else []
+    """``--resume`` when ``out``'s training state exists: an interrupted training continues where it stopped."""
+    return ["--resume"] if Path(f"{out}.train-state").exists() else []
 
 
 def run(*args: str) -> dict:
@@ -49,12 +57,54 @@ def run(*args: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+class StageTimes:
+    """Seconds per recipe stage, kept in a JSON file beside the data so a resumed run still reports
+    the stages it skipped (with the seconds they took when they ran)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def record(self, name: str, seconds: float) -> None:
+        self.seconds[name] = round(float(seconds), 1)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.seconds, indent=1))
+        tmp.replace(self.path)
+
+    def step(self, name: str, done: bool, *args: str) -> dict | None:
+        """Run ``wm-gym ARGS`` unless ``done``; time it as stage ``name``."""
+        if done:
+            print(f"= {name}: done before ({self.seconds.get(name, '?')} s)", flush=True)
+            return None
+        t0 = time.perf_counter()
+        result = run(*args)
+        self.record(name, time.perf_counter() - t0)
+        return result
+
+    def table(self) -> str:
+        total = sum(self.seconds.values()) or 1.0
+        rows = [f"{'stage':<44}{'seconds':>9}{'share':>8}"]
+        rows += [f"{name:<44}{s:>9.1f}{100 * s / total:>7.1f}%" for name, s in self.seconds.items()]
+        return "\n".join(rows + [f"{'total':<44}{total:>9.1f}{100.0:>7.1f}%"])
+
+
+    def split(self, name: str, parts: dict[str, float]) -> None:
+        """Replace step ``name`` by its timed parts (a training's stages); the rest is start-up, loading, saving."""
+        total = self.seconds.pop(name, None)
+        for part, seconds in parts.items():
+            self.record(f"{name}: {part}", seconds)
+        if total is not None:
+            self.record(f"{name}: start, load, save", max(0.0, total - sum(parts.values())))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("sim", choices=list(RECIPES))
     parser.add_argument("--data", default="data", help="where datasets and intermediate models go")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                        help="training autocast of every stage (auto: bf16 on CUDA and on CPUs with AMX)")
+    parser.add_argument("--workers", type=int, default=2, help="collection processes")
     parser.add_argument("--preset", default=None, choices=["small", "fast"],
                         help="world-model size (`wm-gym train --preset`; default: the recipe's)")
     parser.add_argument("--name", default=None, help="zoo entry to write (default: the sim's name), e.g. wall-fast")
@@ -65,34 +115,53 @@ def main() -> None:
     r, d, sim = RECIPES[args.sim], Path(args.data), args.sim
     preset, name = args.preset or r["preset"], args.name or sim
     from wm_gym.world_model import WorldModel
-    from wm_gym.zoo import MODELS
+    from wm_gym.zoo import MODELS, ZOO_DIR
 
+    d.mkdir(parents=True, exist_ok=True)
     zoo_file = MODELS.get(name, f"{name}.pt")  # a new sim's model is written there; list it in wm_gym.zoo.MODELS
-    base_dynamics = args.base_dynamics_steps if args.base_dynamics_steps is not None else r["base_dynamics"]
-    base_steps = ["--stage-steps", f"flow={base_dynamics}", "--stage-steps", f"controller={base_dynamics}"]
-    run("collect", "--env", sim, "--episodes", str(r["episodes"]), "--out", str(d / f"{sim}-random"),
-        "--seed", "0", "--workers", str(args.workers))
-    run("collect", "--env", sim, "--episodes", str(r["heldout"]), "--out", str(d / f"{sim}-heldout"), "--seed", "1")
-    run("collect", "--env", sim, "--episodes", str(r["expert"]), "--out", str(d / f"{sim}-expert"),
-        "--policy", "noisy-expert", "--seed", "3", "--workers", str(args.workers))
-    base, tuned = d / f"{sim}-rla-{preset}.pt", d / f"{sim}-rla-{preset}-ft.pt"
-    run("train", "--data", str(d / f"{sim}-random"), "--out", str(base), "--preset", preset, "--latent", "rla",
-        "--device", args.device, *base_steps, *resume_flag(base))
-    run("train", "--data", str(d / f"{sim}-expert"), "--out", str(tuned), "--preset", preset, "--latent", "rla",
-        "--history", str(r["history"]), "--init-from", str(base), "--stage-steps", "flow=1000", "--device", args.device,
-        *resume_flag(tuned))
-    calibration = run("calibrate", "--model", str(tuned), "--data", str(d / f"{sim}-heldout"),
-                      "--demos", str(d / f"{sim}-expert"), "--demo-episodes", str(r["bank"]))
-    if "temporal_distance" not in WorldModel.load(tuned).meta.train_info:  # a re-run keeps the fitted head
-        run("train-distance", "--model", str(tuned), "--data", str(d / f"{sim}-random"), "--data",
-            str(d / f"{sim}-expert"), "--steps", str(r.get("distance_steps", 3000)),
-            "--imagined-fraction", str(r.get("distance_imagined", 0.5)), "--device", args.device)
-    from wm_gym.zoo import ZOO_DIR
+    stem = d / f"{sim}-rla-{preset}"
+    base, tuned, calibrated, final = (Path(f"{stem}{s}.pt") for s in ("", "-ft", "-ft-cal", "-ft-cal-td"))
+    times = StageTimes(Path(f"{stem}-recipe-seconds.json"))
+    done = lambda path: Path(path).is_file()  # noqa: E731  (every step's file is written atomically, last)
+    started = time.perf_counter()
 
-    model = WorldModel.load(tuned)
+    base_dynamics = args.base_dynamics_steps if args.base_dynamics_steps is not None else r["base_dynamics"]
+    for label, episodes, seed, policy, workers in (("random", r["episodes"], 0, "random", args.workers),
+                                                   ("heldout", r["heldout"], 1, "random", 1),
+                                                   ("expert", r["expert"], 3, "noisy-expert", args.workers)):
+        out = d / f"{sim}-{label}"
+        times.step(f"collect {label}", done(out / "meta.json"), "collect", "--env", sim, "--episodes", str(episodes),
+                   "--out", str(out), "--seed", str(seed), "--policy", policy, "--workers", str(workers))
+    if not done(base):
+        times.step("train on random data", False, "train", "--data", str(d / f"{sim}-random"), "--out", str(base),
+                   "--preset", preset, "--latent", "rla", "--device", args.device, "--precision", args.precision,
+                   "--stage-steps", f"flow={base_dynamics}", "--stage-steps", f"controller={base_dynamics}",
+                   *resume_flag(base))
+        times.split("train on random data", WorldModel.load(base).meta.train_info["stage_seconds"])
+    if not done(tuned):
+        times.step("demo stage", False, "train", "--data", str(d / f"{sim}-expert"), "--out", str(tuned),
+                   "--preset", preset, "--latent", "rla", "--history", str(r["history"]), "--init-from", str(base),
+                   "--stage-steps", "flow=1000", "--device", args.device, "--precision", args.precision, *resume_flag(tuned))
+        times.split("demo stage", WorldModel.load(tuned).meta.train_info["stage_seconds"])
+    times.step("calibration", done(calibrated), "calibrate", "--model", str(tuned), "--data", str(d / f"{sim}-heldout"),
+               "--demos", str(d / f"{sim}-expert"), "--demo-episodes", str(r["bank"]), "--out", str(calibrated))
+    head = times.step("temporal-distance head", done(final), "train-distance", "--model", str(calibrated),
+               "--data", str(d / f"{sim}-random"), "--data", str(d / f"{sim}-expert"),
+               "--steps", str(r["distance_steps"]), "--imagined-fraction", str(r["distance_imagined"]),
+               *(["--imagined-episodes", str(r["distance_rollouts"])] if r.get("distance_rollouts") else []),
+               "--device", args.device, "--precision", args.precision, "--out", str(final))
+    if head is not None:
+        times.split("temporal-distance head", head["stage_seconds"])
+
+    model = WorldModel.load(final)
+    model.meta.train_info["recipe"] = {"sim": sim, "preset": preset, **r}
+    model.meta.train_info["recipe_seconds"] = dict(times.seconds)
     model.save(ZOO_DIR / zoo_file, half=True)
     size = (ZOO_DIR / zoo_file).stat().st_size / 1e6
-    print(json.dumps({"zoo": str(ZOO_DIR / zoo_file), "megabytes": round(size, 1), **calibration}))
+    print("\n" + times.table())
+    print(f"this run: {time.perf_counter() - started:.1f} s wall-clock (a resumed run counts only what it ran)")
+    print(json.dumps({"zoo": str(ZOO_DIR / zoo_file), "megabytes": round(size, 1),
+                      "calibration": model.meta.train_info.get("calibration"), "recipe_seconds": times.seconds}))
 
 
 if __name__ == "__main__":

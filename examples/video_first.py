@@ -232,8 +232,8 @@ def evaluation_row(result: dict, grounding: dict) -> dict:
     """What the summary keeps of an evaluation and the grounding it acted through."""
     return {"success_rate": result["success_rate"], "success_ci95": result["success_ci95"],
             "episodes": result["episodes"], "budget": result.get("budget"), "grounding": result.get("grounding"),
-            "grounding_episodes": grounding.get("n_episodes"), "grounding_val_mse": grounding.get("val_mse"),
-            "grounding_baseline_mse": grounding.get("baseline_mse")}
+            "grounding_episodes": grounding.get("n_episodes"), "grounding_test_mse": grounding.get("test_mse"),
+            "grounding_val_mse": grounding.get("val_mse"), "grounding_baseline_mse": grounding.get("baseline_mse")}
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:

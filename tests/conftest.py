@@ -2,6 +2,8 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+# one torch thread per pytest-xdist worker: `make test` runs 2 workers on 2 cores (training reads this too)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import wm_gym  # noqa: E402,F401  (registers the env ids)
 
@@ -49,7 +51,8 @@ def tiny_imagine_world(tmp_path_factory) -> TinyImagineWorld:
     expert_dir = collect_dataset(TINY_WORLD_SIM, 12, root / "expert", policy="noisy-expert", seed=1, progress=False)
     model = train_world_model(TrainConfig(
         data=str(random_dir), out=str(root / "wm.pt"), preset="tiny", steps=30, device="cpu", progress=False,
-        log_dir=str(root / "tb"), stage_overrides={"encoder": {"steps": 100}, "latent": {"steps": 80}}))
+        log_dir=str(root / "tb"), stage_overrides={"encoder": {"steps": 100}, "latent": {"steps": 80}},
+        precision="fp32"))  # one reference model on every CPU (auto trains in bf16 where AMX is present)
     model.config.reproject = False
     model.save(root / "nobank.pt")
     model.bank = DemoBank.from_dataset(expert_dir, model.config.frameskip, heldout_fraction=0.25, seed=0)

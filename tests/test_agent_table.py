@@ -1,6 +1,13 @@
-"""benchmarks/agent_table.py: the expert row counts success the way each budget says."""
+"""benchmarks/agent_table.py: the expert row counts success the way each budget says; agents are keyed by
+the model's content and their settings."""
 import importlib.util
+import json
+import sys
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
 
 from wm_gym.real_episodes import Budget, make_budget
 
@@ -10,7 +17,7 @@ agent_table = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(agent_table)
 
 
-def test_expert_row_follows_the_budget():
+def test_expert_row_on_the_real_wall():
     seeds = list(range(1000, 1012))
     full = agent_table.expert_success("wm_gym/Wall-v1", seeds, make_budget("swm", 5, 50))
     assert full["episodes"] == 12 and full["success_rate"] >= 10 / 12  # the noisy expert crosses the door
@@ -18,6 +25,109 @@ def test_expert_row_follows_the_budget():
     assert lo < full["success_rate"] <= hi
     # Starts and goals are in opposite rooms at least 12.8 px apart: 3 steps of <= 2.83 px cannot succeed.
     assert agent_table.expert_success("wm_gym/Wall-v1", seeds, Budget("3 steps", 3))["success_rate"] == 0.0
-    # Checked only every 25 steps, the same episodes still succeed: the expert stays at its goal.
-    assert agent_table.expert_success("wm_gym/Wall-v1", seeds, make_budget("dino-wm", 5, 50))["success_rate"] \
-        >= full["success_rate"]
+
+
+class OnlyBetween:
+    """A stand-in sim whose episode seeded s is a success at sim steps s..s+2 only (1-based)."""
+
+    def __init__(self):
+        self.unwrapped, self.step_count, self.seed = self, 0, 0
+
+    def reset(self, seed):
+        self.step_count, self.seed = 0, seed
+        return None, {}
+
+    def step(self, action):
+        self.step_count += 1
+        return None, 0.0, False, False, {"is_success": self.seed <= self.step_count <= self.seed + 2}
+
+    def close(self):
+        pass
+
+
+class Idle:
+    def reset(self, obs, info):
+        pass
+
+    def __call__(self, obs, info):
+        return np.zeros(2, np.float32)
+
+
+def test_success_between_checks_does_not_count(monkeypatch):
+    monkeypatch.setattr(agent_table.gym, "make", lambda env_id: OnlyBetween())
+    monkeypatch.setattr(agent_table, "make_policy", lambda env, policy, rng: Idle())
+    seeds = list(range(1, 11))  # successful at steps 1-3, 2-4, ..., 10-12
+    rate = lambda budget: agent_table.expert_success("stub", seeds, budget)["success_rate"]  # noqa: E731
+    assert rate(Budget("every step", 50)) == 1.0
+    # checked after steps 5, 10, 15, ...: seeds 3-5 (a window holding 5) and 8-10 (holding 10) count
+    assert rate(Budget("every 5th", 50, check_every=5)) == 6 / 10
+    assert rate(Budget("every 25th", 50, check_every=25)) == 0.0
+    dino = make_budget("dino-wm", 5, 50)  # checked after every 25 sim steps only
+    assert dino.check_every == 25 and rate(dino) == 0.0
+
+
+# ----- agents keyed by model content and settings ------------------------------------------------------
+def test_the_folder_is_keyed_by_the_model_file_not_its_name(tmp_path, monkeypatch):
+    a, b = tmp_path / "a" / "wall.pt", tmp_path / "b" / "wall.pt"
+    a.parent.mkdir(), b.parent.mkdir()
+    a.write_bytes(b"one model"), b.write_bytes(b"another model")
+    assert agent_table.default_out(str(a)) != agent_table.default_out(str(b))
+    assert agent_table.default_out(str(a)).name.startswith("wall-")
+    b.write_bytes(b"one model")  # the same content in another place: the same agents
+    assert agent_table.default_out(str(a)) == agent_table.default_out(str(b))
+    from wm_gym.zoo import resolve_model  # the zoo's `wall` and a file named wall.pt are different models
+    assert agent_table.default_out("wall") != agent_table.default_out(str(a))
+    assert agent_table.default_out("wall").name == f"wall-{agent_table.model_fingerprint(str(resolve_model('wall')))}"
+
+
+def test_a_changed_setting_names_a_new_agent(tmp_path):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    names = ["scratch", "scratch-temporal"]
+    short = agent_table.agent_configs(names, str(model), tmp_path, ppo_steps=61_440, agent_seed=0)
+    again = agent_table.agent_configs(names, str(model), tmp_path / "elsewhere", ppo_steps=61_440, agent_seed=0)
+    long = agent_table.agent_configs(names, str(model), tmp_path, ppo_steps=245_760, agent_seed=0)
+    other_seed = agent_table.agent_configs(names, str(model), tmp_path, ppo_steps=61_440, agent_seed=1)
+    for name in names:
+        assert Path(short[name].out).parent == tmp_path and Path(short[name].out).name.startswith(f"{name}-")
+        assert Path(short[name].out).name == Path(again[name].out).name  # where it is written is not a setting
+        assert long[name].steps == 245_760 and short[name].steps == 61_440
+        assert long[name].out != short[name].out and other_seed[name].out != short[name].out
+    assert short["scratch"].out != short["scratch-temporal"].out
+    model.write_bytes(b"retrained weights")  # same path, new content: new agents
+    assert agent_table.agent_configs(names, str(model), tmp_path, 61_440, 0)["scratch"].out != short["scratch"].out
+    key = agent_table.agent_key
+    assert key(short["scratch"], "f") == key(replace(short["scratch"], progress=False, log_dir="x"), "f")
+    assert key(short["scratch"], "f") != key(replace(short["scratch"], gamma=0.99), "f")
+
+
+def test_main_trains_once_per_setting_and_labels_the_trained_steps(tmp_path, monkeypatch):
+    """A re-run with another --ppo-steps trains a new agent instead of relabelling the old one."""
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    trained = []
+
+    def fake_train(config):
+        trained.append((config.out, config.steps))
+        Path(config.out).write_bytes(b"agent")
+
+    def fake_evaluate(path, **kwargs):
+        return {"success_rate": 0.5, "success_ci95": [0.4, 0.6], "per_episode": [], "agent": str(path)}
+
+    fake_model = SimpleNamespace(meta=SimpleNamespace(env_id="wm_gym/Wall-v1"), config=SimpleNamespace(frameskip=5))
+    monkeypatch.setattr(agent_table, "train_agent", fake_train)
+    monkeypatch.setattr(agent_table, "evaluate_agent", fake_evaluate)
+    monkeypatch.setattr(agent_table, "load_model", lambda name, device: fake_model)
+    monkeypatch.setattr(agent_table, "expert_success", lambda *a: {"success_rate": 1.0, "success_ci95": [0.9, 1.0]})
+
+    def run(steps):
+        monkeypatch.setattr(sys, "argv", ["agent_table", "--model", str(model), "--agents", "scratch", "--episodes", "2",
+                                          "--budgets", "default", "--ppo-steps", str(steps), "--out", str(tmp_path / "o")])
+        agent_table.main()
+        return json.loads((tmp_path / "o" / "table.json").read_text())["rows"]["scratch"]
+
+    first, same, longer = run(100), run(100), run(200)
+    assert [s for _, s in trained] == [100, 200]  # the second run reused the first agent
+    assert first["agent"] == same["agent"] != longer["agent"]
+    assert (first["imagined_steps"], longer["imagined_steps"]) == (100, 200)
+    assert longer["50 steps"]["agent"] == longer["agent"] == trained[1][0]

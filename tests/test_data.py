@@ -127,16 +127,17 @@ def test_workers_give_identical_data(wall, tmp_path):
 
 def test_resume_after_interrupt(wall, tmp_path, monkeypatch):
     out = tmp_path / "resume"
-    real = collect_mod.rollout
+    real = collect_mod.vector_rollouts  # Wall collects on its vector env; blocks of one episode here
+    monkeypatch.setattr(collect_mod, "VECTOR_BLOCK", 1)
     calls: list[int] = []
 
-    def interrupted(env, policy, seed, index, steps):
+    def interrupted(env_id, image_size, policy, seed, block, steps):
         if len(calls) == 2:
             raise KeyboardInterrupt  # as if Ctrl-C hit during the third episode
-        calls.append(index)
-        return real(env, policy, seed, index, steps)
+        calls.extend(block)
+        return real(env_id, image_size, policy, seed, block, steps)
 
-    monkeypatch.setattr(collect_mod, "rollout", interrupted)
+    monkeypatch.setattr(collect_mod, "vector_rollouts", interrupted)
     with pytest.raises(KeyboardInterrupt):
         collect_dataset("wall", EPISODES, out, seed=SEED, max_steps=STEPS, progress=False)
     assert sorted(p.name for p in (out / ".staging").glob("episode_*.npz")) == ["episode_000000.npz", "episode_000001.npz"]
@@ -149,7 +150,7 @@ def test_resume_after_interrupt(wall, tmp_path, monkeypatch):
     (out / ".staging" / "episode_000001.npz").write_bytes(b"not a zip")
 
     calls.clear()
-    monkeypatch.setattr(collect_mod, "rollout", lambda *a: (calls.append(a[3]), real(*a))[1])
+    monkeypatch.setattr(collect_mod, "vector_rollouts", lambda *a: (calls.extend(a[4]), real(*a))[1])
     collect_dataset("wall", EPISODES, out, seed=SEED, max_steps=STEPS, progress=False)
     assert calls == [1, 2, 3]  # only what was missing
     assert not (out / ".staging").exists()

@@ -9,8 +9,9 @@ import torch
 
 from wm_gym.device import resolve_device
 from wm_gym.encoders import (ConvEncoder, ConvEncoderConfig, DinoV2Encoder, build_encoder, cached_features,
-                             encode_frames, linear_probe_r2, train_conv_encoder)
-from wm_gym.encoders.conv import background_frame, reconstruction_loss
+                             encode_frames, linear_probe_r2)
+from wm_gym.encoders.conv import background_frame
+from wm_gym.train.encoder import reconstruction_loss, train_conv_encoder
 from wm_gym.encoders.dinov2 import resize_pos_grid
 from wm_gym.envs.wall import WallGeometry, render_dots
 

@@ -16,7 +16,7 @@ from wm_gym.agents.evaluate import evaluate_agent
 from wm_gym.agents.train_agent import AgentConfig, load_agent, sidecar_path, train_agent
 from wm_gym.cli import build_parser, main
 from wm_gym.grounding import (GroundedPolicy, Grounding, GroundingConfig, Triples, current_features,
-                              fit_dataset_grounding, fit_grounding, latent_space_id)
+                              fit_dataset_grounding, fit_grounding, latent_space_id, split_train_val_test, unit_mse)
 from wm_gym.imagine.vector_env import policy_observation
 from wm_gym.world_model import WorldModel
 
@@ -48,8 +48,41 @@ def test_grounding_maps_a_latent_back_to_the_action_that_produced_it():
     assert unit_error < 0.05, "the fitted map should recover the action within a few % of its range"
     unfitted = Grounding(N, C, K, D, low, high, hidden=64)
     assert ((unfitted(test.s_t, test.z) - test.chunks) / (high - low)).abs().mean() > 0.2
-    assert report["val_mse"] < 0.05 * report["baseline_mse"]  # far better than answering the mean action
-    assert report["train_triples"] + report["val_triples"] == 600 and report["val_triples"] == 60  # 6 of 60 episodes
+    assert report["test_mse"] < 0.05 * report["baseline_mse"]  # far better than answering the mean action
+    assert report["train_triples"] + report["val_triples"] + report["test_triples"] == 600
+    assert report["val_triples"] == report["test_triples"] == 60  # 6 of 60 episodes each
+
+
+def test_the_reported_error_is_on_episodes_selection_never_saw():
+    """Scrambling the test episodes' actions changes the reported error and nothing else: neither the
+    fit nor the choice of epoch read them."""
+    low, high = -torch.ones(A), torch.ones(A)
+    triples = synthetic(300, 1, low, high)  # 30 episodes of 10 triples
+    config = GroundingConfig(hidden=32, epochs=40, patience=5, val_fraction=0.2, test_fraction=0.2)
+    grounding, report = fit_grounding(triples, low, high, config)
+    train, val, test = (set(report[f"{k}_episodes"]) for k in ("train", "val", "test"))
+    assert len(val) == len(test) == 6 and len(train) == 18
+    assert not (train & val or train & test or val & test) and train | val | test == set(range(30))
+    is_test = np.isin(triples.episodes, sorted(test))
+    assert report["test_mse"] == pytest.approx(unit_mse(grounding, triples.subset(np.flatnonzero(is_test))))
+    scrambled = Triples(triples.s_t, triples.z, triples.chunks.clone(), triples.episodes)
+    scrambled.chunks[torch.as_tensor(is_test)] = -scrambled.chunks[torch.as_tensor(is_test)]
+    again, other = fit_grounding(scrambled, low, high, config)
+    assert other["best_epoch"] == report["best_epoch"] and other["val_mse"] == report["val_mse"]
+    assert all(torch.equal(a, b) for a, b in zip(grounding.state_dict().values(), again.state_dict().values()))
+    # the same map, scored on the scrambled actions it never saw
+    assert other["test_mse"] == pytest.approx(unit_mse(grounding, scrambled.subset(np.flatnonzero(is_test))))
+    assert other["test_mse"] > report["test_mse"] + 0.1
+
+
+def test_three_way_split_hand_cases():
+    for n, (val, test) in {1: (0, 0), 2: (1, 0), 3: (1, 1), 10: (1, 1), 30: (3, 3)}.items():
+        train_i, val_i, test_i = split_train_val_test(n, 0.1, 0.1, seed=0)
+        assert (len(train_i), len(val_i), len(test_i)) == (n - val - test, val, test), n
+        assert sorted(np.concatenate([train_i, val_i, test_i]).tolist()) == list(range(n))
+    assert [len(p) for p in split_train_val_test(10, 0.0, 0.0, seed=0)] == [10, 0, 0]
+    with pytest.raises(ValueError, match="sum below 1"):
+        GroundingConfig(val_fraction=0.5, test_fraction=0.5)
 
 
 def test_grounded_chunks_stay_within_the_action_bounds():
@@ -92,7 +125,7 @@ def test_labelled_fraction_limits_the_episodes_used(world, model, grounding_file
     out, report = grounding_file
     assert report["labelled_available"] == 12 and report["n_episodes"] == 6 and len(set(report["episodes"])) == 6
     assert report["triples"] == 6 * 10  # Wall-v0: 50 sim steps = 10 model steps per episode
-    assert report["train_triples"] + report["val_triples"] == report["triples"]
+    assert report["train_triples"] + report["val_triples"] + report["test_triples"] == report["triples"]
     assert Grounding.load(out, model).info["episodes"] == report["episodes"]  # recorded in the file
     # only labelled episodes are candidates: a dataset that labels 4 of its 12 gives 2 at fraction 0.5
     data = tmp_path / "partly-labelled"

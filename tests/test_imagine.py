@@ -520,9 +520,13 @@ def test_default_env_loads_the_shipped_wall_model_offline(monkeypatch):
     assert (ZOO_DIR / "wall.pt").stat().st_size < 14e6  # fp16 dynamics + the temporal head (~2.7 MB)
     assert wm.temporal_distance is not None  # so reward="temporal" works on the default model
     env = gym.make("WMImagine-v0", device="cpu", reward="temporal")
-    env.reset(seed=0)
-    _, reward, *_ = env.step(np.zeros(env.action_space.shape, np.float32))
-    assert np.isfinite(reward) and abs(reward) < 10  # progress in model steps
+    before, _ = env.reset(seed=0)
+    after, reward, *_ = env.step(np.ones(env.action_space.shape, np.float32))  # full speed: the dot moves
+    (s_prev, goal), (s_next, _) = split(before, wm), split(after, wm)
+    with torch.no_grad():  # progress in model steps: the head's steps to go before the step minus after it
+        steps = lambda s: wm.temporal_distance.steps(as_features(s, wm), as_features(goal, wm)).item()  # noqa: E731
+        expected = steps(s_prev) - steps(s_next)
+    assert reward == pytest.approx(expected, rel=1e-4, abs=1e-5) and abs(expected) > 0.05
 
 
 def test_shipped_wall_fast_model_is_the_patch_decoder_model_and_steps():

@@ -227,6 +227,33 @@ def test_seq_delta_repa_rejects_wrong_shapes():
         head.loss(torch.zeros(2, 3, K, D), torch.zeros(2, N, C), torch.zeros(2, N + 1, C))
 
 
+def test_sequence_loss_on_a_padded_row_counts_its_real_pairs_only():
+    """Row 1 ends after 2 frames (NaN after): the loss is the pair loss over the 4 + 1 real pairs, and REPA
+    integrates row 1's one latent action against its own last real frame."""
+    torch.manual_seed(0)
+    model = LatentActionAutoencoder(tiny(repa_weight=0.5, repa_hidden=16)).eval()
+    g = torch.Generator().manual_seed(4)
+    s_seq = torch.randn(2, 5, N, C, generator=g)
+    s_seq[1, 2:] = float("nan")
+    loss, metrics = model.sequence_loss(s_seq)
+    s_t = torch.cat([s_seq[0, :-1], s_seq[1, :1]])
+    s_next = torch.cat([s_seq[0, 1:], s_seq[1, 1:2]])
+    with torch.no_grad():
+        _, pair_metrics = model.loss(s_t, s_next)
+        z = model.encode(s_t, s_next)
+        z_seq = torch.zeros(2, 4, K, D)
+        z_seq[0], z_seq[1, 0] = z[:4], z[4]
+        repa = model.repa.loss(z_seq, s_seq[:, 0], torch.stack([s_seq[0, 4], s_seq[1, 1]]))
+    assert metrics["recon_mse"] == pytest.approx(pair_metrics["recon_mse"], rel=1e-5)
+    assert metrics["recon_l1"] == pytest.approx(pair_metrics["recon_l1"], rel=1e-5)
+    assert metrics["repa"] == pytest.approx(repa.item(), rel=1e-5)
+    assert math.isfinite(loss.item())
+    with pytest.raises(ValueError, match="NaN only after"):
+        gap = torch.randn(1, 5, N, C, generator=g)
+        gap[0, 2] = float("nan")  # padding in the middle of a row
+        model.sequence_loss(gap)
+
+
 def test_sequence_loss_adds_weighted_repa():
     torch.manual_seed(0)
     model = LatentActionAutoencoder(tiny(repa_weight=0.5, repa_hidden=16))

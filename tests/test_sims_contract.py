@@ -1,4 +1,5 @@
 """The contract every real sim shares (envs/goal_env.py), checked on all five ids at once."""
+import os
 import subprocess
 import sys
 
@@ -132,3 +133,22 @@ def test_string_entry_point_forms_and_no_torch_in_envs():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("close", [False, True], ids=["left-open", "closed"])
+def test_mujoco_sims_exit_without_egl_errors(close):
+    """A PointMaze renderer made before a DMC env (whose dm_control import registers its own
+    eglTerminate) must still be freed before the EGL display goes, with or without close()."""
+    code = (
+        "import wm_gym, gymnasium as gym\n"
+        "envs = [gym.make('wm_gym/PointMaze-UMaze-v1'), gym.make('wm_gym/DMC-point_mass-easy-v0')]\n"
+        "for e in envs:\n"
+        "    e.reset(seed=0)\n"
+        "    assert e.render().shape == (64, 64, 3)\n"
+        + ("for e in envs:\n    e.close()\n" if close else "")
+    )
+    proc = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MUJOCO_GL": "egl"})
+    assert proc.returncode == 0, proc.stderr
+    assert "EGLError" not in proc.stderr and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, \
+        proc.stderr

@@ -140,10 +140,27 @@ def test_td_training_learns_monotone_shortest_paths(graph_head):
     assert episode_rank_correlation(head, features, lengths) > 0.2  # random walks: only loosely ordered
 
 
-def test_the_head_crosses_the_door_not_the_gap():
-    """Room A's corner (2, 0) is 1 cell from room B's (4, 0) in space but 4 steps away through the door."""
-    truth = bfs(INDEX[(4, 0)])
-    assert truth[INDEX[(2, 0)]] == 4 and truth[INDEX[(4, 2)]] == 2
+def crosses_the_door(steps: np.ndarray) -> bool:
+    """Steps to goal (4, 0) [nodes] order room A's corner (2, 0) as a path through the door does: farther than
+    room B's (5, 2) and (6, 1) (4 steps against 3, though only 2 grid cells across the gap against 3), and
+    falling along the path (2, 0) → (2, 1) → door → (4, 1) → goal."""
+    at = lambda *cells: [steps[INDEX[c]] for c in cells]  # noqa: E731
+    path = at((2, 0), (2, 1), (3, 1), (4, 1), (4, 0))
+    return bool(at((2, 0))[0] > max(at((5, 2), (6, 1))) and all(a > b for a, b in zip(path, path[1:])))
+
+
+def test_the_head_crosses_the_door_not_the_gap(graph_head):
+    head, codes, untrained, _, _ = graph_head
+    goal = INDEX[(4, 0)]
+    truth = bfs(goal)
+    assert truth[INDEX[(2, 0)]] == 4 and truth[INDEX[(5, 2)]] == truth[INDEX[(6, 1)]] == 3
+    assert crosses_the_door(truth.astype(float))
+    gap = np.array([abs(x - 4) + abs(y - 0) for x, y in NODES], float)  # grid cells, straight across the gap
+    assert not crosses_the_door(gap)
+    with torch.no_grad():
+        read = lambda h: h.steps(codes, codes[goal].expand(len(NODES), -1, -1)).numpy()  # noqa: E731
+        assert crosses_the_door(read(head))
+        assert not crosses_the_door(read(untrained))  # the same network before TD training does not
 
 
 def test_temporal_progress_reward_matches_hand_computed_values():
@@ -191,10 +208,11 @@ def test_train_distance_saves_the_head_inside_the_model(tiny_model_with_head, ti
     assert model.config.distance_config["steps"] == 60
     assert model.meta.train_info["temporal_distance"]["episodes"] == 24
     assert not Path(str(tiny_model_with_head) + ".distance-state").exists()  # the resume state is cleaned up
-    s = torch.randn(4, model.n_tokens, model.dim)
+    s = torch.zeros(4, model.n_tokens, model.dim)
+    s[1], s[2], s[3, 0] = 1.0, -2.0, 3.0  # l1 to s[0]: the mean |difference| over tokens and channels
     with torch.no_grad():
         assert torch.equal(model.goal_distance(s, s[0], "temporal"), model.temporal_distance.steps(s, s[0]))
-        assert torch.equal(model.goal_distance(s, s[0], "l1"), plain.goal_distance(s, s[0], "l1"))
+        assert model.goal_distance(s, s[0], "l1").tolist() == pytest.approx([0.0, 1.0, 2.0, 3.0 / model.n_tokens])
     with pytest.raises(ValueError, match="train-distance"):
         plain.goal_distance(s, s[0], "temporal")
 
@@ -226,11 +244,32 @@ def test_calibration_with_the_temporal_metric(tiny_model_with_head, tiny_imagine
     from wm_gym.calibrate import calibrate_success
     from wm_gym.world_model import WorldModel
 
+    from wm_gym.calibrate import best_threshold, labelled_pairs, precision_recall
+    from wm_gym.data.dataset import load_episodes
+
     model = WorldModel.load(tiny_model_with_head)
     report = calibrate_success(model, tiny_imagine_world.random_dir, metric="temporal", max_episodes=6)
     assert report["metric"] == "temporal" and model.meta.success_metric == "temporal"
-    assert 0 <= report["threshold"] <= model.temporal_distance.max_steps + 1
-    assert 0 <= report["precision"] <= 1 and 0 <= report["recall"] <= 1
+    assert model.meta.success_threshold == report["threshold"]
+    # the pairs' distances are the head's steps: episode 0's real frame pairs, recomputed by hand
+    data = load_episodes(tiny_imagine_world.random_dir, cache=False)
+    frames = data.frames[0][::model.config.frameskip]
+    k, j = np.triu_indices(len(frames), 1)
+    with torch.no_grad():
+        feats = model.encode(torch.from_numpy(np.ascontiguousarray(frames)))
+        by_hand = model.temporal_distance.steps(feats[k], feats[j]).numpy()
+    real = labelled_pairs(model, tiny_imagine_world.random_dir, "temporal", max_episodes=1)
+    np.testing.assert_allclose(real["distance"][:len(k)], by_hand, rtol=1e-5, atol=1e-5)
+    # the threshold is the F1-best on even episodes, precision and recall are read on the odd ones
+    for kind, imagined in (("imagined", True), ("real", False)):
+        pairs = labelled_pairs(model, tiny_imagine_world.random_dir, "temporal", max_episodes=6, imagined=imagined)
+        odd = pairs["episode"] % 2 == 1
+        assert report[kind]["threshold"] == pytest.approx(best_threshold(pairs["distance"][~odd], pairs["success"][~odd]))
+        again = precision_recall(pairs["distance"][odd], pairs["success"][odd], report[kind]["threshold"])
+        assert report[kind]["precision"] == pytest.approx(again["precision"])
+        assert report[kind]["recall"] == pytest.approx(again["recall"])
+        assert report[kind]["positives"] == int(pairs["success"][odd].sum()) > 0
+    assert (report["precision"], report["recall"]) == (report["imagined"]["precision"], report["imagined"]["recall"])
 
 
 def test_sampler_swaps_in_imagined_states_at_the_configured_rate():

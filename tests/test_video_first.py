@@ -1,6 +1,7 @@
 """Video first, end to end: ingest videos and frame folders (resumably, labels optional), train without
 labels, and Seq-Δ-REPA as a real latent-stage loss."""
 import json
+import math
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -251,6 +252,66 @@ def test_latent_windows_are_consecutive_frames_h_model_steps_apart():
         episode = np.searchsorted([0, 30], idx.numpy(), side="right") - 1
         assert (episode == episode[:, :1]).all()  # never across episodes
     assert gaps == {3, 6}  # h ∈ {1, 2} model steps of frameskip 3
+
+
+def test_an_episode_shorter_than_the_window_still_trains_the_reconstruction():
+    """Episode 1 (7 frames, frameskip 2) fits 3 pairs at gap 1 and 1 at gap 2, not the 4-step window: it gives
+    windows of as many pairs as fit, NaN-padded, and its frames get a reconstruction gradient."""
+    lengths = [30, 7]
+    features = torch.arange(37, dtype=torch.float32)[:, None, None].expand(37, 2, 3).contiguous()  # frame i holds i
+    windows = FeatureWindows.from_episodes(features, lengths, None, history=1, frameskip=2)
+    sample = latent_window_sampler(windows, np.array([0, 1]), batch_size=512, steps=4, max_h=2)
+    gen, short_rows = torch.Generator().manual_seed(0), 0
+    for _ in range(8):
+        s_seq = sample(gen)["s_seq"]
+        first = s_seq[:, 0, 0, 0]
+        short = first >= 30                                         # windows that start in episode 1
+        short_rows += int(short.sum())
+        real = torch.isfinite(s_seq[:, :, 0, 0])
+        gap = s_seq[:, 1, 0, 0] - first
+        assert set(gap.tolist()) <= {2.0, 4.0}
+        assert real[~short].all()                                   # episode 0 fits the whole window
+        for row in torch.nonzero(short).flatten().tolist():               # episode 1: 3 pairs at gap 2, 1 at gap 4
+            n = int(real[row].sum()) - 1
+            assert n == {2.0: 3, 4.0: 1}[gap[row].item()] and real[row, : n + 1].all() and not real[row, n + 1:].any()
+            assert s_seq[row, n, 0, 0] <= 36 and s_seq[row, : n + 1, 0, 0].tolist() == \
+                [first[row].item() + gap[row].item() * i for i in range(n + 1)]
+    assert short_rows > 0
+    # the old sampler (FeatureWindows.sampler over the 4-step window) never drew episode 1 at all
+    with pytest.raises(ValueError, match="no window fits"):
+        FeatureWindows.from_episodes(features[30:], [7], None, 1, 2).sampler(np.array([0]), 8, horizon=4)
+
+    # the loss: a batch drawn from episode 1 alone trains on it, with and without Seq-Δ-REPA
+    torch.manual_seed(0)
+    only_short = latent_window_sampler(windows, np.array([1]), batch_size=6, steps=4, max_h=1)
+    s_seq = only_short(torch.Generator().manual_seed(1))["s_seq"]
+    assert s_seq.shape == (6, 5, 2, 3) and torch.isnan(s_seq[:, 4]).all() and torch.isfinite(s_seq[:, :4]).all()
+    for weight in (0.0, 0.5):
+        model = LatentActionAutoencoder(LatentActionConfig(n_tokens=2, dim=3, n_latents=2, latent_dim=4, width=16,
+                                                           enc_depth=1, dec_depth=1, heads=2, repa_weight=weight,
+                                                           repa_hidden=8))
+        loss, metrics = StageLosses(SimpleNamespace(latent_model=model)).latent({"s_seq": s_seq})
+        loss.backward()
+        assert math.isfinite(loss.item()) and metrics["recon_mse"] > 0
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.decoder.parameters())
+        assert sum(p.grad.abs().sum() for p in model.decoder.parameters()) > 0
+
+
+def test_without_repa_the_latent_pairs_are_the_old_samplers_bit_for_bit():
+    """steps=1 (repa_weight=0): the same generator draws give the same RLA pairs as FeatureWindows.sampler did."""
+    from dataclasses import replace
+
+    lengths = [30, 7, 12]
+    features = torch.randn(49, 2, 3, generator=torch.Generator().manual_seed(3)).half()
+    windows = FeatureWindows.from_episodes(features, lengths, None, history=2, frameskip=3)
+    episodes = np.array([0, 1, 2])
+    old = [replace(windows, history=1, frameskip=h * 3).sampler(episodes, 32, horizon=1, with_actions=False)
+           for h in (1, 2)]
+    new = latent_window_sampler(windows, episodes, batch_size=32, steps=1, max_h=2)
+    g_old, g_new = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for _ in range(6):
+        b = old[int(torch.randint(2, (1,), generator=g_old))](g_old)
+        assert torch.equal(new(g_new)["s_seq"], torch.cat([b["s_hist"], b["targets"]], dim=1))
 
 
 def test_repa_weight_adds_a_logged_term_and_changes_the_encoder_gradient():

@@ -1,6 +1,10 @@
 """One place that turns a user's device string into a ``torch.device``."""
 from __future__ import annotations
 
+import functools
+import os
+from dataclasses import dataclass
+
 import torch
 
 
@@ -29,8 +33,78 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """Whether to autocast to bf16: ``"auto"`` does where it pays (CUDA), ``"bf16"``/``"fp32"`` force it."""
+def use_bf16(precision: str, device: torch.device, training: bool = False) -> bool:
+    """Whether to autocast to bf16. ``"bf16"``/``"fp32"`` force it; ``"auto"`` picks it where it was measured
+    to pay: CUDA, and for training also a CPU with AMX bf16 units (``benchmarks/train_speed.py`` on the 2-core
+    Xeon: encoder 1.8x, latent 1.4x, flow and controller 1.1x, temporal head 1.7x per step, with
+    attention kept in fp32 on the CPU, see ``wm_gym.nn.Attention``; quality A/B in docs/results.md).
+    Imagination and planning on a CPU stay fp32 under ``auto``."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
-    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if precision != "auto":
+        return precision == "bf16"
+    return device.type == "cuda" or (training and device.type == "cpu" and cpu_has_amx_bf16())
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_amx_bf16() -> bool:
+    """True on x86 CPUs with AMX bf16 tiles (Sapphire Rapids and later), read from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " amx_bf16" in line for line in f)
+    except OSError:
+        return False
+
+
+# ----- CPU layout: processes and threads, set in one place ------------------------------------------------------
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RankLayout:
+    """How one training run uses the CPU: ``ranks`` local DDP processes of ``threads`` torch threads each.
+
+    ``auto`` is one process with a thread per usable core (or ``OMP_NUM_THREADS`` of them, if set). Measured on the 2-core machine
+    (``benchmarks/train_speed.py``, small preset, ms per step, fp32): latent 197 on one thread, 114 on
+    two, 121 as two single-thread DDP ranks of half the batch; controller 52 / 31 / 40. Two threads
+    already keep both cores busy, and DDP adds an all-reduce per step, so ranks > 1 is for machines
+    whose cores one process cannot fill (``--ranks N``; each rank draws 1/N of the global batch).
+    """
+
+    ranks: int
+    threads: int
+
+    @classmethod
+    def choose(cls, ranks: int | str, device: torch.device) -> "RankLayout":
+        """The layout for ``ranks`` ("auto" or N local CPU ranks). Under torchrun the launcher's ranks stand."""
+        cores = _thread_budget()
+        if "WORLD_SIZE" in os.environ:  # launched by torchrun or by launch_ranks: already laid out
+            world = int(os.environ["WORLD_SIZE"])
+            return cls(world, max(1, cores // world))
+        if ranks == "auto":
+            n = 1
+        elif isinstance(ranks, int) and not isinstance(ranks, bool) and ranks >= 1:
+            n = ranks
+        else:
+            raise ValueError(f"ranks must be 'auto' or an integer >= 1, got {ranks!r}")
+        if n > 1 and device.type != "cpu":
+            raise ValueError(f"ranks={n} starts local CPU processes; on {device.type} launch with torchrun instead")
+        return cls(n, max(1, cores // n))
+
+
+def _thread_budget() -> int:
+    """Threads one run may use in all: ``OMP_NUM_THREADS`` when the user set it, else every usable core."""
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) >= 1 else usable_cores()
+
+
+def set_threads(threads: int) -> None:
+    """torch's intra-op threads for this process (inter-op stays at its one-time default)."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)

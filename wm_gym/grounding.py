@@ -50,18 +50,20 @@ class GroundingConfig:
     hidden: int = 256               # MLP width
     layers: int = 3                 # Linear layers of the MLP
     epochs: int = 200               # passes over the training triples (at most)
-    patience: int = 30              # stop after this many epochs without a lower held-out error
+    patience: int = 30              # stop after this many epochs without a lower validation error
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    val_fraction: float = 0.1       # of the used episodes, held out; the epoch with the lowest held-out error is kept
+    val_fraction: float = 0.1       # of the used episodes, for selection: the epoch with the lowest error on them is kept
+    test_fraction: float = 0.1      # of the used episodes, never seen by fitting or selection: the held-out error
     seed: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.labelled_fraction <= 1:
             raise ValueError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.val_fraction + self.test_fraction < 1):
+            raise ValueError(f"val_fraction and test_fraction must be in [0, 1) with a sum below 1, got "
+                             f"{self.val_fraction} and {self.test_fraction}")
         if min(self.hidden, self.layers, self.epochs, self.batch_size, self.patience) < 1:
             raise ValueError("hidden, layers, epochs, batch_size and patience must be positive integers")
 
@@ -216,32 +218,49 @@ def dataset_triples(model: WorldModel, data: str | Path, labelled_fraction: floa
 
 
 # ----- fitting --------------------------------------------------------------------------------------
+def split_train_val_test(n_episodes: int, val_fraction: float, test_fraction: float, seed: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Episode indices (train, val, test), disjoint, sorted, covering ``range(n_episodes)``.
+
+    ``round(n · fraction)`` episodes each for val and test (at least one when the fraction is > 0 and
+    a training episode is left), by one seeded permutation; training keeps at least one episode, and
+    test gives way before val does, so a fit on two episodes still selects.
+    """
+    n_test = max(round(n_episodes * test_fraction), 1 if test_fraction > 0 else 0)
+    n_val = max(round(n_episodes * val_fraction), 1 if val_fraction > 0 else 0)
+    n_val = min(n_val, n_episodes - 1)
+    n_test = min(n_test, n_episodes - 1 - n_val)
+    perm = np.random.default_rng(seed).permutation(n_episodes)
+    test, val, train = perm[:n_test], perm[n_test:n_test + n_val], perm[n_test + n_val:]
+    return tuple(np.sort(part).astype(np.int64) for part in (train, val, test))
+
+
 def fit_grounding(triples: Triples, low: Tensor, high: Tensor, config: GroundingConfig | None = None
                   ) -> tuple[Grounding, dict[str, Any]]:
     """Fit a :class:`Grounding` by MSE in [-1, 1] action units; returns it and its errors.
 
-    Episodes are split into training and held-out ones (``val_fraction``); with held-out ones the
-    weights of the epoch with the lowest held-out MSE are kept, and fitting stops ``patience``
-    epochs after it (a few hundred labelled steps over thousands of feature numbers are easy to
-    memorise: on Wall the best epoch comes early). ``baseline_mse`` is the error of always
-    answering the training mean: a fit that does not beat it has learnt nothing.
+    Episodes are split three ways: training, validation (``val_fraction``) and test
+    (``test_fraction``). The weights of the epoch with the lowest validation MSE are kept, and
+    fitting stops ``patience`` epochs after it (a few hundred labelled steps over thousands of
+    feature numbers are easy to memorise: on Wall the best epoch comes early). That choice makes
+    ``val_mse`` optimistic, so the held-out error is ``test_mse``, on episodes that neither fitting
+    nor selection saw. ``baseline_mse`` is the error of always answering the training mean on
+    the same test episodes (validation, then training, when there are none): a fit that does not
+    beat it has learnt nothing.
     """
-    from wm_gym.data.windows import split_episodes
-
     config = config or GroundingConfig()
     torch.manual_seed(config.seed)
     n, c, k, d = *triples.s_t.shape[1:], *triples.z.shape[1:]
     grounding = Grounding(n, c, k, d, low, high, config.hidden, config.layers)
     unique = np.unique(triples.episodes)
-    train_i, val_i = split_episodes(len(unique), config.val_fraction, config.seed)
-    train = triples.subset(np.flatnonzero(np.isin(triples.episodes, unique[train_i])))
-    val = triples.subset(np.flatnonzero(np.isin(triples.episodes, unique[val_i])))
+    parts = split_train_val_test(len(unique), config.val_fraction, config.test_fraction, config.seed)
+    train, val, test = (triples.subset(np.flatnonzero(np.isin(triples.episodes, unique[i]))) for i in parts)
     grounding.z_mean.copy_(train.z.mean(0))
     grounding.z_std.copy_(train.z.std(0).nan_to_num(1.0).clamp_min(1e-6))  # one triple: std is NaN
     optimizer = torch.optim.AdamW(grounding.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     generator = torch.Generator().manual_seed(config.seed)
     target = grounding.to_unit(train.chunks)
-    best = (math.inf, None, -1)  # (held-out MSE, weights, epoch)
+    best = (math.inf, None, -1)  # (validation MSE, weights, epoch)
     started = time.perf_counter()
     for epoch in range(config.epochs):
         grounding.train()
@@ -260,10 +279,14 @@ def fit_grounding(triples: Triples, low: Tensor, high: Tensor, config: Grounding
         grounding.load_state_dict(best[1])
     grounding.eval()
     mean = target.mean(0)
-    report = {"train_triples": len(train), "val_triples": len(val), "epochs": epoch + 1,
+    scored = next(part for part in (test, val, train) if len(part))
+    report = {"train_triples": len(train), "val_triples": len(val), "test_triples": len(test), "epochs": epoch + 1,
+              "train_episodes": unique[parts[0]].tolist(), "val_episodes": unique[parts[1]].tolist(),
+              "test_episodes": unique[parts[2]].tolist(),
               "train_mse": unit_mse(grounding, train),
               "val_mse": unit_mse(grounding, val) if len(val) else None, "best_epoch": best[2] if len(val) else None,
-              "baseline_mse": float(((grounding.to_unit(val.chunks if len(val) else train.chunks) - mean) ** 2).mean()),
+              "test_mse": unit_mse(grounding, test) if len(test) else None,
+              "baseline_mse": float(((grounding.to_unit(scored.chunks) - mean) ** 2).mean()),
               "fit_seconds": round(time.perf_counter() - started, 1), "config": asdict(config)}
     grounding.info.update(report)
     return grounding, report

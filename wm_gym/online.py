@@ -88,18 +88,20 @@ class AgentTrainer(Protocol):
 class OnlineConfig:
     out: str                          # run directory (episodes, a model and a result per round)
     env: str | None = None            # the real sim (default: the model's; another one raises)
-    rounds: int = 2
+    rounds: int = 2                   # data-aggregation rounds
     episodes: int = 50                # real episodes per round
     seed: int = 0                     # round r, episode i resets with seed + r·episodes + i
     max_steps: int | None = None      # agent steps per episode (default: the sim's episode length)
     batch: int = 50                   # episodes run in lockstep (planners batch across them)
     data: list[str] = field(default_factory=list)  # base dataset dirs fine-tuned on as well (optional)
-    agent: str | None = None          # the SB3 agent file that acts (recorded: resuming with another raises)
+    agent: str | None = None          # the SB3 agent (train-agent .zip) that acts instead of a planner, fixed unless
+                                      # retrain_steps; a latent-action agent acts through its grounding map
+                                      # (recorded: resuming with another raises)
     retrain_steps: int = 0            # with agent: imagined steps of RL per round on the fine-tuned model (0: fixed)
     grounding: str | None = None      # the grounding file a latent agent or prior acts through (recorded only:
                                       # the policy or trainer applies it; None: the one its sidecar records)
     eval_episodes: int = 0            # also evaluate each round's policy on these fixed held-out seeds
-    eval_seed: int = 100_000
+    eval_seed: int = 100_000          # first seed of those held-out episodes
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     device: str = "auto"
     progress: bool = True

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 @dataclass
 class TemporalDistanceConfig:
-    embed_dim: int = 64       # φ's output
+    embed_dim: int = 64       # width of the head's embedding φ(s)
     hidden: int = 512
-    gamma: float = 0.95       # per model step; distances resolve up to a few times 1/(1-γ) steps
+    gamma: float = 0.95       # discount per model step; distances resolve up to a few times 1/(1-γ) steps
     expectile: float = 0.9    # > 0.5 is optimistic: shortest paths from random (suboptimal) episodes
     p_future: float = 0.7     # goals from the same episode's future (geometric offset); else any frame
     steps: int = 10_000
@@ -32,7 +32,11 @@ class TemporalDistanceConfig:
     lr: float = 3e-4
     ema: float = 0.005        # target network's Polyak rate
     feature_noise: float = 0.0  # std of Gaussian noise on training states: robustness to imagined features
-    imagined_fraction: float = 0.5  # states replaced by the model's open-loop prediction of them (needs actions)
+    imagined_fraction: float = 0.5  # states replaced by the model's open-loop prediction of them, so the head reads
+                                    # imagined states like real ones (needs action labels; 0 for action-free video)
+    imagined_episodes: int | None = None  # roll out only this many evenly spaced episodes per dataset for the
+                                          # imagined states (None: all); each rollout costs a model step per frame
+    precision: str = "auto"   # training autocast: auto (bf16 on CUDA and AMX CPUs) | bf16 | fp32
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -40,6 +44,8 @@ class TemporalDistanceConfig:
             raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
         if not 0 < self.expectile < 1:
             raise ValueError(f"expectile must be in (0, 1), got {self.expectile}")
+        if self.imagined_episodes is not None and self.imagined_episodes < 1:
+            raise ValueError(f"imagined_episodes must be None or >= 1, got {self.imagined_episodes}")
         for name in ("p_future", "imagined_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

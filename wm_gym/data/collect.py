@@ -7,6 +7,8 @@ Why it is built this way:
 * Episodes always run the full length (the registered ``max_episode_steps``, or
   ``max_steps``) and ignore success: world-model datasets want whole trajectories; success
   is recorded per step instead.
+* Sims with a native vector env (Wall) run a block of episodes as one batch (physics and
+  rendering batched, the collection policies per row); the data is the same episode for episode.
 * Each finished episode is written at once to ``DIR/.staging/episode_XXXXXX.npz`` (tmp file,
   then ``os.replace``). Re-running the same command after Ctrl-C or a kill skips those
   episodes. At the end the shards are consolidated into the Minari dataset (see dataset.py),
@@ -92,6 +94,53 @@ def rollout(env, policy: str, seed: int, index: int, steps: int) -> Episode:
     )
 
 
+#: Episodes a native vector env runs together: large enough to amortise numpy's per-call overhead.
+VECTOR_BLOCK = 256
+
+
+def vector_rollouts(env_id: str, image_size: int, policy: str, seed: int, indices: list[int], steps: int) -> list[Episode]:
+    """:func:`rollout` of episodes ``indices``, all at once on the sim's native vector env (same data).
+
+    Row i is reset with episode i's seed and acts with its own policy object and generator, so each
+    episode equals the single-env rollout of the same index bit for bit (tests/test_data.py checks).
+    """
+    import gymnasium as gym
+
+    from wm_gym.envs.policies import make_policy
+
+    n = len(indices)
+    vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", max_episode_steps=steps,
+                       image_size=image_size, terminate_on_success=False)
+    template = make_sim(env_id, image_size)  # the policies' view of the sim (bounds, geometry)
+    seeds, rngs = zip(*(episode_seeds(seed, i) for i in indices))
+    obs, info = vec.reset(seed=list(seeds))
+    row = lambda tree, i: {k: v[i] for k, v in tree.items()}  # noqa: E731
+    policies = [make_policy(template, policy, rng) for rng in rngs]
+    for i, pol in enumerate(policies):
+        pol.reset(row(obs, i), row(info, i))
+    low, high = template.unwrapped.action_space.low, template.unwrapped.action_space.high
+    frames, proprio, states, success = [obs["pixels"]], [obs["proprio"]], [info["state"]], [info["is_success"]]
+    actions, rewards = [], []
+    goal, goal_pixels = np.asarray(vec.unwrapped.goal, np.float64).copy(), np.asarray(vec.unwrapped.goal_pixels).copy()
+    for _ in range(steps):
+        action = np.stack([np.clip(np.asarray(p(row(obs, i), row(info, i)), np.float32), low, high)
+                           for i, p in enumerate(policies)])
+        obs, reward, _terminated, _truncated, info = vec.step(action)
+        actions.append(action)
+        rewards.append(reward)
+        frames.append(obs["pixels"])
+        proprio.append(obs["proprio"])
+        states.append(info["state"])
+        success.append(info["is_success"])
+    vec.close()
+    template.close()
+    stack = lambda xs, dtype: np.stack(xs, axis=1).astype(dtype, copy=False)  # noqa: E731  [N, T, ...]
+    frames, proprio, states = stack(frames, np.uint8), stack(proprio, np.float32), stack(states, np.float64)
+    success, actions, rewards = stack(success, bool), stack(actions, np.float32), stack(rewards, np.float32)
+    return [Episode(frames=frames[i], proprio=proprio[i], states=states[i], success=success[i], actions=actions[i],
+                    rewards=rewards[i], goal=goal[i], goal_pixels=goal_pixels[i], seed=seeds[i]) for i in range(n)]
+
+
 def _shard_path(staging: Path, index: int) -> Path:
     return staging / f"episode_{index:06d}.npz"
 
@@ -120,17 +169,26 @@ def _finished(staging: Path, episodes: int) -> set[int]:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(env_id: str, image_size: int, policy: str, seed: int, steps: int, staging: str) -> None:
-    _WORKER.update(env=make_sim(env_id, image_size), policy=policy, seed=seed, steps=steps, staging=Path(staging),
-                   parent=os.getppid())
+def _worker_init(params: dict, staging: str, vector: bool) -> None:
+    _WORKER.update(env=None if vector else make_sim(params["env_id"], params["image_size"]), params=params,
+                   staging=Path(staging), vector=vector, parent=os.getppid())
 
 
-def _worker_run(index: int) -> int:
+def _worker_run(block: list[int]) -> int:
     w = _WORKER
     if os.getppid() != w["parent"]:  # the collector was killed: stop instead of writing into a resumed run
         raise SystemExit(1)
-    rollout(w["env"], w["policy"], w["seed"], index, w["steps"]).save_npz(_shard_path(w["staging"], index))
-    return index
+    collect_block(w["env"], w["params"], block, w["staging"], w["vector"])
+    return len(block)
+
+
+def collect_block(env, params: dict, block: list[int], staging: Path, vector: bool) -> None:
+    """Run episodes ``block`` (on the native vector env, or one by one on ``env``) and write their shards."""
+    p = params
+    episodes = (vector_rollouts(p["env_id"], p["image_size"], p["policy"], p["seed"], block, p["episode_length"])
+                if vector else (rollout(env, p["policy"], p["seed"], i, p["episode_length"]) for i in block))
+    for i, episode in zip(block, episodes):
+        episode.save_npz(_shard_path(staging, i))
 
 
 # ----- the public entry point ----------------------------------------------------------------
@@ -208,20 +266,25 @@ def collect_dataset(
 
 def _run(env, params: dict, todo: list[int], staging: Path, workers: int, progress: bool,
          total: int, initial: int, name: str) -> None:
-    """Run the missing episodes, in-process or in ``workers`` spawned processes."""
+    """Run the missing episodes in blocks (of up to VECTOR_BLOCK on a native vector env, else of one), in-process
+    or spread over ``workers`` spawned processes."""
     from tqdm.auto import tqdm
 
+    from wm_gym.envs.registration import sim_spec
+
+    vector = bool(sim_spec(params["env_id"]).vector_entry_point) and params["episode_length"] > 0
+    size = min(VECTOR_BLOCK, -(-len(todo) // workers)) if vector else 1  # every worker gets a share
+    blocks = [todo[k:k + size] for k in range(0, len(todo), size)]
     with tqdm(total=total, initial=initial, desc=f"collect {name}", unit="ep", disable=not progress) as bar:
-        if workers == 1 or len(todo) <= 1:
-            for i in todo:
-                rollout(env, params["policy"], params["seed"], i, params["episode_length"]).save_npz(_shard_path(staging, i))
-                bar.update(1)
+        if workers == 1 or len(blocks) <= 1:
+            for block in blocks:
+                collect_block(env, params, block, staging, vector)
+                bar.update(len(block))
             return
         ctx = mp.get_context("spawn")
-        init = (params["env_id"], params["image_size"], params["policy"], params["seed"], params["episode_length"], str(staging))
-        with ctx.Pool(min(workers, len(todo)), initializer=_worker_init, initargs=init) as pool:
-            for _ in pool.imap_unordered(_worker_run, todo):
-                bar.update(1)
+        with ctx.Pool(min(workers, len(blocks)), initializer=_worker_init, initargs=(params, str(staging), vector)) as pool:
+            for done in pool.imap_unordered(_worker_run, blocks):
+                bar.update(done)
 
 
 def open_staging(root: Path, params: dict, keys: tuple[str, ...], what: str) -> Path:

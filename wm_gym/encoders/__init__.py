@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .base import FrozenEncoder
 from .cache import cached_features, encode_frames
-from .conv import ConvEncoder, ConvEncoderConfig, train_conv_encoder
+from .conv import ConvEncoder, ConvEncoderConfig
 from .dinov2 import DinoV2Encoder
 from .probe import linear_probe_r2
 
@@ -22,7 +22,7 @@ def build_encoder(name: str, weights: str | Path | None = None, allow_random_wei
 
     ``conv``: ``weights`` is a file written by ``ConvEncoder.save``; without it, ``kwargs`` are
     ``ConvEncoderConfig`` fields of a random init (only with ``allow_random_weights=True``;
-    to get a useful one, call ``train_conv_encoder``).
+    to get a useful one, train it with ``wm_gym.train.encoder.train_conv_encoder``).
     ``dinov2-vits14``: ``kwargs`` go to ``DinoV2Encoder`` (e.g. ``image_size``).
     """
     if name == "conv":
@@ -38,4 +38,4 @@ def build_encoder(name: str, weights: str | Path | None = None, allow_random_wei
 
 
 __all__ = ["ENCODERS", "FrozenEncoder", "ConvEncoder", "ConvEncoderConfig", "DinoV2Encoder", "build_encoder",
-           "train_conv_encoder", "encode_frames", "cached_features", "linear_probe_r2"]
+           "encode_frames", "cached_features", "linear_probe_r2"]

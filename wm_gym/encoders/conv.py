@@ -16,11 +16,9 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
-from wm_gym.device import resolve_device
 from wm_gym.io import atomic_torch_save
 
 from .base import FrozenEncoder
@@ -62,7 +60,7 @@ class ConvEncoder(FrozenEncoder):
         self.encoder, self.decoder = _conv_pyramid(config, int(n_down))
         if config.decoder == "patch":
             self.decoder = _patch_decoder(config)
-        # The dataset's static background [3, H, W] in [0, 1] (set by train_conv_encoder). The encoder
+        # The dataset's static background [3, H, W] in [0, 1] (set by wm_gym.train.encoder). The encoder
         # sees frame − background and the decoder adds it back, so both spend capacity only on what moves.
         self.register_buffer("background", torch.full((3, config.image_size, config.image_size), 0.5))
 
@@ -104,7 +102,7 @@ class ConvEncoder(FrozenEncoder):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no conv encoder weights at {path}; "
-                                    "train one with train_conv_encoder(...).save(path)")
+                                    "train one with wm_gym.train.encoder.train_conv_encoder(...).save(path)")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         model = cls(ConvEncoderConfig(**ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
@@ -134,7 +132,7 @@ def _patch_decoder(config: ConvEncoderConfig) -> nn.Sequential:
                          nn.Conv2d(w, 3 * p * p, 1), nn.PixelShuffle(p))
 
 
-# ----- training objective ------------------------------------------------------------------
+# ----- the scene's background (the encoder's input offset) ------------------------------------
 
 def background_frame(frames: torch.Tensor, max_frames: int = 512) -> torch.Tensor:
     """Per-pixel median of up to ``max_frames`` evenly spaced frames: uint8 [M, H, W, 3] → float [H, W, 3] in [0, 1].
@@ -143,77 +141,3 @@ def background_frame(frames: torch.Tensor, max_frames: int = 512) -> torch.Tenso
     """
     step = math.ceil(len(frames) / max_frames)
     return frames[::step].median(dim=0).values.float() / 255.0
-
-
-def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, background: torch.Tensor,
-                        fg_weight: float = 100.0, fg_threshold: float = 0.1) -> torch.Tensor:
-    """Foreground-weighted MSE; recon, target float [B, H, W, 3] in [0, 1], background [H, W, 3].
-
-    A pixel's weight is ``1 + fg_weight · clamp(max_c |target − background| / fg_threshold, 0, 1)``:
-    pixels that differ from the static background by ≥ ``fg_threshold`` count ``fg_weight + 1``
-    times, so a few-pixel agent outweighs thousands of background pixels. Weights are normalised
-    per batch so the loss scale doesn't depend on how much foreground a batch holds.
-    """
-    fg = ((target - background).abs().amax(dim=-1, keepdim=True) / fg_threshold).clamp(0, 1)
-    weight = 1.0 + fg_weight * fg
-    return (weight * (recon - target) ** 2).sum() / (weight.sum() * 3)
-
-
-def _as_uint8_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-    frames = torch.as_tensor(frames)
-    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 [M, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
-    return frames
-
-
-def conv_encoder_objective(model: "ConvEncoder", frames: torch.Tensor, batch_size: int, fg_weight: float = 100.0):
-    """(loss_fn, sample_fn) for the shared training loop; also stores the background in ``model``.
-
-    frames: uint8 [M, H, W, 3] (any device; batches move to the model's device).
-    """
-    data = _as_uint8_tensor(frames)
-    background = background_frame(data).to(model.device)
-    model.background.copy_(background.permute(2, 0, 1))
-
-    def sample(gen: torch.Generator) -> torch.Tensor:
-        return data[torch.randint(len(data), (batch_size,), generator=gen)].to(model.device)
-
-    def loss(batch: torch.Tensor):
-        recon = model.decode(model(batch), clamp=False)
-        return reconstruction_loss(recon, batch.float() / 255.0, background, fg_weight), {}
-
-    return loss, sample
-
-
-def train_conv_encoder(
-    frames: np.ndarray | torch.Tensor,
-    config: ConvEncoderConfig | None = None,
-    steps: int = 800,
-    batch_size: int = 32,
-    lr: float = 3e-3,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    progress: bool = True,
-    log_dir: str | Path | None = None,
-    fg_weight: float = 100.0,
-) -> ConvEncoder:
-    """Train a ConvEncoder on uint8 frames [M, H, W, 3] with the foreground-weighted loss; returns it frozen.
-
-    Same seed, data and device → same weights (init and batches come from ``seed``).
-    ``steps=0`` returns the seeded random init, a baseline for probes.
-    ``log_dir`` writes TensorBoard scalars under ``losses/encoder/``.
-    """
-    from wm_gym.train.loop import StageConfig, Trainer  # the one training loop every stage shares
-
-    device = resolve_device(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = ConvEncoder(config or ConvEncoderConfig()).to(device)
-    loss, sample = conv_encoder_objective(model, frames, batch_size, fg_weight)
-    trainer = Trainer(modules={"encoder": model}, checkpoint=None, device=device, seed=seed,
-                      log_dir=Path(log_dir) if log_dir is not None else None, progress=progress)
-    stage = StageConfig("encoder", steps, lr=lr, batch_size=batch_size, warmup=max(1, min(100, steps // 10)),
-                        grad_clip=0.0, log_every=10)
-    trainer.run(stage, model, loss, sample)
-    trainer.close()
-    return model.freeze()

@@ -23,7 +23,8 @@ SPLITS = ("train", "heldout", "all")
 class ImagineConfig:
     model: str | Path | WorldModel = DEFAULT  # zoo name, model file or a loaded WorldModel
     task: str = "goal"                   # the policy sees the goal ("goal") or the demo's next frame ("demo")
-    reward: Any = "demo"                 # a rewards/ spec ("demo", "goal", "progress", "seq-delta", "a+b") or a callable
+    reward: Any = "demo"                 # a rewards/ spec ("goal", "demo", "progress", "seq-delta", "temporal", or
+                                         # "+"-joined like "demo+progress") or a callable
     metric: str = "l1"                   # feature distance of the reward: l1 | l2 | cosine
     scale: float | None = None           # reward scale (default: the reward's own, 5 for RLA-WM's demo reward)
     horizon: int | None = None           # agent steps per episode (default: the sim's episode length / frameskip)

@@ -147,13 +147,32 @@ class LatentActionAutoencoder(nn.Module):
         return loss, to_floats({"loss": loss, **terms})
 
     def sequence_loss(self, s_seq: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """s_seq [B, T+1, N, C]: pair loss on every consecutive (s_i, s_{i+1}), plus λ·Seq-Δ-REPA on the window."""
+        """s_seq [B, T+1, N, C]: pair loss on every consecutive (s_i, s_{i+1}), plus λ·Seq-Δ-REPA on the window.
+
+        A row may end early: frames after its last one are NaN (the window of an episode too short
+        for T steps, see ``latent_window_sampler``), so short episodes still train the reconstruction.
+        Its pairs stop at its last frame, each real pair weighs the same in the mean, and Seq-Δ-REPA
+        integrates z up to that frame. Rows with no padding take exactly the unpadded computation.
+        """
         B, T1, _, _ = check_shape(s_seq, "s_seq", B=None, T1=None, N=self.config.n_tokens, C=self.config.dim)
         if T1 < 2:
             raise ValueError(f"s_seq: expected shape [B, T+1, N, C] with T+1 >= 2 frames, got {list(s_seq.shape)}")
-        loss, z, terms = self._pair_loss(s_seq[:, :-1].flatten(0, 1), s_seq[:, 1:].flatten(0, 1))
+        real = torch.isfinite(s_seq).flatten(2).all(-1)  # [B, T+1] frames that are not padding
+        if bool(real.all()):
+            loss, z, terms = self._pair_loss(s_seq[:, :-1].flatten(0, 1), s_seq[:, 1:].flatten(0, 1))
+            z_seq, s_end = z.view(B, T1 - 1, *z.shape[1:]), s_seq[:, -1]
+        else:
+            frames = real.sum(1)
+            if not torch.equal(real, torch.arange(T1, device=real.device) < frames[:, None]) or bool((frames < 2).any()):
+                raise ValueError("s_seq: each row needs at least 2 real frames first and NaN only after them "
+                                 "(padding ends a row)")
+            pair = real[:, 1:]  # [B, T]: pair i is real when its second frame is
+            loss, z, terms = self._pair_loss(s_seq[:, :-1][pair], s_seq[:, 1:][pair])
+            z_seq = z.new_zeros(B, T1 - 1, *z.shape[1:])
+            z_seq[pair] = z  # padding adds nothing to Σ z
+            s_end = s_seq[torch.arange(B, device=s_seq.device), frames - 1]
         if self.repa is not None:
-            repa = self.repa.loss(z.view(B, T1 - 1, *z.shape[1:]), s_seq[:, 0], s_seq[:, -1])
+            repa = self.repa.loss(z_seq, s_seq[:, 0], s_end)
             loss = loss + self.config.repa_weight * repa
             terms["repa"] = repa
         return loss, to_floats({"loss": loss, **terms})

@@ -5,7 +5,9 @@ for all sim steps. A window starting at frame t of an episode is
     history  s[t-(H-1)·fs], …, s[t]          → s_hist  [B, H, N, C]
     actions  a[t : t+fs], …  (concatenated)   → actions [B, horizon, fs·a]
     targets  s[t+fs], …, s[t+horizon·fs]      → targets [B, horizon, N, C]
-so one model step covers ``frameskip`` sim steps, as in the real sim's action chunks.
+so one model step covers ``frameskip`` sim steps, as in the real sim's action chunks. With
+``latent_z`` set (a frozen latent encoder's action at every window start), batches also carry
+    z        latent_z[t]                        → z       [B, k, d]
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ class FeatureWindows:
     actions: Tensor | None      # [F, a] sim action taken at each frame (last frame of an episode: unused)
     history: int = 1
     frameskip: int = 5
+    latent_z: Tensor | None = None  # [F, k, d] z of (s_t, s_{t+fs}) at window starts t (train/world_model.py)
 
     @classmethod
     def from_episodes(cls, features: Tensor, lengths: list[int] | np.ndarray, actions: list[np.ndarray] | None,
@@ -72,6 +75,8 @@ class FeatureWindows:
         hist_idx = t[:, None] + fs * torch.arange(-(self.history - 1), 1)          # [B, H]
         tgt_idx = t[:, None] + fs * torch.arange(1, horizon + 1)                    # [B, horizon]
         batch = {"s_hist": self.features[hist_idx].float(), "targets": self.features[tgt_idx].float()}
+        if self.latent_z is not None:
+            batch["z"] = self.latent_z[t.to(self.latent_z.device)]
         if with_actions:
             if self.actions is None:
                 raise ValueError("this dataset has no actions (actionless video); this stage needs action labels")

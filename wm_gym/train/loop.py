@@ -17,9 +17,10 @@ import math
 import os
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -64,6 +65,28 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def shard(self, n: int, rank: int | None = None) -> slice:
+        """A rank's contiguous share of ``n`` rows (this rank's by default; the first ranks take one more)."""
+        rank = self.rank if rank is None else rank
+        size, extra = divmod(n, self.world_size)
+        start = rank * size + min(rank, extra)
+        return slice(start, start + size + (rank < extra))
+
+    def gather_rows(self, compute: Callable[[slice], Tensor], n: int) -> Tensor:
+        """``compute`` over all ``n`` rows, each rank doing its :meth:`shard`: every rank gets the whole [n, ...].
+
+        Frozen work that every rank needs (encoding a dataset, the latent targets) is done once across ranks.
+        """
+        if not self.enabled:
+            return compute(slice(0, n))
+        part = compute(self.shard(n))
+        sizes = [self.shard(n, r).stop - self.shard(n, r).start for r in range(self.world_size)]
+        padded = part.new_zeros((max(sizes), *part.shape[1:]))  # all_gather wants equal sizes
+        padded[:len(part)] = part
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
+        return torch.cat([p[:k] for p, k in zip(parts, sizes)])
+
     @classmethod
     def from_env(cls, device: torch.device) -> "Distributed":
         world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -107,13 +130,14 @@ class Trainer:
     log_dir: Path | None = None
     progress: bool = True
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved with checkpoints (e.g. stats)
-    precision: str = "auto"                 # "auto": bf16 autocast on CUDA, fp32 elsewhere | "bf16" | "fp32"
+    precision: str = "auto"                 # "auto": bf16 autocast on CUDA and AMX CPUs (device.use_bf16) | "bf16" | "fp32"
     compile: str | None = None              # torch.compile backend for the loss (e.g. "inductor"); None = eager
     generators: dict[str, torch.Generator] = field(default_factory=dict)  # more random streams to checkpoint
     _resume: dict[str, Any] | None = None
     _rng_pending: bool = False              # a loaded checkpoint's random states wait for the next stage run
     _writer: Any = None
     history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall-clock per stage; a resumed run adds on
 
     def __post_init__(self):
         if self.log_dir is not None and self.distributed.is_main:
@@ -135,6 +159,7 @@ class Trainer:
                 raise ValueError(f"training checkpoint {self.checkpoint} has no weights for {name!r}")
             module.load_state_dict(state["modules"][name])
         self.extra_state.update(state.get("extra", {}))
+        self.seconds.update(state.get("seconds", {}))
         self._resume = state
         self._rng_pending = "rng" in state
         return True
@@ -143,6 +168,15 @@ class Trainer:
         return self._resume is not None and name in self._resume["done"]
 
     # ----- the loop -------------------------------------------------------------------------
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Add the wall-clock seconds of the ``with`` body to ``seconds[name]`` (the per-stage time table)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
     def run(self, stage: StageConfig, trainable: nn.Module, loss_fn: LossFn, sample: SampleFn) -> list[float]:
         """Train ``trainable`` for ``stage.steps`` on ``loss_fn(sample(gen))``; returns the loss curve."""
         if self.stage_done(stage.name):
@@ -154,7 +188,6 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
         if self.compile:
             model = torch.compile(model, backend=self.compile)
-        bf16 = use_bf16(self.precision, self.device)
         optim = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
         gen = torch.Generator().manual_seed(self.seed * 1000 + self.distributed.rank + hash_name(stage.name))
         start, curve = 0, []
@@ -165,10 +198,11 @@ class Trainer:
             gen.set_state(self._resume["generator"][self.distributed.rank])
             start, curve = self._resume["step"], list(self._resume["curve"])
 
+        bf16 = use_bf16(self.precision, self.device, training=True)
         trainable.train()
         bar = tqdm(range(start, stage.steps), desc=stage.name, disable=not (self.progress and self.distributed.is_main),
                    initial=start, total=stage.steps, dynamic_ncols=True)
-        t0 = time.perf_counter()
+        t0, before = time.perf_counter(), self.seconds.get(stage.name, 0.0)  # a resumed stage adds on
         for step in bar:
             for group in optim.param_groups:
                 group["lr"] = lr_at(step, stage)
@@ -187,7 +221,9 @@ class Trainer:
                 self._log(stage.name, step, {"loss": curve[-1], **metrics, "lr": lr_at(step, stage),
                                              "sps": (step + 1 - start) / (time.perf_counter() - t0)})
             if stage.ckpt_every and (step + 1) % stage.ckpt_every == 0 and step + 1 < stage.steps:
+                self.seconds[stage.name] = before + time.perf_counter() - t0
                 self._save(stage.name, step + 1, optim, gen, curve, done=False)
+        self.seconds[stage.name] = before + time.perf_counter() - t0
         trainable.eval()
         self.history[stage.name] = curve
         self._save(stage.name, stage.steps, optim, gen, curve, done=True)
@@ -240,6 +276,7 @@ class Trainer:
             "curve": curve,
             "done": finished,
             "extra": self.extra_state,
+            "seconds": self.seconds,
         }
         atomic_torch_save(state, self.checkpoint)
         self._resume = state

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from wm_gym.calibrate import open_loop
 from wm_gym.data.dataset import load_episodes_for
+from wm_gym.device import use_bf16
 from wm_gym.encoders.cache import episode_step_features
 from wm_gym.temporal_distance import TemporalDistance, TemporalDistanceConfig
 from wm_gym.train.loop import StageConfig, Trainer
@@ -32,15 +33,18 @@ from wm_gym.world_model import WorldModel
 
 
 def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path], max_episodes: int | None = None,
-                    imagined: bool = False, progress: bool = True) -> tuple[Tensor, np.ndarray, Tensor | None]:
-    """(features [F, N, C] at model-step times, episodes back to back; lengths [E] in frames; and with
+                    imagined: bool = False, progress: bool = True, imagined_episodes: int | None = None,
+                    ) -> tuple[Tensor, np.ndarray, Tensor | None, np.ndarray | None]:
+    """(features [F, N, C] at model-step times, episodes back to back; lengths [E] in frames; with
     ``imagined`` the model's open-loop predictions of the same frames from each episode's first one,
-    under its recorded actions [F, N, C] (frame 0 real), or None).
+    under its recorded actions [F, N, C] (frame 0 real), or None; and the episodes that have them).
 
     The imagined copies are what imagination feeds the head: the dynamics drift a little from the
-    real features, and a head that never saw that drift reads it as distance.
+    real features, and a head that never saw that drift reads it as distance. ``imagined_episodes``
+    rolls out only that many evenly spaced episodes per dataset (the others keep real copies and
+    are left out of the returned list): rollouts cost a model step per frame.
     """
-    feats, lengths, predicted = [], [], []
+    feats, lengths, predicted, rolled = [], [], [], []
     fs = model.config.frameskip
     for path in data_dirs:
         data = load_episodes_for(path, model.meta.env_id)
@@ -51,13 +55,28 @@ def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path], max_epis
         with torch.no_grad():
             per_episode = list(model.normalize(raw.to(model.device)).cpu().split(counts))
         keep = [e for e, n in enumerate(counts[:max_episodes]) if n >= 2]  # episodes spanning a model step
+        if imagined:
+            chosen = evenly_spaced(len(keep), imagined_episodes)
+            copies = [per_episode[e] for e in keep]  # real copies where nothing is rolled out
+            rollouts = open_loop_from_first(model, [copies[k] for k in chosen], [data.actions[keep[k]] for k in chosen])
+            for k, rollout in zip(chosen, rollouts):
+                copies[k] = rollout
+            predicted += copies
+            rolled += [len(lengths) + k for k in chosen]
         feats += [per_episode[e] for e in keep]
         lengths += [counts[e] for e in keep]
-        if imagined:
-            predicted += open_loop_from_first(model, [per_episode[e] for e in keep], [data.actions[e] for e in keep])
     if not lengths:
         raise ValueError(f"no episode of {list(map(str, data_dirs))} spans two model steps")
-    return torch.cat(feats), np.asarray(lengths), torch.cat(predicted) if imagined else None
+    if not imagined:
+        return torch.cat(feats), np.asarray(lengths), None, None
+    return torch.cat(feats), np.asarray(lengths), torch.cat(predicted), np.asarray(rolled, np.int64)
+
+
+def evenly_spaced(n: int, count: int | None) -> list[int]:
+    """``count`` indices spread evenly over range(n) (all of them when ``count`` is None or ≥ n)."""
+    if count is None or count >= n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, count).round().astype(int).tolist()))
 
 
 @torch.no_grad()
@@ -81,21 +100,28 @@ def open_loop_from_first(model: WorldModel, episodes: list[Tensor], actions: lis
 
 
 def make_sampler(features: Tensor, lengths: np.ndarray, config: TemporalDistanceConfig,
-                 imagined: Tensor | None = None):
+                 imagined: Tensor | None = None, imagined_episodes: np.ndarray | None = None):
     """``sample(generator) -> (s, s', g)`` batches; s is never an episode's last frame.
 
     With ``imagined`` (aligned with ``features``), s is its imagined copy with probability
-    ``config.imagined_fraction``; s' and g stay real, so the TD target is the real one.
+    ``config.imagined_fraction``; s' and g stay real, so the TD target is the real one. When only
+    ``imagined_episodes`` have copies, those states are drawn from them, so the fraction holds.
     """
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     ends = torch.as_tensor(offsets + lengths - 1)              # each episode's last frame
     episode = torch.as_tensor(np.repeat(np.arange(len(lengths)), lengths))
-    starts = torch.as_tensor(np.concatenate([o + np.arange(n - 1) for o, n in zip(offsets, lengths)]))
+    episode_starts = lambda eps: torch.as_tensor(np.concatenate([offsets[e] + np.arange(lengths[e] - 1)  # noqa: E731
+                                                                  for e in eps]))
+    starts = episode_starts(range(len(lengths)))
+    covered = episode_starts(imagined_episodes) if imagined is not None and imagined_episodes is not None else None
     log_gamma = float(np.log(config.gamma))
 
     def sample(gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
         b = config.batch_size
         i = starts[torch.randint(len(starts), (b,), generator=gen)]
+        if covered is not None:  # the imagined rows start in the episodes that were rolled out
+            use = torch.rand(b, generator=gen) < config.imagined_fraction
+            i = torch.where(use, covered[torch.randint(len(covered), (b,), generator=gen)], i)
         # Geometric(1-γ) offsets ≥ 1, by inversion with the batch generator (so resume is exact)
         u = torch.rand(b, generator=gen).clamp_min(1e-12)
         offset = 1 + torch.floor(torch.log(u) / log_gamma).long()
@@ -104,8 +130,9 @@ def make_sampler(features: Tensor, lengths: np.ndarray, config: TemporalDistance
         g = torch.where(torch.rand(b, generator=gen) < config.p_future, future, anywhere)
         s, s_next = features[i].float(), features[i + 1].float()
         if imagined is not None:
-            use = (torch.rand(b, generator=gen) < config.imagined_fraction)[:, None, None]
-            s = torch.where(use, imagined[i].float(), s)
+            if covered is None:
+                use = torch.rand(b, generator=gen) < config.imagined_fraction
+            s = torch.where(use[:, None, None], imagined[i].float(), s)
         if config.feature_noise:
             s = s + config.feature_noise * torch.randn(s.shape, generator=gen)
         return s, s_next, features[g].float()
@@ -139,25 +166,29 @@ def fit_temporal_distance(model: WorldModel, data_dirs: Sequence[str | Path],
     """
     config = config or TemporalDistanceConfig()
     torch.manual_seed(config.seed)
-    features, lengths, imagined = encode_episodes(model, data_dirs, max_episodes, config.imagined_fraction > 0,
-                                                  progress)
     head = TemporalDistance(model.n_tokens, model.dim, config).to(model.device)
     target = copy.deepcopy(head).requires_grad_(False)
     trainer = Trainer({"head": head, "target": target}, Path(checkpoint) if checkpoint else None, model.device,
-                      seed=config.seed, log_dir=Path(log_dir) if log_dir else None, progress=progress)
+                      seed=config.seed, log_dir=Path(log_dir) if log_dir else None, progress=progress,
+                      precision=config.precision)
     trainer.load_checkpoint()
+    with trainer.timed("encoding" if config.imagined_fraction == 0 else "encoding and imagined states"):
+        features, lengths, imagined, rolled = encode_episodes(
+            model, data_dirs, max_episodes, config.imagined_fraction > 0, progress, config.imagined_episodes)
     features = features.to(model.device)
     imagined = imagined.to(model.device) if imagined is not None else None
     stage = StageConfig("temporal_distance", config.steps, lr=config.lr, batch_size=config.batch_size,
                         warmup=min(200, config.steps // 10), ckpt_every=max(1, config.steps // 10))
     curve = trainer.run(stage, head, lambda batch: expectile_td_loss(head, target, batch),
-                        make_sampler(features, lengths, config, imagined))
+                        make_sampler(features, lengths, config, imagined, rolled))
     trainer.close()
     model.attach_temporal_distance(head.eval())
     report = {"config": asdict(config), "data": [str(p) for p in data_dirs], "frames": int(len(features)),
               "episodes": int(len(lengths)), "loss_first": curve[0] if curve else None,
               "loss_last": float(np.mean(curve[-50:])) if curve else None,
-              "episode_rank_correlation": episode_rank_correlation(head, features, lengths)}
+              "episode_rank_correlation": episode_rank_correlation(head, features, lengths),
+              "stage_seconds": {k: round(v, 1) for k, v in trainer.seconds.items()},
+              "precision": "bf16" if use_bf16(config.precision, model.device, training=True) else "fp32"}
     model.meta.train_info["temporal_distance"] = report
     return report
 

@@ -18,6 +18,7 @@ Works unchanged under ``torchrun --nproc_per_node N`` (DDP; gloo on CPU).
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -29,11 +30,13 @@ import torch
 
 from wm_gym.data.dataset import load_episodes
 from wm_gym.data.windows import split_episodes
-from wm_gym.encoders.cache import dataset_features
-from wm_gym.encoders.conv import conv_encoder_objective
+from wm_gym.device import RankLayout, resolve_device, set_threads, use_bf16
+from wm_gym.encoders.cache import cache_key, dataset_cache_path, encode_frames, read_cache, write_cache
 from wm_gym.train.adversarial import FGSM
+from wm_gym.train.encoder import conv_encoder_objective
 from wm_gym.train.feature_windows import FeatureWindows
-from wm_gym.train.loop import StageConfig, Trainer, setup_device
+from wm_gym.train.launch import launch_ranks
+from wm_gym.train.loop import Distributed, StageConfig, Trainer, setup_device
 from wm_gym.world_model import WorldModel, WorldModelConfig, WorldModelMeta
 
 
@@ -96,8 +99,10 @@ PRESETS: dict[str, Preset] = {
 class TrainConfig:
     data: str                        # dataset directory (wm-gym collect / ingest)
     out: str                         # world-model file to write
-    preset: str = "small"            # tiny | small | fast | base
-    latent: str = "rla"              # rla | lam | action
+    preset: str = "small"            # tiny: tests (~1 min CPU) | small: <=30 min on 2 CPU cores | fast: half-width
+                                     # model with a patch decoder, ~4x faster imagination on CPUs | base: GPU
+    latent: str = "rla"              # rla: residual latent actions | lam: IDM latent actions | action: DINO-WM-style
+                                     # action-conditioned baseline
     regularizer: str = "sparse"      # lam bottleneck: sparse | noisy | vq | none
     repa_weight: float = 0.0         # Seq-Δ-REPA auxiliary weight for the latent stage (0 = off)
     repa_window: int = 4             # Seq-Δ-REPA: model steps integrated per window (Olaf-World: 16); cut to fit
@@ -114,20 +119,24 @@ class TrainConfig:
     resume: bool = False             # continue from OUT.train-state
     init_from: str | None = None     # reuse this model's encoder (and latent actions, if configs match); train the rest
     adversarial: bool = False        # FGSM-perturbed dynamics inputs, clean targets (train/adversarial.py)
-    precision: str = "auto"          # auto: bf16 autocast on CUDA, fp32 on CPU | bf16 | fp32
+    precision: str = "auto"          # auto: bf16 autocast on CUDA and on CPUs with AMX (attention fp32) | bf16 | fp32
+    ranks: int | str = "auto"        # local DDP processes on a CPU, each with 1/ranks of the batch (auto: 1, all cores)
     compile: str | None = None       # torch.compile backend for each stage's loss (e.g. "inductor"); None = eager
     log_dir: str | None = None       # TensorBoard folder (default: runs/<out name>)
     checkpoint_every: int | None = None  # steps between mid-stage checkpoints (default: each stage's own, 250)
     progress: bool = True
     stage_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"latent": {"lr": 1e-3}}
 
-    def stage(self, name: str) -> StageConfig:
+    def stage(self, name: str, world_size: int = 1) -> StageConfig:
+        """Stage ``name`` with this run's overrides; each of ``world_size`` ranks draws 1/world_size of the batch,
+        so the global batch, and with it the recipe, is the same on any number of ranks."""
         stage = PRESETS[self.preset].stages[name]
         if self.steps is not None:
             stage = replace(stage, steps=self.steps)
         if self.checkpoint_every is not None:
             stage = replace(stage, ckpt_every=self.checkpoint_every)
-        return replace(stage, **self.stage_overrides.get(name, {}))
+        stage = replace(stage, **self.stage_overrides.get(name, {}))
+        return replace(stage, batch_size=max(1, stage.batch_size // world_size))
 
 
 #: train_info's note for a run whose data has no labelled training episode.
@@ -148,21 +157,44 @@ def latent_window_sampler(windows: FeatureWindows, episodes: np.ndarray, batch_s
 
     ``steps=1`` gives the RLA pairs (s_t, s_{t+h}); longer windows feed Seq-Δ-REPA, which integrates
     the latent actions of every consecutive pair. The latent stage reads no history, so windows start
-    at any frame of an episode.
+    at any frame of an episode. Every episode with a pair at gap h takes part, so none leaves the
+    reconstruction loss: one too short for ``steps`` pairs gives windows of as many pairs as fit,
+    padded with NaN frames (``sequence_loss`` ends the row there). Start frames are drawn uniformly.
     """
-    samplers = [replace(windows, history=1, frameskip=h * windows.frameskip).sampler(
-        episodes, batch_size, horizon=steps, with_actions=False, device=device) for h in range(1, max_h + 1)]
+    def starts(gap: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(start frames [S], pairs that fit from each [S]) at a gap of ``gap`` frames."""
+        t, n = [], []
+        for e in episodes:
+            length, offset = int(windows.lengths[e]), int(windows.frame_offsets[e])
+            pairs = min(steps, (length - 1) // gap)
+            if pairs >= 1:
+                t.append(offset + np.arange(length - pairs * gap))
+                n.append(np.full(length - pairs * gap, pairs))
+        if not t:
+            raise ValueError(f"no latent-action pair fits: a gap of {gap} frames needs episodes of at least {gap + 1} "
+                             f"frames; the longest has {int(windows.lengths[episodes].max())}")
+        return torch.as_tensor(np.concatenate(t)), torch.as_tensor(np.concatenate(n))
+
+    tables = [starts(h * windows.frameskip) for h in range(1, max_h + 1)]
+    offsets = torch.arange(steps + 1)
 
     def sample(gen: torch.Generator) -> dict:
-        h = int(torch.randint(len(samplers), (1,), generator=gen))
-        b = samplers[h](gen)
-        return {"s_seq": torch.cat([b["s_hist"], b["targets"]], dim=1)}
+        h = int(torch.randint(max_h, (1,), generator=gen))
+        first, fits = tables[h]
+        k = torch.randint(len(first), (batch_size,), generator=gen)
+        real = offsets <= fits[k, None]                                                  # [B, steps+1]
+        idx = first[k, None] + (h + 1) * windows.frameskip * torch.where(real, offsets, 0)
+        s_seq = windows.features[idx].float()
+        if not bool(real.all()):
+            s_seq[~real.to(s_seq.device)] = float("nan")
+        return {"s_seq": s_seq.to(device, non_blocking=True)}
 
     return sample
 
 
 def fitting_window(windows: FeatureWindows, episodes: np.ndarray, wanted: int, max_h: int) -> int:
-    """The longest window ≤ ``wanted`` model steps (at gap ``max_h``) that fits the longest of ``episodes``."""
+    """The longest window ≤ ``wanted`` model steps (at gap ``max_h``) that fits the longest of ``episodes``;
+    shorter episodes still take part with shorter windows (:func:`latent_window_sampler`)."""
     if not isinstance(wanted, (int, np.integer)) or wanted < 1:
         raise ValueError(f"repa_window must be an integer >= 1 (model steps), got {wanted!r}")
     longest = int(windows.lengths[episodes].max())
@@ -178,7 +210,8 @@ class StageLosses:
     """Each stage's loss as a named function of a batch (``loss = losses.flow(batch)``).
 
     Batches come from :class:`FeatureWindows` samplers: ``s_hist`` [B, H, N, C], ``targets``
-    [B, K, N, C], ``actions`` [B, K, A] in sim units. The dynamics losses (flow, controller,
+    [B, K, N, C], ``actions`` [B, K, A] in sim units, and for flow and controller ``z`` [B, k, d], the frozen
+    latent encoder's action for (s_t, s_{t+1}) (:func:`latent_targets`). The dynamics losses (flow, controller,
     predictor) see FGSM-perturbed inputs with clean targets when ``robust`` is set
     (``--adversarial``).
     """
@@ -203,12 +236,6 @@ class StageLosses:
         """The action-conditioned baseline: (s_hist, action chunk) → s_{t+1}."""
         return self._dynamics(lambda s, a: self.model.predictor.loss(s, a, b["targets"][:, 0]), b)
 
-    def with_latent_targets(self, b: dict) -> dict:
-        """Add ``z`` [B, K, d], the frozen latent encoder's action for (s_t, s_{t+1}): flow's and controller's target."""
-        with torch.no_grad():
-            b["z"] = self.model.latent_model.encode(b["s_hist"][:, -1], b["targets"][:, 0])
-        return b
-
     def _dynamics(self, loss_fn, b: dict) -> torch.Tensor:
         s_hist = b["s_hist"]
         a = self.model.scale_actions(b["actions"][:, 0]) if "actions" in b else self.null_actions(len(s_hist))
@@ -220,8 +247,27 @@ class StageLosses:
 
 
 def train_world_model(config: TrainConfig) -> WorldModel:
+    """Train in this process, or on ``config.ranks`` local DDP ranks (one thread each) launched from here.
+
+    Under torchrun the launcher's ranks stand; either way the same :func:`train_on_this_rank` runs.
+    """
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; expected one of {', '.join(PRESETS)}")
+    device = resolve_device(config.device)
+    layout = RankLayout.choose(config.ranks, device)
+    if layout.ranks > 1 and "WORLD_SIZE" not in os.environ:
+        launch_ranks(train_on_this_rank, (config,), layout.ranks, layout.threads)
+        return WorldModel.load(config.out, device)
+    threads = torch.get_num_threads()
+    set_threads(layout.threads)
+    try:
+        return train_on_this_rank(config)
+    finally:
+        set_threads(threads)
+
+
+def train_on_this_rank(config: TrainConfig) -> WorldModel:
+    """One rank's training (the only one outside DDP); rank 0 saves the model to ``config.out``."""
     preset = PRESETS[config.preset]
     device, dist = setup_device(config.device)
     started = time.perf_counter()
@@ -262,17 +308,23 @@ def train_world_model(config: TrainConfig) -> WorldModel:
 
     # ----- stage: encoder (conv) -------------------------------------------------------------------
     frames = np.concatenate(data.frames)  # [F, H, W, 3] uint8, episodes back to back
-    reused = _init_from(model, config.init_from) if config.init_from else set()
+    base = WorldModel.load(config.init_from) if config.init_from else None
+    reused = _init_from(model, base, config.init_from) if base is not None else set()
     if config.encoder == "conv" and "encoder" not in reused:
-        _train_conv_encoder(trainer, model, frames, config)
+        _train_conv_encoder(trainer, model, frames, config, dist.world_size)
 
     # ----- features ------------------------------------------------------------------------------
-    raw = dataset_features(model.encoder, config.data, frames, progress=config.progress and dist.is_main)
+    with trainer.timed("features"):
+        raw = _dataset_features(model, config.data, frames, dist, config.progress)
     windows = FeatureWindows.from_data(raw, data, config.history, config.frameskip)
-    train_rows = np.random.default_rng(config.seed).permutation(windows.frame_rows(train_eps))[:20_000]  # plenty
-    stats = raw[torch.as_tensor(train_rows)].float()
-    model.feature_mean.copy_(stats.mean(dim=(0, 1)))
-    model.feature_std.copy_(stats.std(dim=(0, 1)).clamp_min(1e-3))
+    if "latent" in reused:  # the reused latent actions were trained on the base model's normalisation: keep it
+        model.feature_mean.copy_(base.feature_mean)
+        model.feature_std.copy_(base.feature_std)
+    else:
+        train_rows = np.random.default_rng(config.seed).permutation(windows.frame_rows(train_eps))[:20_000]  # plenty
+        stats = raw[torch.as_tensor(train_rows)].float()
+        model.feature_mean.copy_(stats.mean(dim=(0, 1)))
+        model.feature_std.copy_(stats.std(dim=(0, 1)).clamp_min(1e-3))
     windows.features = model.normalize(raw.to(device)).half()
     losses = StageLosses(model, FGSM.from_windows(windows, labelled, model.scale_actions, config.seed)
                          if config.adversarial else None)
@@ -282,11 +334,11 @@ def train_world_model(config: TrainConfig) -> WorldModel:
 
     # ----- stages: dynamics ------------------------------------------------------------------------
     if config.latent == "action":
-        stage = config.stage("predictor")
+        stage = config.stage("predictor", dist.world_size)
         trainer.run(stage, model.predictor, losses.predictor, windows.sampler(labelled, stage.batch_size, device=device))
     else:
         latent = model.latent_model
-        stage = config.stage("latent")
+        stage = config.stage("latent", dist.world_size)
         max_h = config.latent_max_h if config.latent == "rla" else 1
         repa_window = fitting_window(windows, train_eps, config.repa_window, max_h) if latent.repa is not None else 1
         if latent.repa is not None:
@@ -297,14 +349,20 @@ def train_world_model(config: TrainConfig) -> WorldModel:
         latent.eval().requires_grad_(False)
 
         # the flow: p(z | s_hist, a) on labelled episodes, or the z-prior p(z | s_hist) with a = 0 without labels
-        stage = config.stage("flow")
-        flow_sample = (windows.sampler(labelled, stage.batch_size, device=device) if len(labelled) else
-                       windows.sampler(train_eps, stage.batch_size, with_actions=False, device=device))
-        trainer.run(stage, model.flow, losses.flow, lambda g: losses.with_latent_targets(flow_sample(g)))
+        dynamics_eps = labelled if len(labelled) else train_eps
+        stages = [config.stage(name, dist.world_size) for name in ("flow", "controller")[:1 + bool(len(labelled))]]
+        todo = [stage for stage in stages if not trainer.stage_done(stage.name)]
+        draws = sum(stage.steps * stage.batch_size * dist.world_size for stage in todo)
+        if draws >= len(windows.starts(dynamics_eps)):  # cheaper to encode every window once than every batch
+            with trainer.timed("latent_targets"):
+                windows.latent_z = latent_targets(latent, windows, dynamics_eps, dist)
+        stage = stages[0]
+        trainer.run(stage, model.flow, losses.flow, with_latent_targets(
+            windows.sampler(dynamics_eps, stage.batch_size, with_actions=bool(len(labelled)), device=device), latent))
         if len(labelled):
-            stage = config.stage("controller")
-            sample = windows.sampler(labelled, stage.batch_size, device=device)
-            trainer.run(stage, model.controller, losses.controller, lambda g: losses.with_latent_targets(sample(g)))
+            stage = stages[1]
+            trainer.run(stage, model.controller, losses.controller,
+                        with_latent_targets(windows.sampler(labelled, stage.batch_size, device=device), latent))
         else:
             notes.update(flow=f"z-prior: {NO_LABELS}, trained with the null action a = 0",
                          controller=f"skipped: {NO_LABELS}")
@@ -321,7 +379,10 @@ def train_world_model(config: TrainConfig) -> WorldModel:
         "episodes": n_eps, "train_episodes": len(train_eps), "val_episodes": val_eps.tolist(),
         "labelled_episodes": len(labelled), "action_labels": config.action_labels, "seed": config.seed,
         "adversarial": config.adversarial,
-        "world_size": dist.world_size, "device": str(device), "replica_digests": trainer.replica_digests(model),
+        "world_size": dist.world_size, "threads_per_rank": torch.get_num_threads(), "device": str(device),
+        "precision": "bf16" if use_bf16(config.precision, device, training=True) else "fp32",
+        "stage_seconds": {k: round(v, 1) for k, v in trainer.seconds.items()},
+        "replica_digests": trainer.replica_digests(model),
         "final_loss": {k: float(np.mean(v[-20:])) for k, v in trainer.history.items() if v},
         "config": {k: v for k, v in asdict(config).items() if k not in ("progress",)},
         **notes,
@@ -345,12 +406,11 @@ def _check_labels_suffice(config: TrainConfig, has_actions: bool, n_labelled: in
                          "action labels (drop --adversarial for action-free data)")
 
 
-def _init_from(model: WorldModel, path: str) -> set[str]:
+def _init_from(model: WorldModel, base: WorldModel, path: str) -> set[str]:
     """Copy a trained model's encoder (its config must match) and its latent actions (if theirs does).
 
     A different latent model (e.g. lam initialised from an rla model) is trained afresh on the reused encoder.
     """
-    base = WorldModel.load(path)
     reused = set()
     pairs = [("encoder", base.encoder, model.encoder), ("latent", base.latent_model, model.latent_model)]
     for name, src, dst in pairs:
@@ -367,9 +427,55 @@ def _init_from(model: WorldModel, path: str) -> set[str]:
     return reused
 
 
-def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray, config: TrainConfig) -> None:
+def _dataset_features(model: WorldModel, data_dir: str, frames: np.ndarray, dist: Distributed,
+                      progress: bool) -> torch.Tensor:
+    """φ(every frame) [F, N, C] fp16 on the CPU: the dataset's cache, or encoded now, each rank doing its share."""
+    path, key = dataset_cache_path(model.encoder, data_dir), cache_key(model.encoder, frames)
+    raw = read_cache(path, key)
+    if raw is None:
+        raw = dist.gather_rows(lambda rows: encode_frames(model.encoder, frames[rows], device=model.device,
+                                                          progress=progress and dist.is_main), len(frames))
+        if dist.is_main:
+            write_cache(path, key, raw)
+    return raw
+
+
+@torch.no_grad()
+def latent_targets(latent, windows: FeatureWindows, episodes: np.ndarray, dist: Distributed,
+                   batch: int = 1024) -> torch.Tensor:
+    """[F, K, d]: the frozen latent encoder's z for (s_t, s_{t+1}) at every window start t of ``episodes``
+    (zeros elsewhere): the flow's and the controller's target, computed once instead of every step."""
+    starts = torch.as_tensor(windows.starts(episodes, 1))
+    fs, feats = windows.frameskip, windows.features
+
+    def encode(rows: slice) -> torch.Tensor:
+        t = starts[rows].to(feats.device)
+        return torch.cat([latent.encode(feats[t[i:i + batch]].float(), feats[t[i:i + batch] + fs].float())
+                          for i in range(0, len(t), batch)]) if len(t) else torch.zeros(0)
+
+    z = dist.gather_rows(encode, len(starts))
+    out = torch.zeros(len(feats), *z.shape[1:], device=z.device)
+    out[starts.to(z.device)] = z
+    return out
+
+
+def with_latent_targets(sample, latent):
+    """``sample`` whose batches carry ``z`` [B, k, d]: the precomputed target (:func:`latent_targets`) when the
+    windows hold them, else the frozen latent encoder's z of (s_t, s_{t+1}) computed for this batch."""
+    def sample_with_z(gen: torch.Generator) -> dict:
+        batch = sample(gen)
+        if "z" not in batch:
+            with torch.no_grad():
+                batch["z"] = latent.encode(batch["s_hist"][:, -1], batch["targets"][:, 0])
+        return batch
+
+    return sample_with_z
+
+
+def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray, config: TrainConfig,
+                        world_size: int) -> None:
     """Self-supervised reconstruction with a foreground-weighted loss, so small agents are kept."""
-    stage = config.stage("encoder")
+    stage = config.stage("encoder", world_size)
     loss, sample = conv_encoder_objective(model.encoder, torch.from_numpy(frames), stage.batch_size)
     model.encoder.requires_grad_(True)
     trainer.run(stage, model.encoder, loss, sample)

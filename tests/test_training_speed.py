@@ -56,8 +56,15 @@ def test_training_applies_the_layout_and_restores_the_callers_threads(one_rank, 
     info = one_rank.meta.train_info
     assert info["world_size"] == 1 and info["threads_per_rank"] == 1   # OMP_NUM_THREADS=1 in conftest
     assert torch.get_num_threads() == 1
-    # 20 + 20 dynamics steps × 16 draw more windows than the data has: the targets are encoded once
+    # 20 + 20 dynamics steps × 16 draw more windows than the data has: the targets are encoded once ...
     assert "latent_targets" in info["stage_seconds"]
+
+
+def test_short_dynamics_stages_keep_the_per_batch_targets(wall_data, tmp_path):
+    """... while 5 + 5 steps × 16 draw fewer than its windows: encoding them all would cost more."""
+    info = train_world_model(TrainConfig(data=str(wall_data), out=str(tmp_path / "m.pt"), preset="tiny", steps=5,
+                                         device="cpu", progress=False, log_dir=str(tmp_path / "tb"))).meta.train_info
+    assert "latent_targets" not in info["stage_seconds"] and set(info["final_loss"]) >= {"flow", "controller"}
 
 
 def test_global_batch_is_split_across_ranks():
@@ -79,12 +86,13 @@ def test_shards_cover_every_row_once():
 def test_two_local_ranks_train_the_same_replicas_and_time_every_stage(wall_data, tmp_path):
     out = tmp_path / "two.pt"
     model = train_world_model(TrainConfig(data=str(wall_data), out=str(out), preset="tiny", steps=10, device="cpu",
-                                          ranks=2, progress=False, log_dir=str(tmp_path / "tb")))
+                                          ranks=2, progress=False, log_dir=str(tmp_path / "tb"),
+                                          stage_overrides={"flow": {"steps": 20}, "controller": {"steps": 20}}))
     info = WorldModel.load(out).meta.train_info
     assert info["world_size"] == 2 and info["threads_per_rank"] >= 1
     assert len(info["replica_digests"]) == 2 and info["replica_digests"][0] == info["replica_digests"][1]
-    # 10 + 10 dynamics steps × 16 draw fewer windows than the data has: no precomputed targets
-    assert set(info["stage_seconds"]) == {"encoder", "features", "latent", "flow", "controller"}
+    # the features and the latent targets were each computed half per rank and gathered
+    assert set(info["stage_seconds"]) == {"encoder", "features", "latent", "latent_targets", "flow", "controller"}
     assert all(s >= 0 for s in info["stage_seconds"].values())
     assert isinstance(model, WorldModel)
 

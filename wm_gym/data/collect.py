@@ -67,31 +67,38 @@ def rollout(env, policy: str, seed: int, index: int, steps: int) -> Episode:
     pol = make_policy(env, policy, rng)
     pol.reset(obs, info)
     low, high = sim.action_space.low, sim.action_space.high
-    frames = [obs["pixels"]]
-    proprio = [obs["proprio"]]
-    states = [info["state"]]
-    success = [info["is_success"]]
-    actions, rewards = [], []
+    record = StepRecord(obs, info)
     for _ in range(steps):
         action = np.clip(np.asarray(pol(obs, info), np.float32), low, high)
         obs, reward, _terminated, _truncated, info = sim.step(action)
-        actions.append(action)
-        rewards.append(reward)
-        frames.append(obs["pixels"])
-        proprio.append(obs["proprio"])
-        states.append(info["state"])
-        success.append(info["is_success"])
-    return Episode(
-        frames=np.stack(frames).astype(np.uint8, copy=False),
-        proprio=np.stack(proprio).astype(np.float32, copy=False),
-        states=np.stack(states).astype(np.float64, copy=False),
-        success=np.asarray(success, bool),
-        actions=np.stack(actions).astype(np.float32, copy=False) if steps else np.zeros((0, low.shape[0]), np.float32),
-        rewards=np.asarray(rewards, np.float32),
-        goal=np.asarray(sim.goal, np.float64).copy(),
-        goal_pixels=np.asarray(sim.goal_pixels, np.uint8).copy(),
-        seed=reset_seed,
-    )
+        record.add(action, reward, obs, info)
+    arrays = record.stacked(axis=0, action_dim=low.shape[0])
+    return Episode(**arrays, goal=np.asarray(sim.goal, np.float64).copy(),
+                   goal_pixels=np.asarray(sim.goal_pixels, np.uint8).copy(), seed=reset_seed)
+
+
+class StepRecord:
+    """What a rollout records per step (frames, proprio, states, success; actions and rewards after the
+    first), for one episode or for a batch of them stepped together."""
+
+    def __init__(self, obs: dict, info: dict):
+        self.lists = {"frames": [obs["pixels"]], "proprio": [obs["proprio"]], "states": [info["state"]],
+                      "success": [info["is_success"]], "actions": [], "rewards": []}
+
+    def add(self, action, reward, obs: dict, info: dict) -> None:
+        for name, value in (("actions", action), ("rewards", reward), ("frames", obs["pixels"]),
+                            ("proprio", obs["proprio"]), ("states", info["state"]), ("success", info["is_success"])):
+            self.lists[name].append(value)
+
+    def stacked(self, axis: int, action_dim: int) -> dict[str, np.ndarray]:
+        """Each list stacked along ``axis`` (0: one episode; 1: a batch [N, T, ...]) in the dataset's dtypes."""
+        dtypes = {"frames": np.uint8, "proprio": np.float32, "states": np.float64, "success": bool,
+                  "actions": np.float32, "rewards": np.float32}
+        out = {name: np.stack(values, axis=axis).astype(dtypes[name], copy=False)
+               for name, values in self.lists.items() if values}
+        out.setdefault("actions", np.zeros((0, action_dim), np.float32))  # a 0-step episode
+        out.setdefault("rewards", np.zeros(0, np.float32))
+        return out
 
 
 #: Episodes a native vector env runs together: large enough to amortise numpy's per-call overhead.
@@ -119,26 +126,18 @@ def vector_rollouts(env_id: str, image_size: int, policy: str, seed: int, indice
     for i, pol in enumerate(policies):
         pol.reset(row(obs, i), row(info, i))
     low, high = template.unwrapped.action_space.low, template.unwrapped.action_space.high
-    frames, proprio, states, success = [obs["pixels"]], [obs["proprio"]], [info["state"]], [info["is_success"]]
-    actions, rewards = [], []
     goal, goal_pixels = np.asarray(vec.unwrapped.goal, np.float64).copy(), np.asarray(vec.unwrapped.goal_pixels).copy()
+    record = StepRecord(obs, info)
     for _ in range(steps):
         action = np.stack([np.clip(np.asarray(p(row(obs, i), row(info, i)), np.float32), low, high)
                            for i, p in enumerate(policies)])
         obs, reward, _terminated, _truncated, info = vec.step(action)
-        actions.append(action)
-        rewards.append(reward)
-        frames.append(obs["pixels"])
-        proprio.append(obs["proprio"])
-        states.append(info["state"])
-        success.append(info["is_success"])
+        record.add(action, reward, obs, info)
     vec.close()
     template.close()
-    stack = lambda xs, dtype: np.stack(xs, axis=1).astype(dtype, copy=False)  # noqa: E731  [N, T, ...]
-    frames, proprio, states = stack(frames, np.uint8), stack(proprio, np.float32), stack(states, np.float64)
-    success, actions, rewards = stack(success, bool), stack(actions, np.float32), stack(rewards, np.float32)
-    return [Episode(frames=frames[i], proprio=proprio[i], states=states[i], success=success[i], actions=actions[i],
-                    rewards=rewards[i], goal=goal[i], goal_pixels=goal_pixels[i], seed=seeds[i]) for i in range(n)]
+    arrays = record.stacked(axis=1, action_dim=low.shape[0])  # [N, T, ...]
+    return [Episode(**{name: a[i] for name, a in arrays.items()}, goal=goal[i], goal_pixels=goal_pixels[i],
+                    seed=seeds[i]) for i in range(n)]
 
 
 def _shard_path(staging: Path, index: int) -> Path:

@@ -211,6 +211,26 @@ def test_action_free_data_trains_every_stage_it_can_and_says_what_it_skipped(vid
     assert model.flow.sample(s, torch.zeros(2, model.config.action_dim)).isfinite().all()  # the z-prior samples
 
 
+def test_a_model_trained_on_ingested_video_fits_its_temporal_head_on_that_video(video_data, tmp_path):
+    """Ingested data records no sim (None) and its model records "": the two are the same "no sim"."""
+    from wm_gym.data.collect import collect_dataset
+    from wm_gym.data.dataset import load_episodes_for
+    from wm_gym.temporal_distance import TemporalDistanceConfig
+    from wm_gym.train.temporal_distance import fit_temporal_distance
+
+    with pytest.warns(UserWarning, match="skipped the controller"):
+        model = train_world_model(tiny(video_data, tmp_path / "wm.pt"))
+    assert load_episodes_for(video_data, model.meta.env_id) is not None
+    report = fit_temporal_distance(model, [video_data], TemporalDistanceConfig(steps=20, batch_size=16,
+                                                                               imagined_fraction=0.0), progress=False)
+    assert report["episodes"] == len(load_episodes_for(video_data, "")) and model.temporal_distance is not None
+    sim_data = collect_dataset("wm_gym/Wall-v0", 2, tmp_path / "sim", progress=False)
+    with pytest.raises(ValueError, match="collected in 'wm_gym/Wall-v0' but the model is for 'video with no sim'"):
+        load_episodes_for(sim_data, model.meta.env_id)
+    with pytest.raises(ValueError, match="video with no sim .wm-gym ingest. but the model is for 'wm_gym/Wall-v0'"):
+        load_episodes_for(video_data, "wm_gym/Wall-v0")
+
+
 def test_runs_that_need_labels_fail_clearly_before_training(video_data, tmp_path):
     with pytest.raises(ValueError, match="has no actions; latent='action' needs action labels"):
         train_world_model(tiny(video_data, tmp_path / "a.pt", latent="action"))

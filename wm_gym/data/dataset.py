@@ -475,8 +475,10 @@ def load_episodes_for(path: str | Path, env_id: str, cache: bool = True) -> Epis
     data = load_episodes(path, cache=cache)
     if len(data) == 0:
         raise ValueError(f"{path} has no episodes")
-    if data.meta.get("env_id") != env_id:
-        raise ValueError(f"{path} was collected in {data.meta.get('env_id')!r} but the model is for {env_id!r}")
+    collected_in = data.meta.get("env_id") or ""  # ingested video records None, a model trained on it ""
+    if collected_in != (env_id or ""):
+        where = f"collected in {collected_in!r}" if collected_in else "video with no sim (wm-gym ingest)"
+        raise ValueError(f"{path} is {where} but the model is for {env_id or 'video with no sim'!r}")
     return data
 
 

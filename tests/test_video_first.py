@@ -231,6 +231,23 @@ def test_a_model_trained_on_ingested_video_fits_its_temporal_head_on_that_video(
         load_episodes_for(video_data, "wm_gym/Wall-v0")
 
 
+def test_a_model_learned_from_video_alone_is_grounded_in_the_labelled_datas_action_size(video_data, tmp_path):
+    """The model has no sim action (its 1-number placeholder); ``ground``'s labelled data brings 2-number ones."""
+    from wm_gym.data.collect import collect_dataset
+    from wm_gym.grounding import GroundingConfig, fit_dataset_grounding
+
+    with pytest.warns(UserWarning, match="skipped the controller"):
+        model = train_world_model(tiny(video_data, tmp_path / "wm.pt"))
+    assert model.meta.action_low == [] and model.config.action_dim == 2      # frameskip 2 × placeholder 1
+    labelled = collect_dataset("wm_gym/Wall-v0", 4, tmp_path / "labelled", max_steps=12, progress=False)
+    grounding, report = fit_dataset_grounding(model, labelled, GroundingConfig(labelled_fraction=1.0, epochs=2))
+    assert grounding.action_dim == 4                                          # 2 sim steps × 2 numbers
+    assert grounding.low.tolist() == [-1.0] * 4 and grounding.high.tolist() == [1.0] * 4
+    assert report["triples"] == 4 * 6
+    with pytest.raises(ValueError, match="needs action labels"):                # the video itself has none
+        fit_dataset_grounding(model, video_data, GroundingConfig(labelled_fraction=1.0, epochs=1))
+
+
 def test_runs_that_need_labels_fail_clearly_before_training(video_data, tmp_path):
     with pytest.raises(ValueError, match="has no actions; latent='action' needs action labels"):
         train_world_model(tiny(video_data, tmp_path / "a.pt", latent="action"))

@@ -198,7 +198,7 @@ def dataset_triples(model: WorldModel, data: str | Path, labelled_fraction: floa
     labelled = np.flatnonzero(episodes.labelled)
     used = chosen_episodes(labelled, labelled_fraction, seed)
     fs = model.config.frameskip
-    if episodes.action_dim * fs != model.config.action_dim:
+    if knows_sim_actions(model) and episodes.action_dim * fs != model.config.action_dim:
         raise ValueError(f"{data} has {episodes.action_dim}-number sim actions, the model's chunk is "
                          f"{fs} × {model.config.sim_action_dim}")
     s_t, z, chunks, rows = [], [], [], []
@@ -299,13 +299,32 @@ def unit_mse(grounding: Grounding, triples: Triples) -> float:
     return float(F.mse_loss(grounding.unit_action(triples.s_t, triples.z), grounding.to_unit(triples.chunks)))
 
 
+def knows_sim_actions(model: WorldModel) -> bool:
+    """Whether the model was trained with action labels (it records their bounds); a model learned from
+    video alone has no sim action of its own, and the labelled data of ``ground`` brings one."""
+    return bool(model.meta.action_low)
+
+
+def chunk_bounds(model: WorldModel, data: str | Path) -> tuple[Tensor, Tensor]:
+    """The real action chunk's bounds [frameskip · a]: the model's, or for a model that never saw a label
+    the labelled dataset's sim-action bounds tiled over the model's frameskip."""
+    if knows_sim_actions(model):
+        return model.action_low.cpu(), model.action_high.cpu()
+    from wm_gym.data.dataset import read_meta
+
+    meta = read_meta(data)  # labelled data records its bounds (collect: the sim's; ingest --labels: the labels')
+    fs = model.config.frameskip
+    return (torch.tensor(meta["action_low"], dtype=torch.float32).repeat(fs),
+            torch.tensor(meta["action_high"], dtype=torch.float32).repeat(fs))
+
+
 def fit_dataset_grounding(model: WorldModel, data: str | Path, config: GroundingConfig | None = None,
                           out: str | Path | None = None, model_name: str = "") -> tuple[Grounding, dict]:
     """``wm-gym ground``: fit on the chosen labelled episodes of ``data`` for ``model``; save to ``out``."""
     config = config or GroundingConfig()
     fingerprint = latent_space_id(model)  # also rejects action models before any work
     triples, chosen = dataset_triples(model, data, config.labelled_fraction, config.seed)
-    grounding, report = fit_grounding(triples, model.action_low.cpu(), model.action_high.cpu(), config)
+    grounding, report = fit_grounding(triples, *chunk_bounds(model, data), config)
     grounding.latent_space = fingerprint
     grounding.info.update(chosen, model=str(model_name))
     if out is not None:

@@ -503,13 +503,15 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "train a world model on a dataset",
             "Train a world model stage by stage (tqdm, TensorBoard in runs/): encoder (conv), latent actions "
             "(rla/lam), flow dynamics and controller, or the action-conditioned baseline (--latent action). Atomic "
-            "checkpoints go to OUT.train-state; --resume continues an interrupted run. Runs unchanged under torchrun "
-            "(DDP); bf16 autocast on CUDA by default. Action-free data (`wm-gym ingest` without --labels) trains the "
+            "checkpoints go to OUT.train-state; --resume continues an interrupted run. Prints and records each stage's "
+            "seconds (train_info stage_seconds). Uses every core (one torch thread each; --ranks N: N local DDP ranks "
+            "on gloo) and runs unchanged under torchrun; bf16 autocast on CUDA and on CPUs with AMX by default "
+            "(attention in fp32 on the CPU). Action-free data (`wm-gym ingest` without --labels) trains the "
             "encoder, the latent actions and the flow as a z-prior, and skips the controller (said in the output and "
             "in the model's train_info); with labels for some episodes, flow and controller train on those only. "
             "--repa-weight adds Seq-Δ-REPA over windows of --repa-window model steps to the latent stage.",
             (TrainConfig, TrainOptions),
-            ("preset", "latent", "action_labels", "repa_weight", "repa_window", "init_from", "adversarial", "precision",
+            ("preset", "latent", "action_labels", "repa_weight", "repa_window", "init_from", "adversarial", "precision", "ranks",
              "compile", "resume", "checkpoint_every", "device")),
     Command("finetune", "fine-tune a world model's dynamics on more data (optionally adversarial)",
             "Fine-tune only the dynamics (the predictor, or the controller of rla/lam models) on more data: datasets "

@@ -28,6 +28,9 @@ import sys
 import time
 from pathlib import Path
 
+from wm_gym.device import PRECISIONS
+from wm_gym.io import atomic_path
+
 #: One recipe per sim. episodes / heldout / expert: random, held-out and noisy-expert episodes; bank: demos
 #: in the model's bank; history: feature frames the dynamics read (PointMaze's ball has momentum: one frame
 #: cannot show its velocity); preset: model size (`--preset fast --name wall-fast` makes the CPU-speed model);
@@ -67,9 +70,8 @@ class StageTimes:
 
     def record(self, name: str, seconds: float) -> None:
         self.seconds[name] = round(float(seconds), 1)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.seconds, indent=1))
-        tmp.replace(self.path)
+        with atomic_path(self.path) as tmp:  # in stage order, not sorted: the table prints in this order
+            tmp.write_text(json.dumps(self.seconds, indent=1))
 
     def step(self, name: str, done: bool, *args: str) -> dict | None:
         """Run ``wm-gym ARGS`` unless ``done``; time it as stage ``name``."""
@@ -87,7 +89,6 @@ class StageTimes:
         rows += [f"{name:<44}{s:>9.1f}{100 * s / total:>7.1f}%" for name, s in self.seconds.items()]
         return "\n".join(rows + [f"{'total':<44}{total:>9.1f}{100.0:>7.1f}%"])
 
-
     def split(self, name: str, parts: dict[str, float]) -> None:
         """Replace step ``name`` by its timed parts (a training's stages); the rest is start-up, loading, saving."""
         total = self.seconds.pop(name, None)
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("sim", choices=list(RECIPES))
     parser.add_argument("--data", default="data", help="where datasets and intermediate models go")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="training autocast of every stage (auto: bf16 on CUDA and on CPUs with AMX)")
     parser.add_argument("--workers", type=int, default=2, help="collection processes")
     parser.add_argument("--preset", default=None, choices=["small", "fast"],

@@ -131,11 +131,11 @@ def test_resume_after_interrupt(wall, tmp_path, monkeypatch):
     monkeypatch.setattr(collect_mod, "VECTOR_BLOCK", 1)
     calls: list[int] = []
 
-    def interrupted(env_id, image_size, policy, seed, block, steps):
+    def interrupted(env, policy, seed, block, steps):
         if len(calls) == 2:
             raise KeyboardInterrupt  # as if Ctrl-C hit during the third episode
         calls.extend(block)
-        return real(env_id, image_size, policy, seed, block, steps)
+        return real(env, policy, seed, block, steps)
 
     monkeypatch.setattr(collect_mod, "vector_rollouts", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -150,7 +150,7 @@ def test_resume_after_interrupt(wall, tmp_path, monkeypatch):
     (out / ".staging" / "episode_000001.npz").write_bytes(b"not a zip")
 
     calls.clear()
-    monkeypatch.setattr(collect_mod, "vector_rollouts", lambda *a: (calls.extend(a[4]), real(*a))[1])
+    monkeypatch.setattr(collect_mod, "vector_rollouts", lambda *a: (calls.extend(a[3]), real(*a))[1])
     collect_dataset("wall", EPISODES, out, seed=SEED, max_steps=STEPS, progress=False)
     assert calls == [1, 2, 3]  # only what was missing
     assert not (out / ".staging").exists()

@@ -235,8 +235,8 @@ def test_vector_collection_equals_the_single_env_episode_for_episode(env_id, pol
     from wm_gym.data.collect import make_sim, rollout, vector_rollouts
 
     indices = [0, 5, 11]
-    batched = vector_rollouts(env_id, 64, policy, 3, indices, 50)
     env = make_sim(env_id, 64)
+    batched = vector_rollouts(env, policy, 3, indices, 50)
     for i, episode in zip(indices, batched):
         reference = rollout(env, policy, 3, i, 50)
         for name in ("frames", "proprio", "states", "success", "actions", "rewards", "goal", "goal_pixels"):

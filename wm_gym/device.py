@@ -69,10 +69,10 @@ def usable_cores() -> int:
 class RankLayout:
     """How one training run uses the CPU: ``ranks`` local DDP processes of ``threads`` torch threads each.
 
-    ``auto`` is one process with a thread per usable core (or ``OMP_NUM_THREADS`` of them, if set). Measured on the 2-core machine
-    (``benchmarks/train_speed.py``, small preset, ms per step, fp32): latent 197 on one thread, 114 on
-    two, 121 as two single-thread DDP ranks of half the batch; controller 52 / 31 / 40. Two threads
-    already keep both cores busy, and DDP adds an all-reduce per step, so ranks > 1 is for machines
+    ``auto`` is one process with a thread per usable core (or ``OMP_NUM_THREADS`` of them, if set). Measured on
+    the quiet 2-core machine (``benchmarks/train_speed.py``, small preset, ms per step, fp32): latent 112 on one
+    process of two threads, 117 as two single-thread DDP ranks of half the batch; controller 38 / 45. Two
+    threads already keep both cores busy, and DDP adds an all-reduce per step, so ranks > 1 is for machines
     whose cores one process cannot fill (``--ranks N``; each rank draws 1/N of the global batch).
     """
 

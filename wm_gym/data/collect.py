@@ -105,27 +105,28 @@ class StepRecord:
 VECTOR_BLOCK = 256
 
 
-def vector_rollouts(env_id: str, image_size: int, policy: str, seed: int, indices: list[int], steps: int) -> list[Episode]:
-    """:func:`rollout` of episodes ``indices``, all at once on the sim's native vector env (same data).
+def vector_rollouts(env, policy: str, seed: int, indices: list[int], steps: int) -> list[Episode]:
+    """:func:`rollout` of episodes ``indices`` of sim ``env`` (as :func:`make_sim` makes it), all at once on the
+    sim's native vector env (same data).
 
-    Row i is reset with episode i's seed and acts with its own policy object and generator, so each
-    episode equals the single-env rollout of the same index bit for bit (tests/test_data.py checks).
+    Row i is reset with episode i's seed and acts with its own policy object and generator, built on
+    ``env`` (bounds, geometry), so each episode equals the single-env rollout of the same index bit for
+    bit (tests/test_training_speed.py checks).
     """
     import gymnasium as gym
 
     from wm_gym.envs.policies import make_policy
 
     n = len(indices)
-    vec = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point", max_episode_steps=steps,
-                       image_size=image_size, terminate_on_success=False)
-    template = make_sim(env_id, image_size)  # the policies' view of the sim (bounds, geometry)
+    vec = gym.make_vec(env.spec.id, num_envs=n, vectorization_mode="vector_entry_point", max_episode_steps=steps,
+                       image_size=env.unwrapped.image_size, terminate_on_success=False)
     seeds, rngs = zip(*(episode_seeds(seed, i) for i in indices))
     obs, info = vec.reset(seed=list(seeds))
     row = lambda tree, i: {k: v[i] for k, v in tree.items()}  # noqa: E731
-    policies = [make_policy(template, policy, rng) for rng in rngs]
+    policies = [make_policy(env, policy, rng) for rng in rngs]
     for i, pol in enumerate(policies):
         pol.reset(row(obs, i), row(info, i))
-    low, high = template.unwrapped.action_space.low, template.unwrapped.action_space.high
+    low, high = env.unwrapped.action_space.low, env.unwrapped.action_space.high
     goal, goal_pixels = np.asarray(vec.unwrapped.goal, np.float64).copy(), np.asarray(vec.unwrapped.goal_pixels).copy()
     record = StepRecord(obs, info)
     for _ in range(steps):
@@ -134,7 +135,6 @@ def vector_rollouts(env_id: str, image_size: int, policy: str, seed: int, indice
         obs, reward, _terminated, _truncated, info = vec.step(action)
         record.add(action, reward, obs, info)
     vec.close()
-    template.close()
     arrays = record.stacked(axis=1, action_dim=low.shape[0])  # [N, T, ...]
     return [Episode(**{name: a[i] for name, a in arrays.items()}, goal=goal[i], goal_pixels=goal_pixels[i],
                     seed=seeds[i]) for i in range(n)]
@@ -169,8 +169,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(params: dict, staging: str, vector: bool) -> None:
-    _WORKER.update(env=None if vector else make_sim(params["env_id"], params["image_size"]), params=params,
-                   staging=Path(staging), vector=vector, parent=os.getppid())
+    _WORKER.update(env=make_sim(params["env_id"], params["image_size"]), params=params, staging=Path(staging),
+                   vector=vector, parent=os.getppid())
 
 
 def _worker_run(block: list[int]) -> int:
@@ -184,7 +184,7 @@ def _worker_run(block: list[int]) -> int:
 def collect_block(env, params: dict, block: list[int], staging: Path, vector: bool) -> None:
     """Run episodes ``block`` (on the native vector env, or one by one on ``env``) and write their shards."""
     p = params
-    episodes = (vector_rollouts(p["env_id"], p["image_size"], p["policy"], p["seed"], block, p["episode_length"])
+    episodes = (vector_rollouts(env, p["policy"], p["seed"], block, p["episode_length"])
                 if vector else (rollout(env, p["policy"], p["seed"], i, p["episode_length"]) for i in block))
     for i, episode in zip(block, episodes):
         episode.save_npz(_shard_path(staging, i))

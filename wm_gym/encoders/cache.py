@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -66,14 +67,19 @@ def write_cache(cache_path: str | Path, key: dict[str, str], features: torch.Ten
 
 
 def cached_features(encoder: FrozenEncoder, frames: np.ndarray, cache_path: str | Path, batch_size: int = 256,
-                    device: str | torch.device = "auto", progress: bool = True) -> torch.Tensor:
+                    device: str | torch.device = "auto", progress: bool = True,
+                    encode: Callable[[], torch.Tensor] | None = None, write: bool = True) -> torch.Tensor:
     """Features [M, N, C] (float16, CPU) from ``cache_path`` if it was made by this encoder from these
-    frames, else encoded now and written atomically. A reused cache comes back memory-mapped."""
+    frames, else encoded now and written atomically. A reused cache comes back memory-mapped.
+
+    ``encode`` replaces :func:`encode_frames` for a miss (DDP ranks each encode a share and gather),
+    and ``write=False`` leaves the writing to another process (rank 0)."""
     key = cache_key(encoder, frames)
     features = read_cache(cache_path, key)
     if features is None:
-        features = encode_frames(encoder, frames, batch_size, device, progress)
-        write_cache(cache_path, key, features)
+        features = encode() if encode is not None else encode_frames(encoder, frames, batch_size, device, progress)
+        if write:
+            write_cache(cache_path, key, features)
     return features
 
 
@@ -83,9 +89,10 @@ def dataset_cache_path(encoder: FrozenEncoder, data_dir: str | Path) -> Path:
 
 
 def dataset_features(encoder: FrozenEncoder, data_dir: str | Path, frames: np.ndarray, progress: bool = True,
-                     device: str | torch.device = "auto") -> torch.Tensor:
+                     device: str | torch.device = "auto", **cache_options) -> torch.Tensor:
     """:func:`cached_features` of a dataset's frames, cached in :func:`dataset_cache_path`."""
-    return cached_features(encoder, frames, dataset_cache_path(encoder, data_dir), progress=progress, device=device)
+    return cached_features(encoder, frames, dataset_cache_path(encoder, data_dir), progress=progress, device=device,
+                           **cache_options)
 
 
 def episode_step_features(encoder: FrozenEncoder, data_dir: str | Path, episodes: list[np.ndarray], frameskip: int,

@@ -31,7 +31,7 @@ import torch
 from wm_gym.data.dataset import load_episodes
 from wm_gym.data.windows import split_episodes
 from wm_gym.device import RankLayout, resolve_device, set_threads, use_bf16
-from wm_gym.encoders.cache import cache_key, dataset_cache_path, encode_frames, read_cache, write_cache
+from wm_gym.encoders.cache import dataset_features, encode_frames
 from wm_gym.train.adversarial import FGSM
 from wm_gym.train.encoder import conv_encoder_objective
 from wm_gym.train.feature_windows import FeatureWindows
@@ -430,14 +430,11 @@ def _init_from(model: WorldModel, base: WorldModel, path: str) -> set[str]:
 def _dataset_features(model: WorldModel, data_dir: str, frames: np.ndarray, dist: Distributed,
                       progress: bool) -> torch.Tensor:
     """φ(every frame) [F, N, C] fp16 on the CPU: the dataset's cache, or encoded now, each rank doing its share."""
-    path, key = dataset_cache_path(model.encoder, data_dir), cache_key(model.encoder, frames)
-    raw = read_cache(path, key)
-    if raw is None:
-        raw = dist.gather_rows(lambda rows: encode_frames(model.encoder, frames[rows], device=model.device,
-                                                          progress=progress and dist.is_main), len(frames))
-        if dist.is_main:
-            write_cache(path, key, raw)
-    return raw
+    def encode_shares() -> torch.Tensor:
+        return dist.gather_rows(lambda rows: encode_frames(model.encoder, frames[rows], device=model.device,
+                                                           progress=progress and dist.is_main), len(frames))
+
+    return dataset_features(model.encoder, data_dir, frames, encode=encode_shares, write=dist.is_main)
 
 
 @torch.no_grad()

@@ -91,7 +91,8 @@ class WaypointGraph:
             data = load_episodes(folder)
             if data.image_size != model.meta.image_size:
                 raise ValueError(f"{folder} has {data.image_size}px frames, the model takes {model.meta.image_size}px")
-            raw, counts = episode_step_features(model.encoder, folder, data.frames, fs, progress, model.device)
+            raw, counts = episode_step_features(model.encoder, folder, data.frames, data.frame_step(fs), progress,
+                                                model.device)
             feats.append(model.normalize(raw.to(model.device)).cpu())
             lengths += counts
         return cls(torch.cat(feats), lengths, **kwargs)

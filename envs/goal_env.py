@@ -29,6 +29,9 @@ class GoalImageEnv(gym.Env, ABC):
     state_dim: int = 0
     #: Data-collection policies by name, e.g. {"random": ..., "noisy-expert": ...}; see policies.py.
     policies: dict = {}
+    #: While True, ``step`` returns ``obs["pixels"] = None`` and renders nothing: collection that stores
+    #: every k-th frame (``wm-gym collect --frame-stride``) sets it for the steps in between.
+    skip_pixels: bool = False
 
     def __init__(self, action_low, action_high, image_size: int = 64, render_mode: str | None = "rgb_array"):
         if render_mode not in (None, "rgb_array"):
@@ -117,7 +120,8 @@ class GoalImageEnv(gym.Env, ABC):
         return self._render_pixels()
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {"pixels": self._render_pixels(), "proprio": np.asarray(self._get_proprio(), np.float32)}
+        pixels = None if self.skip_pixels else self._render_pixels()
+        return {"pixels": pixels, "proprio": np.asarray(self._get_proprio(), np.float32)}
 
     def _info(self) -> dict[str, Any]:
         state = np.asarray(self._get_state(), np.float64)

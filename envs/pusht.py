@@ -39,6 +39,12 @@ Goal trajectories (v1): ``goal_dataset=None`` uses the small set shipped next to
 file, so that this package never imports torch), and a ``.npz`` path reads a file in the
 shipped format. Seeding rule: ``reset(seed=s)`` draws the trajectory, then ``t``, from the
 env's generator, so the same seed always gives the same pair.
+
+Held-out goals (v1): the trajectories are split in two, every ``EVAL_EVERY``-th one (index
+``e % 4 == 3``) for evaluation and the rest for training. ``goal_split="eval"`` (the env's
+default, what every evaluation makes) draws starts and goals from the evaluation trajectories
+only; ``wm-gym collect`` resets its episodes with ``goal_split="train"``, so no collected
+episode, demo bank or model starts from a state that evaluation uses. ``"all"`` is the whole set.
 """
 from __future__ import annotations
 
@@ -63,6 +69,7 @@ from shapely.ops import unary_union  # noqa: E402
 from .geometry import wrap_angle  # noqa: E402
 from .goal_env import GoalImageEnv  # noqa: E402
 from .policies import CorrelatedRandomPolicy, Policy  # noqa: E402
+from .registration import GOAL_SPLITS  # noqa: E402
 
 WORKSPACE = 512.0
 AGENT_RADIUS = 15.0
@@ -73,6 +80,8 @@ AGENT_RADIUS = 15.0
 TARGET_LOW, TARGET_HIGH = 5.0 + 2.0 + AGENT_RADIUS, 506.0 - 2.0 - AGENT_RADIUS
 #: gym-pusht's fixed target pose (x, y, angle), which DINO-WM draws in light green in every frame.
 FIXED_TARGET_POSE = np.array([256.0, 256.0, np.pi / 4])
+#: Every EVAL_EVERY-th trajectory (index e % EVAL_EVERY == EVAL_EVERY - 1) is held out for evaluation.
+EVAL_EVERY = 4
 #: The goal trajectories shipped with wm-gym (v1's default goal set).
 DEFAULT_GOAL_FILE = Path(__file__).with_name("pusht_goal_trajectories.npz")
 
@@ -179,12 +188,26 @@ class GoalTrajectories:
         a, b = int(self.offsets[e]), int(self.offsets[e + 1])
         return self.states[a:b], self.actions[a - e:b - e - 1]
 
-    def draw(self, rng: np.random.Generator, steps: int) -> tuple[int, int]:
-        """(episode, t): DINO-WM's draw, an episode uniformly among those with at least ``steps``
+    def split(self, name: str) -> np.ndarray:
+        """int64 [E_split]: the trajectories of split ``name`` (see GOAL_SPLITS); "eval" and "train" are disjoint."""
+        if name not in GOAL_SPLITS:
+            raise ValueError(f"unknown goal split {name!r}; expected one of {GOAL_SPLITS}")
+        every = np.arange(len(self.offsets) - 1)
+        held_out = every % EVAL_EVERY == EVAL_EVERY - 1
+        chosen = every if name == "all" else every[held_out if name == "eval" else ~held_out]
+        if len(chosen) == 0:
+            raise ValueError(f"{self.source} has {len(every)} trajectories: too few for a {name!r} split "
+                             f"(every {EVAL_EVERY}th is held out for evaluation); use goal_split='all'")
+        return chosen
+
+    def draw(self, rng: np.random.Generator, steps: int, split: str = "all") -> tuple[int, int]:
+        """(episode, t): DINO-WM's draw, an episode of ``split`` uniformly among those with at least ``steps``
         steps, then ``t`` uniformly in [0, T_e − steps] (``plan.py:sample_traj_segment_from_dset``)."""
-        eligible = np.flatnonzero(self.lengths >= steps)
+        episodes = self.split(split)
+        eligible = episodes[self.lengths[episodes] >= steps]
         if len(eligible) == 0:
-            raise ValueError(f"{self.source} has no episode with at least {steps} steps (longest: {self.lengths.max()})")
+            raise ValueError(f"{self.source} has no {split!r} episode with at least {steps} steps "
+                             f"(longest: {self.lengths[episodes].max()})")
         e = int(eligible[rng.integers(len(eligible))])
         return e, int(rng.integers(self.lengths[e] - steps + 1))
 
@@ -225,6 +248,9 @@ def _read_collected(root: Path) -> GoalTrajectories:
     if not (root / "meta.json").exists():
         raise ValueError(f"goal dataset {root} is not a finished wm-gym dataset (no meta.json); {how}")
     meta = json.loads((root / "meta.json").read_text())
+    if meta.get("frame_stride", 1) != 1:
+        raise ValueError(f"goal dataset {root} keeps every {meta['frame_stride']}th frame; goals replay every recorded "
+                         "step, so collect it with --frame-stride 1")
     if not meta.get("has_actions"):
         raise ValueError(f"goal dataset {root} has no actions (a video dataset?); {how}")
     h5 = root / "minari" / "main_data.hdf5"
@@ -371,22 +397,28 @@ class PushTEnv(GoalImageEnv):
     """Push the T block to a goal pose with a circular pusher (DINO-WM's PushT).
 
     ``version`` picks the :class:`PushTProtocol` (1: DINO-WM parity, 0: wm-gym v0);
-    ``goal_dataset`` (v1 only) is where start/goal pairs are cut from, see the module docstring.
+    ``goal_dataset`` (v1 only) is where start/goal pairs are cut from, and ``goal_split`` (v1 only)
+    which of its trajectories: "eval" (default, held out from collection), "train" or "all";
+    see the module docstring.
     """
 
     proprio_dim = 4
     state_dim = 7
 
     def __init__(self, image_size: int = 64, render_mode: str | None = "rgb_array", version: int = 1,
-                 goal_dataset: str | Path | None = None):
+                 goal_dataset: str | Path | None = None, goal_split: str | None = None):
         self.protocol = make_protocol(version)
-        if goal_dataset is not None and self.protocol.goal_source != "dataset":
-            raise ValueError(f"goal_dataset needs version=1 (goals from recorded trajectories); version {version} "
-                             "draws its goals with the random policy")
+        for name, value in (("goal_dataset", goal_dataset), ("goal_split", goal_split)):
+            if value is not None and self.protocol.goal_source != "dataset":
+                raise ValueError(f"{name} needs version=1 (goals from recorded trajectories); version {version} "
+                                 "draws its goals with the random policy")
+        if goal_split is not None and goal_split not in GOAL_SPLITS:
+            raise ValueError(f"unknown goal_split {goal_split!r}; expected one of {GOAL_SPLITS}")
+        self.goal_split = goal_split or "eval"
         super().__init__(action_low=[-1.0, -1.0], action_high=[1.0, 1.0], image_size=image_size, render_mode=render_mode)
         self.goal_dataset = goal_dataset
         if goal_dataset is not None:
-            load_goal_trajectories(goal_dataset)  # fail now, not at the first reset
+            load_goal_trajectories(goal_dataset).split(self.goal_split)  # fail now, not at the first reset
         self._sim = _PushTPhysics()
         self._coverage: float | None = None
 
@@ -430,7 +462,7 @@ class PushTEnv(GoalImageEnv):
         by a few px because the block's velocity at ``t`` is not part of the state.
         """
         trajectories = self.goal_trajectories
-        e, t = trajectories.draw(self.np_random, self.protocol.goal_steps)
+        e, t = trajectories.draw(self.np_random, self.protocol.goal_steps, self.goal_split)
         states, actions = trajectories.episode(e)
         start = states[t].copy()
         self._set_state(start)

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 import gymnasium as gym
 
 
+#: The trajectory sets of a sim with recorded goals (SimSpec.goal_splits): "eval" is held out from collection.
+GOAL_SPLITS = ("train", "eval", "all")
+
+
 @dataclass(frozen=True)
 class SimSpec:
     env_id: str
@@ -17,6 +21,9 @@ class SimSpec:
     max_episode_steps: int
     vector_entry_point: str | None = None
     kwargs: tuple = ()
+    #: True when the sim cuts starts and goals from recorded trajectories split into "train" and "eval"
+    #: (its ``goal_split`` option): collection then resets from "train", evaluation from "eval".
+    goal_splits: bool = False
 
 
 #: CLI short name -> the current version's registration. Episode lengths follow the DINO-WM data protocol.
@@ -25,7 +32,7 @@ class SimSpec:
 SIMS: dict[str, SimSpec] = {
     "wall": SimSpec("wm_gym/Wall-v1", "wm_gym.envs.wall:WallEnv", 50, "wm_gym.envs.wall:WallVectorEnv", (("version", 1),)),
     "pointmaze": SimSpec("wm_gym/PointMaze-UMaze-v1", "wm_gym.envs.pointmaze:PointMazeEnv", 100, kwargs=(("version", 1),)),
-    "pusht": SimSpec("wm_gym/PushT-v1", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 1),)),
+    "pusht": SimSpec("wm_gym/PushT-v1", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 1),), goal_splits=True),
     "dmc-reacher": SimSpec("wm_gym/DMC-reacher-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100, kwargs=(("domain", "reacher"), ("task", "easy"))),
     "dmc-point_mass": SimSpec("wm_gym/DMC-point_mass-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100, kwargs=(("domain", "point_mass"), ("task", "easy"))),
 }

@@ -468,7 +468,10 @@ class WallVectorEnv(VectorEnv):
 
     ``terminate_on_success=False`` keeps a row going after success (reported in ``info`` only), so
     that every row runs exactly ``max_episode_steps``: dataset collection records whole episodes.
+    ``skip_pixels``: as :attr:`GoalImageEnv.skip_pixels` (no rendering, ``obs["pixels"] = None``).
     """
+
+    skip_pixels: bool = False
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
@@ -569,7 +572,8 @@ class WallVectorEnv(VectorEnv):
         return np.broadcast_to(arr, (self.num_envs, 2))
 
     def _obs(self) -> dict[str, np.ndarray]:
-        return {"pixels": render_dots(self.pos, self.geometry, self.image_size), "proprio": self.pos.astype(np.float32)}
+        pixels = None if self.skip_pixels else render_dots(self.pos, self.geometry, self.image_size)
+        return {"pixels": pixels, "proprio": self.pos.astype(np.float32)}
 
     def _info(self, success: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if success is None:

@@ -37,12 +37,15 @@ from wm_gym.io import atomic_path
 #: base_dynamics: flow and controller steps of the random-data model (the demo stage retrains both, so they
 #: are kept short); distance_steps / distance_imagined: the temporal-distance head's steps and the fraction
 #: of its training states taken from the model's own open-loop predictions; distance_rollouts: how many
-#: episodes per dataset are rolled out for those (all of them cost a model step per frame).
+#: episodes per dataset are rolled out for those (all of them cost a model step per frame); frame_stride:
+#: collect only every k-th frame (`wm-gym collect --frame-stride`), the frames a frameskip-k model reads.
 RECIPES = {
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small", base_dynamics=100,
                  distance_steps=6000, distance_imagined=0.0),
     "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100,
                       distance_steps=6000, distance_imagined=0.5, distance_rollouts=500),
+    "pusht": dict(episodes=2000, heldout=100, expert=1000, bank=500, history=3, preset="small", base_dynamics=100,
+                  distance_steps=6000, distance_imagined=0.5, distance_rollouts=500),
     "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=500, history=3, preset="small",
                            base_dynamics=100, distance_steps=6000, distance_imagined=0.5, distance_rollouts=500),
 }
@@ -109,18 +112,22 @@ def main() -> None:
     parser.add_argument("--preset", default=None, choices=["small", "fast"],
                         help="world-model size (`wm-gym train --preset`; default: the recipe's)")
     parser.add_argument("--name", default=None, help="zoo entry to write (default: the sim's name), e.g. wall-fast")
+    parser.add_argument("--frame-stride", type=int, default=None,
+                        help="collect only every k-th frame (default: the recipe's, 1); datasets go to their own folders")
     parser.add_argument("--base-dynamics-steps", type=int, default=None,
                         help="flow and controller steps of the random-data model (default: the recipe's, 100); "
                         "the demo stage retrains both, so a short run only skips that model's own dynamics")
     args = parser.parse_args()
     r, d, sim = RECIPES[args.sim], Path(args.data), args.sim
     preset, name = args.preset or r["preset"], args.name or sim
+    stride = args.frame_stride if args.frame_stride is not None else r.get("frame_stride", 1)
+    data_tag = "" if stride == 1 else f"-every{stride}"  # a strided collection never resumes into a full one
     from wm_gym.world_model import WorldModel
     from wm_gym.zoo import MODELS, ZOO_DIR
 
     d.mkdir(parents=True, exist_ok=True)
     zoo_file = MODELS.get(name, f"{name}.pt")  # a new sim's model is written there; list it in wm_gym.zoo.MODELS
-    stem = d / f"{sim}-rla-{preset}"
+    stem = d / f"{sim}-rla-{preset}{data_tag}"
     base, tuned, calibrated, final = (Path(f"{stem}{s}.pt") for s in ("", "-ft", "-ft-cal", "-ft-cal-td"))
     times = StageTimes(Path(f"{stem}-recipe-seconds.json"))
     done = lambda path: Path(path).is_file()  # noqa: E731  (every step's file is written atomically, last)
@@ -130,24 +137,26 @@ def main() -> None:
     for label, episodes, seed, policy, workers in (("random", r["episodes"], 0, "random", args.workers),
                                                    ("heldout", r["heldout"], 1, "random", 1),
                                                    ("expert", r["expert"], 3, "noisy-expert", args.workers)):
-        out = d / f"{sim}-{label}"
+        out = d / f"{sim}-{label}{data_tag}"
         times.step(f"collect {label}", done(out / "meta.json"), "collect", "--env", sim, "--episodes", str(episodes),
-                   "--out", str(out), "--seed", str(seed), "--policy", policy, "--workers", str(workers))
+                   "--out", str(out), "--seed", str(seed), "--policy", policy, "--workers", str(workers),
+                   *(["--frame-stride", str(stride)] if stride != 1 else []))
+    data_dir = lambda label: str(d / f"{sim}-{label}{data_tag}")  # noqa: E731
     if not done(base):
-        times.step("train on random data", False, "train", "--data", str(d / f"{sim}-random"), "--out", str(base),
+        times.step("train on random data", False, "train", "--data", data_dir("random"), "--out", str(base),
                    "--preset", preset, "--latent", "rla", "--device", args.device, "--precision", args.precision,
                    "--stage-steps", f"flow={base_dynamics}", "--stage-steps", f"controller={base_dynamics}",
                    *resume_flag(base))
         times.split("train on random data", WorldModel.load(base).meta.train_info["stage_seconds"])
     if not done(tuned):
-        times.step("demo stage", False, "train", "--data", str(d / f"{sim}-expert"), "--out", str(tuned),
+        times.step("demo stage", False, "train", "--data", data_dir("expert"), "--out", str(tuned),
                    "--preset", preset, "--latent", "rla", "--history", str(r["history"]), "--init-from", str(base),
                    "--stage-steps", "flow=1000", "--device", args.device, "--precision", args.precision, *resume_flag(tuned))
         times.split("demo stage", WorldModel.load(tuned).meta.train_info["stage_seconds"])
-    times.step("calibration", done(calibrated), "calibrate", "--model", str(tuned), "--data", str(d / f"{sim}-heldout"),
-               "--demos", str(d / f"{sim}-expert"), "--demo-episodes", str(r["bank"]), "--out", str(calibrated))
+    times.step("calibration", done(calibrated), "calibrate", "--model", str(tuned), "--data", data_dir("heldout"),
+               "--demos", data_dir("expert"), "--demo-episodes", str(r["bank"]), "--out", str(calibrated))
     head = times.step("temporal-distance head", done(final), "train-distance", "--model", str(calibrated),
-               "--data", str(d / f"{sim}-random"), "--data", str(d / f"{sim}-expert"),
+               "--data", data_dir("random"), "--data", data_dir("expert"),
                "--steps", str(r["distance_steps"]), "--imagined-fraction", str(r["distance_imagined"]),
                *(["--imagined-episodes", str(r["distance_rollouts"])] if r.get("distance_rollouts") else []),
                "--device", args.device, "--precision", args.precision, "--out", str(final))
@@ -155,7 +164,7 @@ def main() -> None:
         times.split("temporal-distance head", head["stage_seconds"])
 
     model = WorldModel.load(final)
-    model.meta.train_info["recipe"] = {"sim": sim, "preset": preset, **r}
+    model.meta.train_info["recipe"] = {"sim": sim, "preset": preset, **r, "frame_stride": stride}
     model.meta.train_info["recipe_seconds"] = dict(times.seconds)
     model.save(ZOO_DIR / zoo_file, half=True)
     size = (ZOO_DIR / zoo_file).stat().st_size / 1e6

@@ -131,11 +131,11 @@ def test_resume_after_interrupt(wall, tmp_path, monkeypatch):
     monkeypatch.setattr(collect_mod, "VECTOR_BLOCK", 1)
     calls: list[int] = []
 
-    def interrupted(env, policy, seed, block, steps):
+    def interrupted(env, policy, seed, block, steps, frame_stride):
         if len(calls) == 2:
             raise KeyboardInterrupt  # as if Ctrl-C hit during the third episode
         calls.extend(block)
-        return real(env, policy, seed, block, steps)
+        return real(env, policy, seed, block, steps, frame_stride)
 
     monkeypatch.setattr(collect_mod, "vector_rollouts", interrupted)
     with pytest.raises(KeyboardInterrupt):

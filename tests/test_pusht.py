@@ -167,7 +167,7 @@ def test_goal_dataset_reader_matches_the_project_loader(small_dataset):
 
 
 def test_goals_are_25_recorded_steps_ahead_in_the_source_trajectory(small_dataset):
-    env = make(1, goal_dataset=small_dataset)
+    env = make(1, goal_dataset=small_dataset, goal_split="all")  # 3 trajectories: too few to split
     trajectories = env.goal_trajectories
     steps = env.protocol.goal_steps
     draws = set()
@@ -231,6 +231,49 @@ def test_check_env_v1():
     env = gym.make("wm_gym/PushT-v1")
     assert env.unwrapped.protocol == PUSHT_V1
     check_env(env)
+
+
+# ----- held-out goals: collection resets from "train" trajectories, evaluation from "eval" ones ---------------
+def test_goal_splits_are_disjoint_and_cover_the_set():
+    trajectories = pusht.load_goal_trajectories()
+    train, held_out, every = (set(trajectories.split(name).tolist()) for name in ("train", "eval", "all"))
+    assert train.isdisjoint(held_out) and train | held_out == every == set(range(len(trajectories.lengths)))
+    assert len(held_out) == len(every) // pusht.EVAL_EVERY
+    with pytest.raises(ValueError, match="unknown goal split"):
+        trajectories.split("test")
+
+
+@pytest.mark.parametrize("split", ["eval", "train"])
+def test_env_draws_starts_only_from_its_split(split):
+    trajectories = pusht.load_goal_trajectories()
+    allowed = set(trajectories.split(split).tolist())
+    env = make(1, goal_split=split)
+    seen = {find_state(trajectories, env.reset(seed=seed)[1]["state"])[0] for seed in range(40)}
+    assert seen <= allowed and len(seen) >= 8, (split, sorted(seen))
+
+
+def test_evaluation_default_is_the_held_out_split_and_collection_uses_train(small_dataset):
+    from wm_gym.data.dataset import load_episodes
+
+    assert gym.make("wm_gym/PushT-v1").unwrapped.goal_split == "eval"
+    data = load_episodes(small_dataset, cache=False)
+    assert data.meta["goal_split"] == "train"
+    trajectories = pusht.load_goal_trajectories()
+    held_out = set(trajectories.split("eval").tolist())
+    for states in data.states:
+        assert find_state(trajectories, states[0])[0] not in held_out  # every collected start is a training state
+
+
+def test_goal_split_errors(tmp_path):
+    from wm_gym.data.collect import collect_dataset
+
+    with pytest.raises(ValueError, match="version=1"):
+        make(0, goal_split="train")
+    with pytest.raises(ValueError, match="unknown goal_split"):
+        make(1, goal_split="validation")
+    with pytest.raises(ValueError, match="no goal splits"):
+        collect_dataset("wall", 1, tmp_path / "w", goal_split="train", progress=False, max_steps=2)
+    assert not (tmp_path / "w").exists()
 
 
 def test_goal_dataset_errors_name_the_fix(tmp_path):

@@ -34,7 +34,7 @@ def labelled_pairs(model: WorldModel, data_dir: str | Path, metric: str = "l1",
     """
     data = load_episodes_for(data_dir, model.meta.env_id, cache=False)
     sim = make_sim(model.meta.env_id, model.meta.image_size).unwrapped
-    fs = model.config.frameskip
+    fs = data.frame_step(model.config.frameskip)  # stored frames per model step
     dist, label, episode = [], [], []
     for e in range(len(data) if max_episodes is None else min(max_episodes, len(data))):
         times = np.arange(0, len(data.frames[e]), fs)

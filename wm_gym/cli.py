@@ -32,7 +32,8 @@ def cmd_collect(args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     out = collect_dataset(
         args.env, args.episodes, args.out, policy=args.policy, seed=args.seed,
-        workers=args.workers, progress=not args.json, max_steps=args.max_steps,
+        workers=args.workers, progress=not args.json, max_steps=args.max_steps, goal_split=args.goal_split,
+        frame_stride=args.frame_stride,
     )
     data = load_episodes(out)
     success = [bool(ep_success.any()) for ep_success in data.success]
@@ -40,7 +41,7 @@ def cmd_collect(args: argparse.Namespace) -> dict[str, Any]:
         "out": str(out),
         "env": args.env,
         "episodes": len(data.frames),
-        "steps": int(sum(len(f) - 1 for f in data.frames)),
+        "steps": int(data.lengths.sum()),
         "success_rate": float(sum(success) / max(len(success), 1)),
         "seconds": round(time.perf_counter() - start, 2),
     }

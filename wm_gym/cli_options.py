@@ -37,6 +37,7 @@ from wm_gym.agents.planners import PLANNERS, TERMINALS, PlannerConfig
 from wm_gym.agents.train_agent import ALGOS, AgentConfig
 from wm_gym.device import PRECISIONS
 from wm_gym.encoders import ENCODERS
+from wm_gym.envs.registration import GOAL_SPLITS
 from wm_gym.grounding import GroundingConfig
 from wm_gym.imagine.config import ACTION_SPACES, TASKS
 from wm_gym.latent_actions.regularizers import REGULARIZERS
@@ -83,6 +84,10 @@ class CollectOptions:
     seed: int = 0                   # episode i is fully determined by (seed, i)
     workers: int = 1                # parallel worker processes (results do not depend on it)
     max_steps: int | None = None    # steps per episode (default: the sim's episode length)
+    goal_split: str | None = None   # sims with recorded goal sets (pusht): the trajectories resets start from,
+                                    # train (default) | eval | all; evaluation uses eval, held out from train
+    frame_stride: int = 1           # render and store only every k-th frame (a model of frameskip k reads no
+                                    # others); the actions of every sim step are kept
 
 
 @dataclass
@@ -242,7 +247,7 @@ class Cli:
 
 #: Per dataclass, field name (dotted for a nested config's field) -> how it differs on the command line.
 FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
-    CollectOptions: {"env": Cli(help=SIM_HELP)},
+    CollectOptions: {"env": Cli(help=SIM_HELP), "goal_split": Cli(choices=GOAL_SPLITS)},
     IngestOptions: {"inputs": Cli(positional=True, metavar="INPUT"), "labels": Cli(metavar="FILE")},
     TrainConfig: {
         "preset": Cli(choices=tuple(PRESETS)), "latent": Cli(choices=LATENTS), "regularizer": Cli(choices=REGULARIZERS),

@@ -202,11 +202,12 @@ def dataset_triples(model: WorldModel, data: str | Path, labelled_fraction: floa
         raise ValueError(f"{data} has {episodes.action_dim}-number sim actions, the model's chunk is "
                          f"{fs} × {model.config.sim_action_dim}")
     s_t, z, chunks, rows = [], [], [], []
+    step = episodes.frame_step(fs)  # stored frames per model step
     for e in used:
-        steps = (len(episodes.frames[e]) - 1) // fs
+        steps = (len(episodes.frames[e]) - 1) // step
         if steps < 1:
             continue
-        feats = model.encode(torch.from_numpy(np.ascontiguousarray(episodes.frames[e][: steps * fs + 1: fs])))
+        feats = model.encode(torch.from_numpy(np.array(episodes.frames[e][: steps * step + 1: step])))  # a copy: mmap
         s_t.append(feats[:-1].cpu()), z.append(model.latent_action(feats[:-1], feats[1:]).float().cpu())
         chunks.append(torch.from_numpy(episodes.actions[e][: steps * fs].reshape(steps, -1).astype(np.float32)))
         rows.append(np.full(steps, e, np.int64))

@@ -32,7 +32,9 @@ from .dataset import (
 
 _PARAMS_FILE = "params.json"
 #: The settings that determine the data; a DIR collected with other values is never mixed in.
-_PARAM_KEYS = ("format_version", "env_id", "policy", "seed", "image_size", "episode_length")
+_PARAM_KEYS = ("format_version", "env_id", "policy", "seed", "image_size", "episode_length", "goal_split", "frame_stride")
+#: What a setting was before it existed (datasets collected then keep resuming and matching).
+_PARAM_DEFAULTS = {"goal_split": None, "frame_stride": 1}
 
 
 def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
@@ -44,20 +46,21 @@ def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
     return int(reset_ss.generate_state(1, np.uint32)[0]), np.random.default_rng(policy_ss)
 
 
-def make_sim(env_id: str, image_size: int = 64):
-    """``gym.make`` one of our sims (importing wm_gym registers them)."""
+def make_sim(env_id: str, image_size: int = 64, goal_split: str | None = None):
+    """``gym.make`` one of our sims (importing wm_gym registers them); ``goal_split`` for sims with recorded goal sets."""
     import gymnasium as gym
 
     import wm_gym  # noqa: F401  (registers the env ids, also in spawned workers)
 
-    return gym.make(env_id, image_size=image_size)
+    return gym.make(env_id, image_size=image_size, **({"goal_split": goal_split} if goal_split else {}))
 
 
-def rollout(env, policy: str, seed: int, index: int, steps: int) -> Episode:
+def rollout(env, policy: str, seed: int, index: int, steps: int, frame_stride: int = 1) -> Episode:
     """Run episode ``index`` for exactly ``steps`` sim steps on the unwrapped sim.
 
     The unwrapped sim is stepped so that neither success termination nor the TimeLimit
-    wrapper can cut the episode short.
+    wrapper can cut the episode short. ``frame_stride`` k renders and keeps only every k-th
+    frame (the sim's ``skip_pixels`` in between); the actions are the same as with k = 1.
     """
     from wm_gym.envs.policies import make_policy
 
@@ -67,28 +70,43 @@ def rollout(env, policy: str, seed: int, index: int, steps: int) -> Episode:
     pol = make_policy(env, policy, rng)
     pol.reset(obs, info)
     low, high = sim.action_space.low, sim.action_space.high
-    record = StepRecord(obs, info)
+    record = StepRecord(obs, info, frame_stride)
     for _ in range(steps):
         action = np.clip(np.asarray(pol(obs, info), np.float32), low, high)
+        sim.skip_pixels = not record.keeps_next_frame
         obs, reward, _terminated, _truncated, info = sim.step(action)
         record.add(action, reward, obs, info)
+    sim.skip_pixels = False
     arrays = record.stacked(axis=0, action_dim=low.shape[0])
     return Episode(**arrays, goal=np.asarray(sim.goal, np.float64).copy(),
-                   goal_pixels=np.asarray(sim.goal_pixels, np.uint8).copy(), seed=reset_seed)
+                   goal_pixels=np.asarray(sim.goal_pixels, np.uint8).copy(), seed=reset_seed, frame_stride=frame_stride)
 
 
 class StepRecord:
-    """What a rollout records per step (frames, proprio, states, success; actions and rewards after the
-    first), for one episode or for a batch of them stepped together."""
+    """What a rollout records, for one episode or for a batch of them stepped together: every sim step's
+    action, and at every ``frame_stride``-th step (and the reset) the frame, proprio, state and success,
+    with the rewards summed over the steps in between."""
 
-    def __init__(self, obs: dict, info: dict):
+    def __init__(self, obs: dict, info: dict, frame_stride: int = 1):
         self.lists = {"frames": [obs["pixels"]], "proprio": [obs["proprio"]], "states": [info["state"]],
                       "success": [info["is_success"]], "actions": [], "rewards": []}
+        self.frame_stride, self.steps, self.reward = int(frame_stride), 0, 0.0
+
+    @property
+    def keeps_next_frame(self) -> bool:
+        """Whether the next step's frame is stored (the sim renders it)."""
+        return (self.steps + 1) % self.frame_stride == 0
 
     def add(self, action, reward, obs: dict, info: dict) -> None:
-        for name, value in (("actions", action), ("rewards", reward), ("frames", obs["pixels"]),
-                            ("proprio", obs["proprio"]), ("states", info["state"]), ("success", info["is_success"])):
-            self.lists[name].append(value)
+        keep = self.keeps_next_frame
+        self.steps += 1
+        self.lists["actions"].append(action)
+        self.reward = self.reward + np.asarray(reward, np.float64)
+        if keep:
+            for name, value in (("rewards", self.reward), ("frames", obs["pixels"]), ("proprio", obs["proprio"]),
+                                ("states", info["state"]), ("success", info["is_success"])):
+                self.lists[name].append(value)
+            self.reward = 0.0
 
     def stacked(self, axis: int, action_dim: int) -> dict[str, np.ndarray]:
         """Each list stacked along ``axis`` (0: one episode; 1: a batch [N, T, ...]) in the dataset's dtypes."""
@@ -105,7 +123,7 @@ class StepRecord:
 VECTOR_BLOCK = 256
 
 
-def vector_rollouts(env, policy: str, seed: int, indices: list[int], steps: int) -> list[Episode]:
+def vector_rollouts(env, policy: str, seed: int, indices: list[int], steps: int, frame_stride: int = 1) -> list[Episode]:
     """:func:`rollout` of episodes ``indices`` of sim ``env`` (as :func:`make_sim` makes it), all at once on the
     sim's native vector env (same data).
 
@@ -122,22 +140,23 @@ def vector_rollouts(env, policy: str, seed: int, indices: list[int], steps: int)
                        image_size=env.unwrapped.image_size, terminate_on_success=False)
     seeds, rngs = zip(*(episode_seeds(seed, i) for i in indices))
     obs, info = vec.reset(seed=list(seeds))
-    row = lambda tree, i: {k: v[i] for k, v in tree.items()}  # noqa: E731
+    row = lambda tree, i: {k: None if v is None else v[i] for k, v in tree.items()}  # noqa: E731  (skipped pixels)
     policies = [make_policy(env, policy, rng) for rng in rngs]
     for i, pol in enumerate(policies):
         pol.reset(row(obs, i), row(info, i))
     low, high = env.unwrapped.action_space.low, env.unwrapped.action_space.high
     goal, goal_pixels = np.asarray(vec.unwrapped.goal, np.float64).copy(), np.asarray(vec.unwrapped.goal_pixels).copy()
-    record = StepRecord(obs, info)
+    record = StepRecord(obs, info, frame_stride)
     for _ in range(steps):
         action = np.stack([np.clip(np.asarray(p(row(obs, i), row(info, i)), np.float32), low, high)
                            for i, p in enumerate(policies)])
+        vec.unwrapped.skip_pixels = not record.keeps_next_frame
         obs, reward, _terminated, _truncated, info = vec.step(action)
         record.add(action, reward, obs, info)
     vec.close()
     arrays = record.stacked(axis=1, action_dim=low.shape[0])  # [N, T, ...]
     return [Episode(**{name: a[i] for name, a in arrays.items()}, goal=goal[i], goal_pixels=goal_pixels[i],
-                    seed=seeds[i]) for i in range(n)]
+                    seed=seeds[i], frame_stride=frame_stride) for i in range(n)]
 
 
 def _shard_path(staging: Path, index: int) -> Path:
@@ -169,7 +188,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(params: dict, staging: str, vector: bool) -> None:
-    _WORKER.update(env=make_sim(params["env_id"], params["image_size"]), params=params, staging=Path(staging),
+    _WORKER.update(env=make_sim(params["env_id"], params["image_size"], params["goal_split"]), params=params, staging=Path(staging),
                    vector=vector, parent=os.getppid())
 
 
@@ -184,8 +203,9 @@ def _worker_run(block: list[int]) -> int:
 def collect_block(env, params: dict, block: list[int], staging: Path, vector: bool) -> None:
     """Run episodes ``block`` (on the native vector env, or one by one on ``env``) and write their shards."""
     p = params
-    episodes = (vector_rollouts(env, p["policy"], p["seed"], block, p["episode_length"])
-                if vector else (rollout(env, p["policy"], p["seed"], i, p["episode_length"]) for i in block))
+    episodes = (vector_rollouts(env, p["policy"], p["seed"], block, p["episode_length"], p["frame_stride"])
+                if vector else (rollout(env, p["policy"], p["seed"], i, p["episode_length"], p["frame_stride"])
+                                for i in block))
     for i, episode in zip(block, episodes):
         episode.save_npz(_shard_path(staging, i))
 
@@ -201,8 +221,16 @@ def collect_dataset(
     progress: bool = True,
     image_size: int = 64,
     max_steps: int | None = None,
+    goal_split: str | None = None,
+    frame_stride: int = 1,
 ) -> Path:
     """Collect ``episodes`` episodes of sim ``env`` ("wall", i.e. "wm_gym/Wall-v1", or any registered id) into ``out``.
+
+    Sims whose starts and goals come from recorded trajectories (PushT-v1) reset from their
+    ``goal_split`` (default "train"), so evaluation's held-out "eval" trajectories stay unseen;
+    other sims take no ``goal_split``. ``frame_stride`` k renders and stores only every k-th frame
+    (the only ones a model of frameskip k reads; dataset.py's docstring has the format); the
+    episode length must be a multiple of k.
 
     Resumable and idempotent: re-running after an interrupt continues where it stopped;
     re-running on a finished ``out`` with the same settings returns at once; other settings
@@ -215,7 +243,8 @@ def collect_dataset(
 
     env_id = resolve_env_id(env)  # ValueError for unknown names
     name = sim_name(env_id)
-    for label, value, minimum in (("episodes", episodes, 1), ("workers", workers, 1), ("image_size", image_size, 8)):
+    for label, value, minimum in (("episodes", episodes, 1), ("workers", workers, 1), ("image_size", image_size, 8),
+                                  ("frame_stride", frame_stride, 1)):
         if not isinstance(value, (int, np.integer)) or value < minimum:
             raise ValueError(f"{label} must be an integer >= {minimum}, got {value!r}")
     if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -223,21 +252,29 @@ def collect_dataset(
     if max_steps is not None and (not isinstance(max_steps, (int, np.integer)) or max_steps < 1):
         raise ValueError(f"max_steps must be a positive integer or None, got {max_steps!r}")
     steps = int(max_steps) if max_steps is not None else sim_spec(env_id).max_episode_steps
+    if not sim_spec(env_id).goal_splits and goal_split is not None:
+        raise ValueError(f"{env_id} draws fresh goals every reset and has no goal splits; drop goal_split={goal_split!r}")
+    if sim_spec(env_id).goal_splits:
+        goal_split = goal_split or "train"
+    if steps % frame_stride:
+        raise ValueError(f"frame_stride {frame_stride} must divide the episode length ({steps} steps)")
     params = {"format_version": FORMAT_VERSION, "env_id": env_id, "policy": policy, "seed": int(seed),
-              "image_size": int(image_size), "episode_length": steps}
+              "image_size": int(image_size), "episode_length": steps, "goal_split": goal_split,
+              "frame_stride": int(frame_stride)}
 
     root = Path(out)
     if is_complete(root):
         meta = read_meta(root)
         wanted = dict(params, episodes=int(episodes))
-        diff = {k: (meta.get(k), v) for k, v in wanted.items() if meta.get(k) != v}
+        diff = {k: (meta.get(k, _PARAM_DEFAULTS.get(k)), v) for k, v in wanted.items()
+                if meta.get(k, _PARAM_DEFAULTS.get(k)) != v}
         if diff:
             raise ValueError(f"{root} already holds a dataset collected with other settings "
                              f"({_describe(diff)}); use another output directory or delete it")
         return root
     staging = open_staging(root, params, _PARAM_KEYS, "collection")
 
-    sim_env = make_sim(env_id, image_size)
+    sim_env = make_sim(env_id, image_size, goal_split)
     try:
         make_policy(sim_env, policy, np.random.default_rng(0))  # unknown policy -> ValueError before any file
         staging.mkdir(parents=True, exist_ok=True)
@@ -252,7 +289,7 @@ def collect_dataset(
             "action_low": sim.action_space.low.tolist(), "action_high": sim.action_space.high.tolist(),
             "action_dim": int(sim.action_space.shape[0]), "has_actions": True, "has_goals": True,
             "proprio_dim": int(sim.observation_space["proprio"].shape[0]), "state_dim": int(sim.state_dim),
-            "frames_per_episode": steps + 1,
+            "frames_per_episode": steps // frame_stride + 1,
         }
         shards = (Episode.load_npz(_shard_path(staging, i)) for i in range(episodes))
         write_dataset(root, shards, meta, sim.observation_space, sim.action_space, env_spec=sim_env.spec,
@@ -299,7 +336,8 @@ def open_staging(root: Path, params: dict, keys: tuple[str, ...], what: str) -> 
             old = json.loads((staging / _PARAMS_FILE).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"corrupt {staging / _PARAMS_FILE}: {e}; delete {staging} to start over") from e
-        diff = {k: (old.get(k), params[k]) for k in keys if old.get(k) != params[k]}
+        diff = {k: (old.get(k, _PARAM_DEFAULTS.get(k)), params[k]) for k in keys
+                if old.get(k, _PARAM_DEFAULTS.get(k)) != params[k]}
         if diff:
             raise ValueError(f"{root} holds an unfinished {what} with other settings ({_describe(diff)}); "
                              f"re-run with the same settings to resume, or delete {staging}")

@@ -23,6 +23,14 @@ Per Minari episode (T sim steps, T+1 observations):
 * ``infos/goal`` float64 [T+1, S] and ``infos/goal_pixels`` uint8 [1, H, W, 3]: the episode's
   goal state (repeated per step, as the sim reports it) and its rendered image (stored once,
   not per step, to keep files half the size); absent for datasets without goals.
+
+Every k-th frame (``meta["frame_stride"] = k``, ``wm-gym collect --frame-stride k``): a model
+with frameskip k reads only every k-th frame, so collection can render and store only those.
+Such a dataset is, to Minari, a dataset of the action-chunked sim (``envs/action_chunk.py``):
+each stored step holds the k sim actions between two stored frames, concatenated
+(``actions`` [T/k, k·A]), and the sum of their rewards. In memory (:class:`EpisodeData`) the
+actions are per sim step again ([T, A], a free reshape); frames, proprio, states and success
+have T/k + 1 entries, frame j being sim step j·k. Without the key, k = 1: every frame.
 """
 from __future__ import annotations
 
@@ -67,10 +75,12 @@ class Episode:
     goal: np.ndarray | None = None  # float64 [S]
     goal_pixels: np.ndarray | None = None  # uint8 [H, W, 3]
     seed: int | None = None  # the reset seed, so the episode can be replayed
+    frame_stride: int = 1  # k: frame j is sim step j·k; actions stay per sim step, rewards per frame gap
 
     @property
     def steps(self) -> int:
-        return int(self.frames.shape[0]) - 1
+        """Sim steps: T (frames hold T/k + 1 entries)."""
+        return (int(self.frames.shape[0]) - 1) * self.frame_stride
 
     def check(self) -> None:
         """Raise ValueError if the arrays do not line up (catches writer bugs before disk)."""
@@ -81,10 +91,13 @@ class Episode:
             arr = getattr(self, name)
             if arr.shape[0] != n:
                 raise ValueError(f"{name} has {arr.shape[0]} entries, expected {n} (one per frame)")
-        if self.actions is not None and (self.actions.ndim != 2 or self.actions.shape[0] != n - 1):
-            raise ValueError(f"actions must be [T={n - 1}, A], got {self.actions.shape}")
+        k = self.frame_stride
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"frame_stride must be an integer >= 1, got {k!r}")
+        if self.actions is not None and (self.actions.ndim != 2 or self.actions.shape[0] != (n - 1) * k):
+            raise ValueError(f"actions must be [T={(n - 1) * k}, A] (one per sim step), got {self.actions.shape}")
         if self.rewards is not None and self.rewards.shape != (n - 1,):
-            raise ValueError(f"rewards must be [T={n - 1}], got {self.rewards.shape}")
+            raise ValueError(f"rewards must be [{n - 1}] (one per stored frame gap), got {self.rewards.shape}")
         if (self.goal is None) != (self.goal_pixels is None):
             raise ValueError("goal and goal_pixels must both be given or both be None")
         if self.goal_pixels is not None and self.goal_pixels.shape != self.frames.shape[1:]:
@@ -102,6 +115,8 @@ class Episode:
                 arrays[name] = getattr(self, name)
         if self.seed is not None:
             arrays["seed"] = np.asarray(self.seed, np.int64)
+        if self.frame_stride != 1:
+            arrays["frame_stride"] = np.asarray(self.frame_stride, np.int64)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
@@ -116,7 +131,8 @@ class Episode:
         if missing:
             raise ValueError(f"corrupt episode shard {path}: missing {sorted(missing)}")
         seed = int(d.pop("seed")) if "seed" in d else None
-        return cls(seed=seed, **d)
+        stride = int(d.pop("frame_stride")) if "frame_stride" in d else 1
+        return cls(seed=seed, frame_stride=stride, **d)
 
 
 # ----------------------------------------------------------------------------- loaded data
@@ -129,12 +145,12 @@ class EpisodeData:
     concatenated over episodes and cut by ``offsets``), so loading is a handful of copies.
     """
 
-    frames: list[np.ndarray]  # [E] of uint8 [T_e+1, H, W, 3]
-    proprio: list[np.ndarray]  # [E] of float32 [T_e+1, P]
-    states: list[np.ndarray]  # [E] of float64 [T_e+1, S]
-    success: list[np.ndarray]  # [E] of bool [T_e+1]
+    frames: list[np.ndarray]  # [E] of uint8 [T_e/k+1, H, W, 3] (k = frame_stride, 1 unless collected so)
+    proprio: list[np.ndarray]  # [E] of float32 [T_e/k+1, P]
+    states: list[np.ndarray]  # [E] of float64 [T_e/k+1, S]
+    success: list[np.ndarray]  # [E] of bool [T_e/k+1]
     actions: list[np.ndarray] | None  # [E] of float32 [T_e, A] (NaN rows where not ``labelled``), or None: no actions
-    rewards: list[np.ndarray] | None  # [E] of float32 [T_e]
+    rewards: list[np.ndarray] | None  # [E] of float32 [T_e/k]: per stored frame gap
     goals: np.ndarray | None  # float64 [E, S], or None when the dataset has no goals
     goal_pixels: np.ndarray | None  # uint8 [E, H, W, 3]
     seeds: np.ndarray  # int64 [E], the reset seed of each episode (-1 when unknown)
@@ -148,9 +164,22 @@ class EpisodeData:
         return len(self.frames)
 
     @property
+    def frame_stride(self) -> int:
+        """k: stored frame j of an episode is its sim step j·k (``wm-gym collect --frame-stride``)."""
+        return int(self.meta.get("frame_stride", 1))
+
+    def frame_step(self, frameskip: int) -> int:
+        """Stored frames per model step of ``frameskip`` sim steps; ValueError when the stride does not divide it."""
+        if frameskip % self.frame_stride:
+            raise ValueError(f"this dataset keeps every {self.frame_stride}th frame, which a model stepping "
+                             f"{frameskip} sim steps at a time cannot use (frameskip must be a multiple of it); "
+                             "collect with --frame-stride 1 or a divisor of the frameskip")
+        return frameskip // self.frame_stride
+
+    @property
     def lengths(self) -> np.ndarray:
-        """int64 [E]: steps per episode (frames per episode minus one)."""
-        return np.array([f.shape[0] - 1 for f in self.frames], np.int64)
+        """int64 [E]: sim steps per episode ((frames - 1) · frame_stride)."""
+        return np.array([(f.shape[0] - 1) * self.frame_stride for f in self.frames], np.int64)
 
     @property
     def has_actions(self) -> bool:
@@ -189,7 +218,7 @@ class EpisodeData:
             rewards=None if self.rewards is None else self.rewards[i],
             goal=None if self.goals is None else self.goals[i],
             goal_pixels=None if self.goal_pixels is None else self.goal_pixels[i],
-            seed=None if self.seeds[i] < 0 else int(self.seeds[i]),
+            seed=None if self.seeds[i] < 0 else int(self.seeds[i]), frame_stride=self.frame_stride,
         )
 
 
@@ -252,6 +281,8 @@ def write_dataset(
     and ``meta.json`` (the "complete" marker) is written last, so an interrupted write never
     looks complete. ``episodes`` may be a generator: episodes are streamed to disk one at a
     time, so memory stays at one episode. ``meta`` gets ``episodes``/``total_steps`` filled in.
+    With ``meta["frame_stride"] = k`` the episodes keep every k-th frame and Minari stores k-action
+    chunks (module docstring); ``action_space`` is always the sim's.
     """
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -267,12 +298,19 @@ def write_dataset(
     shutil.rmtree(tmp, ignore_errors=True)
     counts = {"episodes": 0, "steps": 0}
     expected_len: list[int] = []
+    stride = int(meta.get("frame_stride", 1))
+    if stride > 1:
+        from wm_gym.envs.action_chunk import chunk_space
+
+        action_space = chunk_space(action_space, stride)
 
     def buffers() -> Iterator[EpisodeBuffer]:
         for ep in tqdm(episodes, desc="write", unit="ep", disable=not progress, total=meta.get("episodes")):
             ep.check()
+            if ep.frame_stride != stride:
+                raise ValueError(f"episode keeps every {ep.frame_stride}th frame, the dataset every {stride}th")
             n = ep.frames.shape[0]
-            T = n - 1
+            T = n - 1  # stored steps: T·stride sim steps
             infos: dict[str, np.ndarray] = {
                 "state": np.asarray(ep.states, np.float64),
                 "is_success": np.asarray(ep.success, bool),
@@ -280,14 +318,14 @@ def write_dataset(
             if ep.goal is not None:
                 infos["goal"] = np.repeat(np.asarray(ep.goal, np.float64)[None], n, axis=0)
                 infos["goal_pixels"] = np.asarray(ep.goal_pixels, np.uint8)[None]
-            actions = ep.actions if ep.actions is not None else np.zeros((T, 0), np.float32)
+            actions = ep.actions.reshape(T, -1) if ep.actions is not None else np.zeros((T, 0), np.float32)
             rewards = ep.rewards if ep.rewards is not None else np.zeros(T, np.float32)
             truncations = np.zeros(T, bool)
             if T:
                 truncations[-1] = True
             counts["episodes"] += 1
-            counts["steps"] += T
-            expected_len.append(T)
+            counts["steps"] += T * stride
+            expected_len.append(T * stride)
             yield EpisodeBuffer(
                 id=None, seed=ep.seed,
                 observations={"pixels": np.asarray(ep.frames, np.uint8), "proprio": np.asarray(ep.proprio, np.float32)},
@@ -491,10 +529,12 @@ def _split(a: dict[str, np.ndarray], meta: dict[str, Any]) -> EpisodeData:
         return [x[o[i]:o[i + 1]] for i in range(E)]
 
     has_actions = bool(meta.get("has_actions"))
+    stride = int(meta.get("frame_stride", 1))
+    sim_actions = a["actions"].reshape(len(a["actions"]) * stride, -1)  # stored k-action chunks -> one row per sim step
     return EpisodeData(
         frames=cut(a["frames"], off), proprio=cut(a["proprio"], off), states=cut(a["states"], off),
         success=cut(a["success"], off),
-        actions=cut(a["actions"], step_off) if has_actions else None,
+        actions=cut(sim_actions, step_off * stride) if has_actions else None,
         rewards=cut(a["rewards"], step_off) if has_actions else None,
         goals=a.get("goals"), goal_pixels=a.get("goal_pixels"), seeds=a["seeds"], meta=meta,
     )

@@ -77,19 +77,20 @@ class DemoBank:
         from wm_gym.data.dataset import load_episodes
 
         data = load_episodes(path, cache=False)
+        fs, k = data.frame_step(frameskip), data.frame_stride  # stored frames per model step, sim steps per frame
         rows = np.arange(len(data) if episodes is None else min(episodes, len(data)))
         clips, starts, goals, chunks = [], [], [], []
-        for e in rows:
+        for e in rows:  # in stored frames
             hit = np.flatnonzero(data.success[e])
             end = int(hit[0]) if len(hit) else len(data.frames[e]) - 1
-            last = (len(data.frames[e]) - 1) // frameskip * frameskip  # whole model steps only
-            end = min(max(frameskip, int(np.ceil(end / frameskip)) * frameskip), last)
+            last = (len(data.frames[e]) - 1) // fs * fs  # whole model steps only
+            end = min(max(fs, int(np.ceil(end / fs)) * fs), last)
             clips.append(data.frames[e][: end + 1])
             if data.actions is not None:
-                chunks.append(data.actions[e][:end].reshape(end // frameskip, -1))
+                chunks.append(data.actions[e][: end * k].reshape(end // fs, -1))
             starts.append(data.states[e][0])
             goals.append(data.goals[e] if data.goals is not None else data.states[e][min(end, len(data.states[e]) - 1)])
-        bank = cls.from_videos(clips, frameskip, heldout_fraction, seed)
+        bank = cls.from_videos(clips, fs, heldout_fraction, seed)
         bank.start_states, bank.goal_states = np.stack(starts), np.stack(goals)
         if chunks:  # pad with zero actions (steps past a demo's end are never used)
             t = bank.frames.shape[1] - 1

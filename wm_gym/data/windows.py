@@ -11,6 +11,7 @@ training, not even from a neighbouring window of the same episode.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -52,8 +53,10 @@ class WindowDataset(Dataset):
     * ``proprio`` float32 [L, P] and ``states`` float32 [L, S] (P, S = 0 for video)
     * ``episode`` and ``start`` (int64 scalars): which episode, and the sim step of frame 0
 
-    Windows start every ``stride`` sim steps; window frame k is episode frame
-    ``start + k * frameskip``.
+    Windows start every ``stride`` sim steps; window frame k is the episode's frame at sim step
+    ``start + k * frameskip``. A dataset that keeps every j-th frame (``data.frame_stride``) has
+    windows only at stored frames (every lcm(stride, j) sim steps): the same windows as the full
+    collection at those frames.
     """
 
     def __init__(
@@ -72,6 +75,8 @@ class WindowDataset(Dataset):
         self.history, self.horizon, self.frameskip, self.stride = int(history), int(horizon), int(frameskip), int(stride)
         self.window = self.history + self.horizon
         self.span = (self.window - 1) * self.frameskip  # sim steps from the first to the last frame
+        self.frame_step = data.frame_step(self.frameskip)  # stored frames per model step
+        step = math.lcm(self.stride, data.frame_stride)  # starts fall on stored frames
         eps = np.arange(len(data)) if episodes is None else np.asarray(episodes, np.int64).reshape(-1)
         if eps.size and (eps.min() < 0 or eps.max() >= len(data)):
             raise ValueError(f"episode indices must be in [0, {len(data)}), got {eps.min()}..{eps.max()}")
@@ -79,8 +84,8 @@ class WindowDataset(Dataset):
             raise ValueError("no episodes selected: pass at least one episode index (or episodes=None for all)")
         self.episodes = eps
         lengths = data.lengths
-        index = [np.stack([np.full(n, e), np.arange(n) * self.stride], 1)
-                 for e in eps for n in [max(0, (int(lengths[e]) - self.span) // self.stride + 1)] if n]
+        index = [np.stack([np.full(n, e), np.arange(n) * step], 1)
+                 for e in eps for n in [max(0, (int(lengths[e]) - self.span) // step + 1)] if n]
         if not index:
             longest = int(lengths[eps].max())
             raise ValueError(
@@ -104,7 +109,7 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         e, s = (int(v) for v in self.index[i])
-        idx = s + self.frameskip * np.arange(self.window)
+        idx = s // self.data.frame_stride + self.frame_step * np.arange(self.window)
         d = self.data
         item = {
             "frames": torch.from_numpy(np.ascontiguousarray(d.frames[e][idx])),

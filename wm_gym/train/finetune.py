@@ -46,8 +46,11 @@ class FinetuneConfig:
 
 
 def feature_windows(model: WorldModel, sources: Sequence[Source], progress: bool = True) -> FeatureWindows:
-    """Encode every source with the model's frozen φ (datasets through their feature cache) into one window set."""
-    feats, lengths, actions = [], [], []
+    """Encode every source with the model's frozen φ (datasets through their feature cache) into one window set.
+
+    Sources may keep every frame (an online round's episodes) or every k-th (``collect --frame-stride``):
+    all are brought to the coarsest stride, the frames the model reads in any case."""
+    parts = []  # (features [F, N, C], frames per episode, actions per episode, frame stride) per source
     for src in sources:
         if isinstance(src, (str, Path)) and not (Path(src) / "meta.json").exists() and any(Path(src).glob("episode_*.npz")):
             src = [Episode.load_npz(p) for p in sorted(Path(src).glob("episode_*.npz"))]  # an online round's episodes
@@ -55,6 +58,7 @@ def feature_windows(model: WorldModel, sources: Sequence[Source], progress: bool
             data = load_episodes(src)
             if model.meta.env_id and data.meta.get("env_id") not in (None, model.meta.env_id):
                 raise ValueError(f"{src} holds {data.meta.get('env_id')!r} episodes; the model is for {model.meta.env_id!r}")
+            data.frame_step(model.config.frameskip)  # a stride the frameskip is no multiple of: a clear error
             keep = np.flatnonzero(data.labelled)  # ingested video may label only some episodes
             if len(keep) == 0:
                 raise ValueError(f"{src} has no actions; fine-tuning the dynamics needs action labels")
@@ -63,24 +67,47 @@ def feature_windows(model: WorldModel, sources: Sequence[Source], progress: bool
             if len(keep) < len(sizes):
                 offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
                 raw = raw[torch.as_tensor(np.concatenate([np.arange(offsets[e], offsets[e] + sizes[e]) for e in keep]))]
-            feats.append(model.normalize(raw.to(model.device)))
-            lengths += [int(sizes[e]) for e in keep]
-            actions += [data.actions[e] for e in keep]
+            parts.append((model.normalize(raw.to(model.device)), [int(sizes[e]) for e in keep],
+                          [data.actions[e] for e in keep], data.frame_stride))
         else:
             episodes = list(src)
             if any(ep.actions is None for ep in episodes):
                 raise ValueError("fine-tuning needs episodes with actions")
+            if len({ep.frame_stride for ep in episodes}) > 1:
+                raise ValueError("these episodes keep frames at different strides; pass them as separate sources")
             if episodes:
-                feats.append(model.encode(torch.from_numpy(np.concatenate([ep.frames for ep in episodes]))))
-                lengths += [ep.frames.shape[0] for ep in episodes]
-                actions += [ep.actions for ep in episodes]
-    if not lengths:
+                parts.append((model.encode(torch.from_numpy(np.concatenate([ep.frames for ep in episodes]))),
+                              [ep.frames.shape[0] for ep in episodes], [ep.actions for ep in episodes],
+                              episodes[0].frame_stride))
+    if not parts:
         raise ValueError("nothing to fine-tune on: every source is empty")
+    stride = max(part[3] for part in parts)
+    if model.config.frameskip % stride:
+        raise ValueError(f"a source keeps every {stride}th frame; the model's frameskip {model.config.frameskip} is no multiple")
+    parts = [coarsened(*part, stride) for part in parts]
+    actions = [a for part in parts for a in part[2]]
     a_dim = {a.shape[-1] for a in actions}
     if a_dim != {model.config.sim_action_dim}:
         raise ValueError(f"the episodes' actions have {sorted(a_dim)} dims; the model takes {model.config.sim_action_dim}")
-    return FeatureWindows.from_episodes(torch.cat(feats).half(), lengths, actions, model.config.history,
-                                        model.config.frameskip)
+    return FeatureWindows.from_episodes(torch.cat([part[0] for part in parts]).half(),
+                                        [n for part in parts for n in part[1]], actions, model.config.history,
+                                        model.config.frameskip, stride)
+
+
+def coarsened(features: torch.Tensor, lengths: list[int], actions: list[np.ndarray], stride: int,
+              target: int) -> tuple[torch.Tensor, list[int], list[np.ndarray]]:
+    """Episodes back to back (frames every ``stride`` sim steps) cut down to a frame every ``target`` sim steps:
+    (features, frames per episode, actions per episode, one row per sim step up to the last kept frame)."""
+    if target % stride:
+        raise ValueError(f"sources keep every {stride}th and every {target}th frame: no common stride")
+    factor = target // stride
+    if factor == 1:
+        return features, lengths, actions
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    rows = [o + np.arange(0, n, factor) for o, n in zip(offsets, lengths)]
+    kept = [len(r) for r in rows]
+    return (features[torch.as_tensor(np.concatenate(rows), device=features.device)], kept,
+            [a[: (n - 1) * target] for a, n in zip(actions, kept)])
 
 
 def finetune_dynamics(model: WorldModel, sources: Sequence[Source], config: FinetuneConfig | None = None) -> dict:

@@ -51,7 +51,8 @@ def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path], max_epis
         if imagined and not data.labelled.all():
             raise ValueError(f"{path} has episodes without action labels; imagined states need actions "
                              "(set imagined_fraction=0 for action-free video)")
-        raw, counts = episode_step_features(model.encoder, path, data.frames, fs, progress, model.device)
+        raw, counts = episode_step_features(model.encoder, path, data.frames, data.frame_step(fs), progress,
+                                            model.device)
         with torch.no_grad():
             per_episode = list(model.normalize(raw.to(model.device)).cpu().split(counts))
         keep = [e for e, n in enumerate(counts[:max_episodes]) if n >= 2]  # episodes spanning a model step

@@ -175,7 +175,7 @@ def latent_window_sampler(windows: FeatureWindows, episodes: np.ndarray, batch_s
                              f"frames; the longest has {int(windows.lengths[episodes].max())}")
         return torch.as_tensor(np.concatenate(t)), torch.as_tensor(np.concatenate(n))
 
-    tables = [starts(h * windows.frameskip) for h in range(1, max_h + 1)]
+    tables = [starts(h * windows.frame_step) for h in range(1, max_h + 1)]
     offsets = torch.arange(steps + 1)
 
     def sample(gen: torch.Generator) -> dict:
@@ -183,7 +183,7 @@ def latent_window_sampler(windows: FeatureWindows, episodes: np.ndarray, batch_s
         first, fits = tables[h]
         k = torch.randint(len(first), (batch_size,), generator=gen)
         real = offsets <= fits[k, None]                                                  # [B, steps+1]
-        idx = first[k, None] + (h + 1) * windows.frameskip * torch.where(real, offsets, 0)
+        idx = first[k, None] + (h + 1) * windows.frame_step * torch.where(real, offsets, 0)
         s_seq = windows.features[idx].float()
         if not bool(real.all()):
             s_seq[~real.to(s_seq.device)] = float("nan")
@@ -198,10 +198,10 @@ def fitting_window(windows: FeatureWindows, episodes: np.ndarray, wanted: int, m
     if not isinstance(wanted, (int, np.integer)) or wanted < 1:
         raise ValueError(f"repa_window must be an integer >= 1 (model steps), got {wanted!r}")
     longest = int(windows.lengths[episodes].max())
-    fits = (longest - 1) // (max_h * windows.frameskip)
+    fits = (longest - 1) // (max_h * windows.frame_step)
     if fits < 1:
-        raise ValueError(f"no latent-action pair fits: a gap of {max_h} model steps × frameskip {windows.frameskip} "
-                         f"needs episodes of at least {max_h * windows.frameskip + 1} frames; the longest has {longest}")
+        raise ValueError(f"no latent-action pair fits: a gap of {max_h} model steps × {windows.frame_step} frames "
+                         f"needs episodes of at least {max_h * windows.frame_step + 1} frames; the longest has {longest}")
     return min(wanted, fits)
 
 
@@ -274,6 +274,7 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
 
     # ----- data --------------------------------------------------------------------------------
     data = load_episodes(config.data)
+    data.frame_step(config.frameskip)  # refuse, before any training, a frame stride the frameskip is no multiple of
     n_eps = len(data.frames)
     train_eps, val_eps = split_episodes(n_eps, config.val_fraction, config.seed)
     labelled = labelled_episodes(np.intersect1d(train_eps, np.flatnonzero(data.labelled)), config.action_labels,
@@ -443,7 +444,7 @@ def latent_targets(latent, windows: FeatureWindows, episodes: np.ndarray, dist: 
     """[F, K, d]: the frozen latent encoder's z for (s_t, s_{t+1}) at every window start t of ``episodes``
     (zeros elsewhere): the flow's and the controller's target, computed once instead of every step."""
     starts = torch.as_tensor(windows.starts(episodes, 1))
-    fs, feats = windows.frameskip, windows.features
+    fs, feats = windows.frame_step, windows.features
 
     def encode(rows: slice) -> torch.Tensor:
         t = starts[rows].to(feats.device)

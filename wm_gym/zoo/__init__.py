@@ -13,6 +13,7 @@ MODELS: dict[str, str] = {
     "wall": "wall.pt",            # `small` preset: the most accurate Wall model, the default
     "wall-fast": "wall-fast.pt",  # `fast` preset: ~4x faster imagination on CPUs, slightly weaker agents
     "pointmaze": "pointmaze.pt",  # `small` preset, history 3
+    "pusht": "pusht.pt",          # `small` preset, history 3, PushT-v1 (collected on the "train" goal split)
 }
 DEFAULT = "wall"
 

@@ -377,8 +377,38 @@ def test_fast_preset_trains_a_patch_decoder_model_that_reprojects_and_round_trip
     out = tmp_path / "fast.pt"
     model = train_world_model(TrainConfig(data=str(wall_data), out=str(out), preset="fast", steps=2, device="cpu",
                                           progress=False))
-    assert model.config.encoder_config["decoder"] == "patch" and model.reprojects
+    assert model.config.encoder_config["decoder"] == "patch"
+    assert model.meta.train_info["reproject"]["checked"]  # it can re-project; training kept the better setting
+    model.config.reproject = True
+    assert model.reprojects
     loaded = WorldModel.load(out)
     assert loaded.encoder.identity() == model.encoder.identity()
     s = loaded.encode(torch.zeros(2, 64, 64, 3, dtype=torch.uint8))[:, None]
     assert loaded.step(s, torch.zeros(2, loaded.config.action_dim)).shape == (2, loaded.n_tokens, loaded.dim)
+
+
+# ----- re-projection is kept only where it lowers the held-out open-loop error ---------------------------------
+def test_training_checks_reprojection_and_keeps_the_better_setting(tiny_model, wall_data, monkeypatch):
+    from wm_gym.data.dataset import load_episodes
+    from wm_gym.train.world_model import choose_reprojection
+
+    model, _ = tiny_model
+    monkeypatch.setattr(model.config, "reproject", model.config.reproject)  # restored for later tests
+    report = model.meta.train_info["reproject"]
+    assert report["checked"] and report["chosen"] == model.config.reproject
+    assert report["chosen"] == (report["mse_with"] <= report["mse_without"])
+
+    data = load_episodes(wall_data)
+    feats = model.normalize(model.encode(torch.from_numpy(np.concatenate(data.frames)))).half()
+    windows = FeatureWindows.from_data(feats, data, model.config.history, model.config.frameskip)
+    episodes = np.arange(4)
+    model.config.reproject = True
+    honest = choose_reprojection(model, windows, episodes)
+    # a snap that throws every prediction far away must be switched off, whatever it did before
+    monkeypatch.setattr(type(model), "project_to_frames", lambda self, s: s + 10.0)
+    model.config.reproject = True
+    broken = choose_reprojection(model, windows, episodes)
+    assert not broken["chosen"] and not model.config.reproject and broken["mse_with"] > 50 > honest["mse_with"]
+    assert broken["mse_without"] == pytest.approx(honest["mse_without"])  # the snap-free rollout is untouched
+    # a model that does not re-project (or cannot) is left as it is, unchecked
+    assert choose_reprojection(model, windows, episodes) == {"chosen": False, "checked": False}

@@ -153,6 +153,26 @@ def test_latent_targets_equal_the_per_batch_encoding(one_rank, wall_data):
     assert batch["z"].abs().sum() > 0
 
 
+def test_latent_targets_of_a_rank_without_windows_keep_their_shape(one_rank, wall_data):
+    """With fewer windows than ranks a rank's share is empty; all_gather still needs its rows shaped [0, K, d]."""
+    from wm_gym.data.dataset import load_episodes
+    from wm_gym.encoders.cache import dataset_features
+    from wm_gym.train.feature_windows import FeatureWindows
+
+    model, data = one_rank, load_episodes(wall_data)
+    raw = dataset_features(model.encoder, wall_data, np.concatenate(data.frames), progress=False, device="cpu")
+    windows = FeatureWindows.from_data(model.normalize(raw.float()).half(), data, history=1, frameskip=5)
+    shares = []
+
+    class EmptyShareFirst(Distributed):  # what the rank with nothing to encode hands to all_gather
+        def gather_rows(self, compute, n):
+            shares.append(compute(slice(0, 0)))
+            return compute(slice(0, n))
+
+    z = latent_targets(model.latent_model, windows, np.arange(2), EmptyShareFirst())
+    assert shares[0].shape == (0, *z.shape[1:]) and z.shape[1:] == (model.latent_model.config.n_latents, model.latent_model.config.latent_dim)
+
+
 def test_head_features_are_sliced_from_the_training_cache(one_rank, wall_data, monkeypatch):
     from wm_gym.data.dataset import load_episodes
     from wm_gym.encoders import cache

@@ -342,7 +342,7 @@ def test_without_repa_the_latent_pairs_are_the_old_samplers_bit_for_bit():
     features = torch.randn(49, 2, 3, generator=torch.Generator().manual_seed(3)).half()
     windows = FeatureWindows.from_episodes(features, lengths, None, history=2, frameskip=3)
     episodes = np.array([0, 1, 2])
-    old = [replace(windows, history=1, frameskip=h * 3).sampler(episodes, 32, horizon=1, with_actions=False)
+    old = [replace(windows, history=1, frame_step=h * 3).sampler(episodes, 32, horizon=1, with_actions=False)
            for h in (1, 2)]
     new = latent_window_sampler(windows, episodes, batch_size=32, steps=1, max_h=2)
     g_old, g_new = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)

@@ -529,6 +529,19 @@ def test_default_env_loads_the_shipped_wall_model_offline(monkeypatch):
     assert reward == pytest.approx(expected, rel=1e-4, abs=1e-5) and abs(expected) > 0.05
 
 
+def test_shipped_pusht_model_passes_the_env_checker_offline():
+    from wm_gym.zoo import ZOO_DIR, available
+
+    assert "pusht" in available() and (ZOO_DIR / "pusht.pt").stat().st_size < 20e6
+    env = gym.make("WMImagine-v0", model="pusht", device="cpu")
+    wm = env.unwrapped.model
+    assert wm.meta.env_id == "wm_gym/PushT-v1" and wm.config.history == 3 and not wm.config.reproject
+    assert wm.bank is not None and wm.bank.actions is not None and wm.temporal_distance is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unbounded Box warns; that is expected of a feature obs
+        check_env(env.unwrapped)
+
+
 def test_shipped_wall_fast_model_is_the_patch_decoder_model_and_steps():
     from wm_gym.zoo import ZOO_DIR, available
 

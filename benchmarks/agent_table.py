@@ -9,7 +9,10 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
 * optionally (``--agents bc-ppo-hold``) BC + PPO whose imagined episodes do not end at success,
   so the reward also pays for staying on the goal (what DINO-WM's budget checks);
 * optionally (``scratch-temporal``, ``bc-ppo-temporal``) the same with the learned temporal-progress
-  reward (a model with a ``wm-gym train-distance`` head).
+  reward (a model with a ``wm-gym train-distance`` head);
+* optionally (``bc-ppo-real-threshold``) BC + PPO whose imagined episodes end at the success threshold
+  calibrated on real encodings instead of on imagined ones (where the imagined calibration cannot tell
+  success apart, e.g. PushT's: its threshold lets almost every imagined step count as a success).
 
 Agents are trained once into ``--out`` and reused on a re-run (delete a zip to retrain it), so
 the script resumes after an interruption. The default folder is keyed by the model file's
@@ -55,6 +58,7 @@ AGENTS = {
     "scratch-temporal": ("PPO from scratch, temporal-progress reward", dict(bc_data=None, log_std_init=0.0,
                                                                              reward="temporal")),
     "bc-ppo-temporal": ("BC + PPO, demo + temporal-progress reward", dict(reward="demo+temporal")),
+    "bc-ppo-real-threshold": ("BC + PPO, episodes end at the real-encoding threshold", dict(success_threshold="real")),
 }
 
 
@@ -79,11 +83,17 @@ def agent_key(config: AgentConfig, fingerprint: str) -> str:
     return hashlib.sha256(json.dumps({"model": fingerprint, **settings}, sort_keys=True).encode()).hexdigest()[:10]
 
 
-def agent_configs(names: list[str], model: str, out: Path, ppo_steps: int, agent_seed: int) -> dict[str, AgentConfig]:
-    """Each row's AgentConfig, written to ``OUT/NAME-KEY.zip``; an existing file of that name is that agent."""
+def agent_configs(names: list[str], model: str, out: Path, ppo_steps: int, agent_seed: int,
+                  real_threshold: float | None = None) -> dict[str, AgentConfig]:
+    """Each row's AgentConfig, written to ``OUT/NAME-KEY.zip``; an existing file of that name is that agent.
+    ``success_threshold="real"`` in a row stands for ``real_threshold`` (the model's real-encoding calibration)."""
     fingerprint, configs = model_fingerprint(model), {}
     for name in names:
         _, overrides = AGENTS[name]
+        if overrides.get("success_threshold") == "real":
+            if real_threshold is None:
+                raise ValueError(f"{name} needs the model's real-encoding threshold; calibrate it with `wm-gym calibrate`")
+            overrides = dict(overrides, success_threshold=float(real_threshold))
         settings = dict(model=str(model), steps=ppo_steps, num_envs=128, n_steps=32, seed=agent_seed, device="cpu")
         config = AgentConfig(**{**settings, **overrides})
         stem = f"{name}-{agent_key(config, fingerprint)}"
@@ -130,7 +140,8 @@ def main() -> None:
     budgets = [make_budget(None if b == "default" else b, fs, sim_spec(env_id).max_episode_steps) for b in args.budgets]
 
     rows: dict[str, dict] = {"expert": {"label": "noisy expert (recorded the demos)", "imagined_steps": 0}}
-    configs = agent_configs(args.agents, args.model, out, args.ppo_steps, args.agent_seed)
+    configs = agent_configs(args.agents, args.model, out, args.ppo_steps, args.agent_seed,
+                            model.meta.train_info.get("real_success_threshold"))
     for name, config in configs.items():
         rows[name] = {"label": AGENTS[name][0], "imagined_steps": config.steps, "agent": config.out}
         if not Path(config.out).exists():  # trained once; a re-run with the same settings reuses the agent

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from wm_gym.real_episodes import Budget, make_budget
 
@@ -101,6 +102,19 @@ def test_a_changed_setting_names_a_new_agent(tmp_path):
     assert key(short["scratch"], "f") != key(replace(short["scratch"], gamma=0.99), "f")
 
 
+def test_the_real_threshold_row_ends_episodes_at_the_models_real_calibration(tmp_path):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    names = ["bc-ppo", "bc-ppo-real-threshold"]
+    configs = agent_table.agent_configs(names, str(model), tmp_path, 61_440, 0, real_threshold=0.05)
+    assert configs["bc-ppo"].success_threshold is None and configs["bc-ppo-real-threshold"].success_threshold == 0.05
+    assert configs["bc-ppo"].out != configs["bc-ppo-real-threshold"].out
+    other = agent_table.agent_configs(names, str(model), tmp_path, 61_440, 0, real_threshold=0.07)
+    assert other["bc-ppo-real-threshold"].out != configs["bc-ppo-real-threshold"].out  # the value is a setting
+    with pytest.raises(ValueError, match="real-encoding threshold"):
+        agent_table.agent_configs(names, str(model), tmp_path, 61_440, 0)
+
+
 def test_main_trains_once_per_setting_and_labels_the_trained_steps(tmp_path, monkeypatch):
     """A re-run with another --ppo-steps trains a new agent instead of relabelling the old one."""
     model = tmp_path / "m.pt"
@@ -114,7 +128,8 @@ def test_main_trains_once_per_setting_and_labels_the_trained_steps(tmp_path, mon
     def fake_evaluate(path, **kwargs):
         return {"success_rate": 0.5, "success_ci95": [0.4, 0.6], "per_episode": [], "agent": str(path)}
 
-    fake_model = SimpleNamespace(meta=SimpleNamespace(env_id="wm_gym/Wall-v1"), config=SimpleNamespace(frameskip=5))
+    fake_model = SimpleNamespace(meta=SimpleNamespace(env_id="wm_gym/Wall-v1", train_info={}),
+                                 config=SimpleNamespace(frameskip=5))
     monkeypatch.setattr(agent_table, "train_agent", fake_train)
     monkeypatch.setattr(agent_table, "evaluate_agent", fake_evaluate)
     monkeypatch.setattr(agent_table, "load_model", lambda name, device: fake_model)

@@ -188,8 +188,8 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(params: dict, staging: str, vector: bool) -> None:
-    _WORKER.update(env=make_sim(params["env_id"], params["image_size"], params["goal_split"]), params=params, staging=Path(staging),
-                   vector=vector, parent=os.getppid())
+    _WORKER.update(env=make_sim(params["env_id"], params["image_size"], params["goal_split"]), params=params,
+                   staging=Path(staging), vector=vector, parent=os.getppid())
 
 
 def _worker_run(block: list[int]) -> int:

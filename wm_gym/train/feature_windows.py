@@ -38,7 +38,8 @@ class FeatureWindows:
         if features.shape[0] != lengths.sum():
             raise ValueError(f"features hold {features.shape[0]} frames but the episodes have {lengths.sum()}")
         if frameskip % frame_stride:
-            raise ValueError(f"frameskip {frameskip} is not a multiple of the frame stride {frame_stride}")
+            raise ValueError(f"the episodes keep every {frame_stride}th frame, which a model stepping {frameskip} sim "
+                             "steps at a time cannot use (frameskip must be a multiple of it)")
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])
         flat = None
         if actions is not None:
@@ -50,7 +51,6 @@ class FeatureWindows:
     @classmethod
     def from_data(cls, features: Tensor, data, history: int = 1, frameskip: int = 5) -> "FeatureWindows":
         """From a loaded dataset (``wm_gym.data.load_episodes``) and its encoded frames, in order."""
-        data.frame_step(frameskip)  # a clear error when the dataset's frame stride does not divide the frameskip
         return cls.from_episodes(features, [len(f) for f in data.frames], data.actions if data.has_actions else None,
                                  history, frameskip, data.frame_stride)
 

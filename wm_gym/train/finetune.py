@@ -58,7 +58,6 @@ def feature_windows(model: WorldModel, sources: Sequence[Source], progress: bool
             data = load_episodes(src)
             if model.meta.env_id and data.meta.get("env_id") not in (None, model.meta.env_id):
                 raise ValueError(f"{src} holds {data.meta.get('env_id')!r} episodes; the model is for {model.meta.env_id!r}")
-            data.frame_step(model.config.frameskip)  # a stride the frameskip is no multiple of: a clear error
             keep = np.flatnonzero(data.labelled)  # ingested video may label only some episodes
             if len(keep) == 0:
                 raise ValueError(f"{src} has no actions; fine-tuning the dynamics needs action labels")

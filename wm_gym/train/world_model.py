@@ -406,7 +406,7 @@ def choose_reprojection(model: WorldModel, windows: FeatureWindows, episodes: np
     horizon-5 error; on PushT the small decoder cannot draw the T block well enough, and snapping made the
     error 5× copy-last's (without: 0.84×). The report goes into ``train_info["reproject"]``.
     """
-    if not (model.config.reproject and hasattr(model.encoder, "decode")) or len(episodes) == 0:
+    if not model.reprojects or len(episodes) == 0:
         return {"chosen": model.reprojects, "checked": False}
     try:
         starts = windows.starts(episodes, horizon)

@@ -68,6 +68,7 @@ from shapely.ops import unary_union  # noqa: E402
 
 from .geometry import wrap_angle  # noqa: E402
 from .goal_env import GoalImageEnv  # noqa: E402
+from .looks import PUSHT_LOOKS  # noqa: E402
 from .policies import CorrelatedRandomPolicy, Policy  # noqa: E402
 from .registration import GOAL_SPLITS  # noqa: E402
 
@@ -379,10 +380,10 @@ class _PushTPhysics(GymPushTEnv):
             self.space.reindex_shapes_for_body(body)  # refresh the shapes drawn and collided
         self._last_action = None
 
-    def _draw(self, fixed_target: bool) -> pygame.Surface:
+    def _draw(self, fixed_target: bool, background: tuple[int, int, int] = PUSHT_LOOKS["default"]) -> pygame.Surface:
         """gym-pusht's drawing minus the goal T; with ``fixed_target``, its fixed target T (DINO-WM's look)."""
         screen = pygame.Surface((int(WORKSPACE), int(WORKSPACE)))
-        screen.fill((255, 255, 255))
+        screen.fill(background)
         if fixed_target:
             for polygon in FIXED_TARGET_POLYGONS:
                 pygame.draw.polygon(screen, pygame.Color("LightGreen"), polygon)
@@ -399,15 +400,18 @@ class PushTEnv(GoalImageEnv):
     ``version`` picks the :class:`PushTProtocol` (1: DINO-WM parity, 0: wm-gym v0);
     ``goal_dataset`` (v1 only) is where start/goal pairs are cut from, and ``goal_split`` (v1 only)
     which of its trajectories: "eval" (default, held out from collection), "train" or "all";
-    see the module docstring.
+    see the module docstring. ``look``: a name of :data:`PUSHT_LOOKS` (the background colour).
     """
 
     proprio_dim = 4
     state_dim = 7
 
     def __init__(self, image_size: int = 64, render_mode: str | None = "rgb_array", version: int = 1,
-                 goal_dataset: str | Path | None = None, goal_split: str | None = None):
+                 goal_dataset: str | Path | None = None, goal_split: str | None = None, look: str | None = None):
         self.protocol = make_protocol(version)
+        if (look or "default") not in PUSHT_LOOKS:
+            raise ValueError(f"unknown PushT look {look!r}; choose one of {', '.join(PUSHT_LOOKS)}")
+        self.look = look or "default"
         for name, value in (("goal_dataset", goal_dataset), ("goal_split", goal_split)):
             if value is not None and self.protocol.goal_source != "dataset":
                 raise ValueError(f"{name} needs version=1 (goals from recorded trajectories); version {version} "
@@ -485,7 +489,7 @@ class PushTEnv(GoalImageEnv):
 
     def _render_pixels(self) -> np.ndarray:
         # Area-averaging 512 -> 64 keeps the thin agent and T edges; gym-pusht's bilinear resize aliases them.
-        screen = self._sim._draw(fixed_target=self.protocol.draw_fixed_target)
+        screen = self._sim._draw(fixed_target=self.protocol.draw_fixed_target, background=PUSHT_LOOKS[self.look])
         small = pygame.transform.smoothscale(screen, (self.image_size, self.image_size))
         return np.frombuffer(pygame.image.tobytes(small, "RGB"), np.uint8).reshape(self.image_size, self.image_size, 3).copy()
 

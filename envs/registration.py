@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
+from .looks import PUSHT_LOOKS, WALL_LOOKS
+
 
 #: The trajectory sets of a sim with recorded goals (SimSpec.goal_splits): "eval" is held out from collection.
 GOAL_SPLITS = ("train", "eval", "all")
@@ -24,24 +26,30 @@ class SimSpec:
     #: True when the sim cuts starts and goals from recorded trajectories split into "train" and "eval"
     #: (its ``goal_split`` option): collection then resets from "train", evaluation from "eval".
     goal_splits: bool = False
+    #: The named looks its ``look`` option takes (colours, sizes, textures; never the physics); () = none.
+    looks: tuple[str, ...] = ()
 
 
 #: CLI short name -> the current version's registration. Episode lengths follow the DINO-WM data protocol.
 #: Wall, PointMaze and PushT are at v1, DINO-WM's evaluation protocol parameter by parameter
 #: (``docs/protocol.md``).
 SIMS: dict[str, SimSpec] = {
-    "wall": SimSpec("wm_gym/Wall-v1", "wm_gym.envs.wall:WallEnv", 50, "wm_gym.envs.wall:WallVectorEnv", (("version", 1),)),
+    "wall": SimSpec("wm_gym/Wall-v1", "wm_gym.envs.wall:WallEnv", 50, "wm_gym.envs.wall:WallVectorEnv", (("version", 1),),
+                    looks=tuple(WALL_LOOKS)),
     "pointmaze": SimSpec("wm_gym/PointMaze-UMaze-v1", "wm_gym.envs.pointmaze:PointMazeEnv", 100, kwargs=(("version", 1),)),
-    "pusht": SimSpec("wm_gym/PushT-v1", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 1),), goal_splits=True),
+    "pusht": SimSpec("wm_gym/PushT-v1", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 1),), goal_splits=True,
+                     looks=tuple(PUSHT_LOOKS)),
     "dmc-reacher": SimSpec("wm_gym/DMC-reacher-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100, kwargs=(("domain", "reacher"), ("task", "easy"))),
     "dmc-point_mass": SimSpec("wm_gym/DMC-point_mass-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100, kwargs=(("domain", "point_mass"), ("task", "easy"))),
 }
 
 #: Earlier versions, still registered (by full id only) so that models trained on them keep working.
 OLDER_VERSIONS: dict[str, tuple[SimSpec, ...]] = {
-    "wall": (SimSpec("wm_gym/Wall-v0", "wm_gym.envs.wall:WallEnv", 50, "wm_gym.envs.wall:WallVectorEnv", (("version", 0),)),),
+    "wall": (SimSpec("wm_gym/Wall-v0", "wm_gym.envs.wall:WallEnv", 50, "wm_gym.envs.wall:WallVectorEnv", (("version", 0),),
+                     looks=tuple(WALL_LOOKS)),),
     "pointmaze": (SimSpec("wm_gym/PointMaze-UMaze-v0", "wm_gym.envs.pointmaze:PointMazeEnv", 100, kwargs=(("version", 0),)),),
-    "pusht": (SimSpec("wm_gym/PushT-v0", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 0),)),),
+    "pusht": (SimSpec("wm_gym/PushT-v0", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 0),),
+                      looks=tuple(PUSHT_LOOKS)),),
 }
 
 #: Every registered id -> (short name, registration).

@@ -36,6 +36,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from .goal_env import GoalImageEnv
+from .looks import WALL_LOOKS, WallLook, make_look
 from .policies import CorrelatedRandomPolicy, Policy
 from .row_seeds import reseed_rows
 from .validation import check_action
@@ -288,6 +289,21 @@ PALETTE_V0 = dict(floor=(0.0, 0.0, 0.0), wall=(128.0, 128.0, 128.0), dot=(255.0,
 PALETTE_V1 = dict(floor=(255.0, 255.0, 255.0), wall=(0.0, 0.0, 0.0), dot=(255.0, 0.0, 0.0))
 
 
+@lru_cache(maxsize=16)
+def _texture(texture: str, contrast: float, size: int) -> np.ndarray:
+    """float32 [size, size, 1] grey offsets of the floor pattern (the same for every frame)."""
+    if texture == "checker":
+        cells = (np.arange(size) * 8 // size)  # 8 squares across, whatever the image size
+        pattern = np.where((cells[:, None] + cells[None, :]) % 2 == 0, 1.0, -1.0)
+    elif texture == "noise":
+        pattern = np.random.default_rng(0).uniform(-1.0, 1.0, (size, size))
+    else:
+        pattern = np.zeros((size, size))
+    out = (contrast * pattern)[..., None].astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
 def _pixel_centers(extent: float, size: int) -> np.ndarray:
     """[size] internal coordinates of the pixel centres, as when resizing a (extent+1)² frame to size²."""
     return (np.arange(size) + 0.5) * (extent + 1) / size - 0.5
@@ -323,17 +339,22 @@ def _wall_mask(geometry: WallGeometry, size: int) -> np.ndarray:
     return mask
 
 
-def render_dots(pos: np.ndarray, geometry: WallGeometry, size: int = 64) -> np.ndarray:
+def render_dots(pos: np.ndarray, geometry: WallGeometry, size: int = 64, look: WallLook | None = None) -> np.ndarray:
     """uint8 [B, size, size, 3]: each dot of ``pos`` [B, 2] as a Gaussian blob in the wall scene.
 
     v1 scales each blob to a peak of 1 over the grid (DINO-WM normalises by the image maximum).
+    ``look`` changes the colours, the blob's width or the floor's texture (default: the version's look).
     """
     pos = np.asarray(pos, np.float64).reshape(-1, 2)
+    look = look or WALL_LOOKS["default"]
     palette = PALETTE_V1 if geometry.version == 1 else PALETTE_V0
-    floor, wall_rgb, dot = (np.asarray(palette[k], np.float32) for k in ("floor", "wall", "dot"))
+    floor, wall_rgb, dot = (np.asarray(getattr(look, k) or palette[k], np.float32) for k in ("floor", "wall", "dot"))
+    if look.texture != "none":  # a per-pixel floor [S, S, 3]; the formulas below broadcast over it
+        floor = np.clip(floor + _texture(look.texture, look.texture_contrast, size), 0.0, 255.0)
     centers = _pixel_centers(geometry.extent, size)
-    gx = np.exp(-0.5 * ((centers[None, :] - pos[:, :1]) / DOT_STD) ** 2).astype(np.float32)  # [B, S] columns
-    gy = np.exp(-0.5 * ((centers[None, :] - pos[:, 1:]) / DOT_STD) ** 2).astype(np.float32)  # [B, S] rows
+    dot_std = look.dot_std or DOT_STD
+    gx = np.exp(-0.5 * ((centers[None, :] - pos[:, :1]) / dot_std) ** 2).astype(np.float32)  # [B, S] columns
+    gy = np.exp(-0.5 * ((centers[None, :] - pos[:, 1:]) / dot_std) ** 2).astype(np.float32)  # [B, S] rows
     if geometry.version == 1:
         gx /= gx.max(1, keepdims=True)
         gy /= gy.max(1, keepdims=True)
@@ -412,9 +433,11 @@ class WallEnv(GoalImageEnv):
         wall_width: float | None = None,
         image_size: int = 64,
         render_mode: str | None = "rgb_array",
+        look: str | WallLook | None = None,
     ):
         self.geometry = make_geometry(version, wall_x=wall_x, wall_width=wall_width, door_center=door_center,
                                       door_width=door_width)
+        self.look = make_look(look)
         super().__init__(-np.ones(2), np.ones(2), image_size=image_size, render_mode=render_mode)
         self.pos = np.full(2, self.geometry.extent / 2)
 
@@ -443,7 +466,7 @@ class WallEnv(GoalImageEnv):
         return self.pos.astype(np.float32)
 
     def _render_pixels(self) -> np.ndarray:
-        return render_dots(self.pos[None], self.geometry, self.image_size)[0]
+        return render_dots(self.pos[None], self.geometry, self.image_size, self.look)[0]
 
     def _apply_action(self, action: np.ndarray) -> None:
         self.pos = wall_step(self.pos[None], action[None], self.geometry)[0]
@@ -487,12 +510,14 @@ class WallVectorEnv(VectorEnv):
         wall_width: float | None = None,
         image_size: int = 64,
         terminate_on_success: bool = True,
+        look: str | WallLook | None = None,
     ):
         if num_envs < 1 or max_episode_steps < 1:
             raise ValueError(f"num_envs and max_episode_steps must be >= 1, got {num_envs} and {max_episode_steps}")
         # One WallEnv defines the single spaces and validates geometry/render_mode, so both envs agree.
-        template = WallEnv(version, wall_x, door_center, door_width, wall_width, image_size=image_size, render_mode=render_mode)
-        self.geometry = template.geometry
+        template = WallEnv(version, wall_x, door_center, door_width, wall_width, image_size=image_size,
+                           render_mode=render_mode, look=look)
+        self.geometry, self.look = template.geometry, template.look
         self.image_size = template.image_size
         self.render_mode = render_mode
         self.num_envs = int(num_envs)
@@ -544,7 +569,7 @@ class WallVectorEnv(VectorEnv):
         if self.render_mode is None:
             gym.logger.warn("render() called with render_mode=None")
             return None
-        return render_dots(self.pos, self.geometry, self.image_size)
+        return render_dots(self.pos, self.geometry, self.image_size, self.look)
 
     # ----- helpers ---------------------------------------------------------------------------
     def _restart(self, rows: np.ndarray, start_state=None, goal_state=None) -> None:
@@ -561,7 +586,7 @@ class WallVectorEnv(VectorEnv):
             goal = self._given_states("goal_state", goal_state)[rows]
         self.pos[rows] = start
         self.goal[rows] = goal
-        self.goal_pixels[rows] = render_dots(goal, self.geometry, self.image_size)
+        self.goal_pixels[rows] = render_dots(goal, self.geometry, self.image_size, self.look)
         self.steps[rows] = 0
 
     def _given_states(self, name: str, value) -> np.ndarray:
@@ -572,7 +597,7 @@ class WallVectorEnv(VectorEnv):
         return np.broadcast_to(arr, (self.num_envs, 2))
 
     def _obs(self) -> dict[str, np.ndarray]:
-        pixels = None if self.skip_pixels else render_dots(self.pos, self.geometry, self.image_size)
+        pixels = None if self.skip_pixels else render_dots(self.pos, self.geometry, self.image_size, self.look)
         return {"pixels": pixels, "proprio": self.pos.astype(np.float32)}
 
     def _info(self, success: np.ndarray | None = None) -> dict[str, np.ndarray]:

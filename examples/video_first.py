@@ -1,5 +1,5 @@
-"""Video first on Wall: a world model learned from mp4s, an agent trained in its latent actions,
-grounded with the actions of 10 % of the demos, evaluated in the real Wall-v1 sim.
+"""Video first on Wall: a world model learned from mp4s with no action labels, an agent trained in its latent
+actions, grounded with the actions of 10 % of the demos, evaluated in the real Wall-v1 sim.
 
 Every step but two (marked *) is a `wm-gym` command. Re-running the script skips each step whose
 output exists and resumes an interrupted one (collection, ingestion and training continue):
@@ -7,30 +7,34 @@ output exists and resumes an interrupted one (collection, ingestion and training
 1. record*  real Wall-v1 episodes as mp4 files: random-policy episodes (coverage) and noisy-expert
             demos, rolled out by `wm-gym collect` and written by `wm_gym.media.write_mp4` (256 px,
             H.264, lossy like any video), plus LABELS.npz, the actions of only a seeded `--labelled`
-            fraction of the expert episodes. Nothing after this step reads the collected datasets;
-2. ingest   the mp4s, the labels attached to their episodes only (`wm-gym ingest --labels`);
-3. train    the world model: encoder and latent actions on every frame, without actions; flow and
-            controller on the labelled episodes only (a latent agent imagines through the latent
-            actions alone, so they get `--dynamics-steps`). The labels go in before training
-            because a model trained on no label at all does not know the sim's action size (it
-            assumes one number per sim step), and `wm-gym ground` then refuses Wall's two;
-4. bank*    attach the expert videos as the model's demo bank (starts, goals, video-aligned rewards).
+            fraction of the expert episodes, and a held-out random sim dataset for `eval-wm`.
+            Nothing after this step reads the collected training datasets;
+2. ingest   the mp4s twice: every video with no labels (the world model's data), and the labelled
+            videos alone with their labels (`wm-gym ingest --labels`, the grounding's data);
+3. train    the world model on the unlabelled videos: encoder, latent actions (optionally with
+            Seq-Δ-REPA, `--repa-weight`) and the flow as a z-prior; the controller is skipped (no labels);
+4. eval-wm  on the held-out sim episodes: latent open-loop error by horizon, leakage, probe R²;
+5. bank*    attach the expert videos as the model's demo bank (starts, goals, video-aligned rewards).
             Why not `wm-gym calibrate --demos`: its success calibration cannot run on this model.
             The ingested videos name no sim, so it refuses held-out sim data; and its imagined
             calibration replays a held-out set's recorded actions, i.e. more labels than the budget.
             Instead imagined episodes run to the horizon (`train-agent --success-threshold 0`, the
             agent table's best setting under the dino-wm budget), so no threshold is needed;
-5. ground   fit g(s_t, z) -> real action chunk on the labelled episodes (`wm-gym ground`);
-6. agent    behaviour cloning on the demos' own latent actions, then PPO in imagination
+6. ground   fit g(s_t, z) -> real action chunk on the labelled episodes (`wm-gym ground`); the
+            labelled data brings the sim's action size, which the label-free model does not know;
+7. agent    behaviour cloning on the demos' own latent actions, then PPO in imagination
             (`wm-gym train-agent --action-space latent --grounding`);
-7. evaluate in the real Wall-v1 sim on fresh seeds, with the Wilson 95 % interval (`wm-gym evaluate`).
+8. evaluate in the real Wall-v1 sim on fresh seeds, with the Wilson 95 % interval (`wm-gym evaluate`).
    --reference adds the same model and agent grounded on every episode's labels (a second labels
    file and ingestion; no retraining): what the 10 % label budget costs.
 
-Prints one JSON summary last.
+The recorded data (steps 1-2) lives in --data; everything that depends on the model's settings
+lives in --data/model-repa<W>/, so the REPA ablation (`--repa-weight 0` vs another weight) trains
+two models on the same videos. Prints one JSON summary last.
 
-    python examples/video_first.py                 # the full run (CPU: see docs/results.md)
-    python examples/video_first.py --quick         # smoke run: a few episodes, --preset tiny, ~1 min
+    python examples/video_first.py                      # the full run (CPU: see docs/results.md)
+    python examples/video_first.py --repa-weight 0.5    # the same videos, a model with Seq-Δ-REPA
+    python examples/video_first.py --quick              # smoke run: a few episodes, --preset tiny, ~1 min
 """
 from __future__ import annotations
 
@@ -63,9 +67,11 @@ class Settings:
     expert: int = option(1000, "noisy-expert episodes recorded (demos)")
     labelled: float = option(0.1, "fraction of the expert episodes whose actions go into the labels file")
     bank: int = option(500, "expert videos in the demo bank")
+    heldout: int = option(100, "held-out random sim episodes (a fresh seed) for eval-wm")
     preset: str = option("small", "`wm-gym train --preset`")
+    repa_weight: float = option(0.0, "`wm-gym train --repa-weight` (Seq-Δ-REPA in the latent stage; 0 = off)")
     train_steps: int | None = option(None, "steps of every training stage (None: the preset's)")
-    dynamics_steps: int = option(100, "flow and controller steps (a latent agent never uses them; planning does)")
+    dynamics_steps: int = option(100, "flow z-prior steps (a latent agent never uses it; planning does)")
     ground_epochs: int = option(200, "`wm-gym ground --epochs`")
     agent_steps: int = option(61_440, "imagined PPO steps (the agent table's budget)")
     num_envs: int = option(128, "imagined episodes per PPO batch")
@@ -75,7 +81,7 @@ class Settings:
     workers: int = option(2, "collection processes")
 
 
-QUICK = Settings(random=6, expert=6, bank=6, preset="tiny", train_steps=20, dynamics_steps=20, ground_epochs=5,
+QUICK = Settings(random=6, expert=6, heldout=3, bank=6, preset="tiny", train_steps=20, dynamics_steps=20, ground_epochs=5,
                  agent_steps=64, num_envs=8, n_steps=8, batch_size=64, eval_episodes=4, workers=1)
 
 
@@ -115,14 +121,17 @@ def write_labels(path: Path, datasets: list[Path], names: list[list[str]], fract
     return sorted(labels)
 
 
-def attach_bank(model: Path, videos: Path, out: Path, count: int) -> dict:
-    """OUT: MODEL with the first ``count`` expert videos of the ingested dataset as its demo bank (20 % held out)."""
+def attach_bank(model: Path, videos: Path, out: Path, counts: dict[str, int]) -> dict:
+    """OUT: MODEL with a demo bank (20 % held out) of the ingested dataset's videos: for each (prefix, count) of
+    ``counts``, the first ``count`` videos named PREFIX_NNNN (e.g. {"expert": 500})."""
     from wm_gym.data.dataset import load_episodes
     from wm_gym.data.demo_bank import DemoBank
     from wm_gym.world_model import WorldModel
 
     data = load_episodes(videos, mmap=True)
-    rows = [i for i, name in enumerate(data.meta["episode_names"]) if name.startswith("expert_")][:count]
+    names = data.meta["episode_names"]
+    rows = [i for prefix, count in counts.items()
+            for i in [i for i, name in enumerate(names) if name.rsplit("_", 1)[0] == prefix][:count]]
     world_model = WorldModel.load(model)
     world_model.bank = DemoBank.from_videos([np.asarray(data.frames[i]) for i in rows], world_model.config.frameskip,
                                             heldout_fraction=0.2, seed=0)
@@ -133,51 +142,64 @@ def attach_bank(model: Path, videos: Path, out: Path, count: int) -> dict:
 # ----- the pipeline --------------------------------------------------------------------------------------
 #: Where each sim policy's episodes come from: (policy, collection seed), as examples/train_zoo.py.
 SOURCES = {"random": ("random", 0), "expert": ("noisy-expert", 3)}
+#: The settings the recorded videos and labels depend on; the rest only changes what is trained on them.
+DATA_SETTINGS = ("random", "expert", "heldout", "labelled")
+
+
+def model_folder(settings: Settings) -> str:
+    """Where a model's steps live under --data: one folder per REPA weight (the ablation's two arms)."""
+    return f"model-repa{settings.repa_weight:g}"
 
 
 class Pipeline:
-    """The steps, each recorded as ROOT/steps/NAME.json once it succeeded: a recorded step whose output exists
-    is skipped (and still reports), so a re-run continues where the last one stopped."""
+    """The steps, each recorded as FOLDER/steps/NAME.json once it succeeded (FOLDER: --data for the recorded
+    data, its model folder for the rest): a recorded step whose output exists is skipped (and still reports),
+    so a re-run continues where the last one stopped."""
 
     def __init__(self, root: Path, settings: Settings, device: str):
         self.root, self.s, self.device = root, settings, device
-        self.records, self.videos = root / "steps", root / "videos"
+        self.models = root / model_folder(settings)
+        self.videos = root / "videos"
 
     def check_settings(self) -> None:
-        """Write ROOT/settings.json on the first run; later runs must match it (or the steps would mix data)."""
+        """Write settings.json on the first run; later runs must match it (or the steps would mix data):
+        --data holds the data settings, the model folder all of them."""
         from wm_gym.data.dataset import write_json_atomic
 
-        path, now = self.root / "settings.json", asdict(self.s)
-        if path.exists():
-            old = json.loads(path.read_text())
-            diff = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
-            if diff:
-                raise SystemExit(f"{self.root} holds a run with other settings "
-                                 f"({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in diff.items())}); use another --data "
-                                 "or the same settings to resume")
-        write_json_atomic(path, now)
+        now = asdict(self.s)
+        for folder, keys in ((self.root, DATA_SETTINGS), (self.models, tuple(now))):
+            path, wanted = folder / "settings.json", {k: now[k] for k in keys}
+            if path.exists():
+                old = json.loads(path.read_text())
+                diff = {k: (old.get(k), v) for k, v in wanted.items() if old.get(k) != v}
+                if diff:
+                    raise SystemExit(f"{folder} holds a run with other settings "
+                                     f"({', '.join(f'{k}: {a} vs {b}' for k, (a, b) in diff.items())}); use another "
+                                     "--data or the same settings to resume")
+            write_json_atomic(path, wanted)
 
-    def done(self, name: str, out: Path) -> dict | None:
-        record = self.records / f"{name}.json"
+    def done(self, name: str, out: Path, folder: Path) -> dict | None:
+        record = folder / "steps" / f"{name}.json"
         if out.exists() and record.exists():
             print(f"= {name}: {out} exists, skipped", flush=True)
             return json.loads(record.read_text())
         return None
 
-    def keep(self, name: str, result: dict) -> dict:
+    def keep(self, name: str, result: dict, folder: Path) -> dict:
         from wm_gym.data.dataset import write_json_atomic
 
-        write_json_atomic(self.records / f"{name}.json", result)
+        write_json_atomic(folder / "steps" / f"{name}.json", result)
         return result
 
-    def step(self, name: str, out: Path, *args: str) -> dict:
-        """One `wm-gym` command, unless done."""
-        return self.done(name, out) or self.keep(name, run(*args))
+    def step(self, name: str, out: Path, *args: str, folder: Path | None = None) -> dict:
+        """One `wm-gym` command, unless done (recorded in the model folder unless ``folder`` says otherwise)."""
+        folder = folder or self.models
+        return self.done(name, out, folder) or self.keep(name, run(*args), folder)
 
-    # ----- the steps, in order ------------------------------------------------------------------------------
+    # ----- the data (shared by every model folder) ----------------------------------------------------------
     def record(self) -> dict:
         """Sim episodes -> mp4s, LABELS.npz (the budget's expert fraction) and LABELS-FULL.npz (every episode)."""
-        if found := self.done("record", self.root / "labels-full.npz"):
+        if found := self.done("record", self.root / "labels-full.npz", self.root):
             return found
         counts = {"random": self.s.random, "expert": self.s.expert}
         datasets, names = {}, {}
@@ -188,23 +210,40 @@ class Pipeline:
             names[kind] = export_videos(datasets[kind], self.videos / kind, kind)
         labelled = write_labels(self.root / "labels.npz", [datasets["expert"]], [names["expert"]], self.s.labelled)
         write_labels(self.root / "labels-full.npz", list(datasets.values()), list(names.values()), 1.0)
-        return self.keep("record", {"videos": str(self.videos), **counts, "labelled_expert_episodes": len(labelled)})
+        return self.keep("record", {"videos": str(self.videos), **counts, "labelled_expert_episodes": len(labelled),
+                                    "labelled_names": labelled}, self.root)
 
-    def ingest(self, name: str, labels: str) -> dict:
+    def heldout(self) -> Path:
+        """Random sim episodes on a seed no video came from: eval-wm's held-out data (states for the probe)."""
+        out = self.root / "sim-heldout"
+        self.step("heldout", out, "collect", "--env", SIM, "--episodes", str(self.s.heldout), "--policy", "random",
+                  "--seed", "1", "--out", str(out), "--workers", "1", folder=self.root)
+        return out
+
+    def ingest(self, name: str, inputs: list[Path], labels: str | None) -> dict:
         out = self.root / name
-        return self.step(f"ingest-{name}", out, "ingest", str(self.videos / "random"), str(self.videos / "expert"),
-                         "--labels", str(self.root / labels), "--out", str(out))
+        label_args = ["--labels", str(self.root / labels)] if labels else []
+        return self.step(f"ingest-{name}", out, "ingest", *map(str, inputs), *label_args, "--out", str(out),
+                         folder=self.root)
 
+    # ----- the model and what is built on it ----------------------------------------------------------------
     def train(self, data: Path, out: Path) -> dict:
         s = self.s
         steps = ["--steps", str(s.train_steps)] if s.train_steps else []
+        repa = ["--repa-weight", f"{s.repa_weight:g}"] if s.repa_weight else []
         return self.step("train", out, "train", "--data", str(data), "--out", str(out), "--preset", s.preset,
-                         "--latent", "rla", *steps, "--stage-steps", f"flow={s.dynamics_steps}", "--stage-steps",
-                         f"controller={s.dynamics_steps}", "--log-dir", str(self.root / "tb" / out.stem),
-                         "--device", self.device, *resume_flag(out))
+                         "--latent", "rla", *repa, *steps, "--stage-steps", f"flow={s.dynamics_steps}",
+                         "--log-dir", str(self.models / "tb" / out.stem), "--device", self.device, *resume_flag(out))
 
-    def bank(self, model: Path, videos: Path, out: Path) -> dict:
-        return self.done("bank", out) or self.keep("bank", attach_bank(model, videos, out, self.s.bank))
+    def eval_wm(self, model: Path, data: Path) -> dict:
+        return self.step("eval-wm", self.models / "steps" / "eval-wm.json", "eval-wm", "--model", str(model),
+                         "--data", str(data), "--device", self.device)
+
+    def bank(self, model: Path, videos: Path, out: Path, counts: dict[str, int] | None = None) -> dict:
+        """The first --bank expert videos (or ``counts``: prefix -> videos) as MODEL's demo bank."""
+        counts = counts or {"expert": self.s.bank}
+        return self.done("bank", out, self.models) or self.keep("bank", attach_bank(model, videos, out, counts),
+                                                                 self.models)
 
     def ground(self, name: str, model: Path, data: Path, out: Path) -> dict:
         # --labelled-fraction 1: every labelled episode; the labels file already holds only the budget's fraction
@@ -219,13 +258,17 @@ class Pipeline:
         return self.step("agent", out, "train-agent", "--model", str(model), "--out", str(out), "--action-space",
                          "latent", "--grounding", str(grounding), "--steps", str(s.agent_steps), "--num-envs",
                          str(s.num_envs), "--n-steps", str(s.n_steps), "--batch-size", str(s.batch_size),
-                         "--success-threshold", "0", "--log-dir", str(self.root / "tb" / out.stem),
+                         "--success-threshold", "0", "--log-dir", str(self.models / "tb" / out.stem),
                          "--device", self.device, *resume)
 
-    def evaluate(self, name: str, agent: Path, grounding: Path) -> dict:
-        return self.step(name, self.records / f"{name}.json", "evaluate", "--agent", str(agent), "--grounding",
-                         str(grounding), "--env", SIM, "--episodes", str(self.s.eval_episodes), "--seed", "1000",
-                         "--device", self.device)
+    def evaluate(self, name: str, agent: Path, grounding: Path, look: str | None = None,
+                 model: Path | None = None) -> dict:
+        """Real Wall-v1 episodes on seeds 1000, 1001, ... (drawn in ``look``, a `wm-gym evaluate --look`; through
+        ``model`` instead of the agent's own, e.g. an aligned one)."""
+        return self.step(name, self.models / "steps" / f"{name}.json", "evaluate", "--agent", str(agent),
+                         "--grounding", str(grounding), "--env", SIM, "--episodes", str(self.s.eval_episodes),
+                         "--seed", "1000", *(["--look", look] if look else []),
+                         *(["--model", str(model)] if model else []), "--device", self.device)
 
 
 def evaluation_row(result: dict, grounding: dict) -> dict:
@@ -251,7 +294,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
                         "expert): the reference row for the label budget")
     parser.add_argument("--device", default="auto", help="training and imagination device: auto | cpu | cuda")
     for f in fields(Settings):
-        kind = {"labelled": float, "preset": str}.get(f.name, int)
+        kind = {"labelled": float, "repa_weight": float, "preset": str}.get(f.name, int)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
                             help=f"{f.metadata['help']} (default: {f.default}; --quick: {getattr(QUICK, f.name)})")
     args = parser.parse_args(argv)
@@ -260,6 +303,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
                                 if getattr(args, f.name) is not None})
     if not 0 < settings.labelled <= 1:
         parser.error(f"--labelled is a fraction in (0, 1], got {settings.labelled}")
+    if settings.repa_weight < 0:
+        parser.error(f"--repa-weight must be >= 0, got {settings.repa_weight}")
     return args, settings
 
 
@@ -268,27 +313,36 @@ def main(argv: list[str] | None = None) -> dict:
     root = Path(args.data or ("data/video-first-quick" if args.quick else "data/video-first"))
     p, started = Pipeline(root, s, args.device), time.perf_counter()
     p.check_settings()
-    model, with_bank, grounding, agent = (root / "wall-video.pt", root / "wall-video-bank.pt", root / "grounding.pt",
-                                          root / "agent-latent.zip")
+    m = p.models
+    model, with_bank, grounding, agent = (m / "wall-video.pt", m / "wall-video-bank.pt", m / "grounding.pt",
+                                          m / "agent-latent.zip")
     recorded = p.record()
-    ingested = p.ingest("video", "labels.npz")
+    heldout = p.heldout()
+    unlabelled = p.ingest("video", [p.videos / "random", p.videos / "expert"], None)
+    p.ingest("video-labelled", [p.videos / "expert" / f"{n}.mp4" for n in recorded["labelled_names"]], "labels.npz")
     trained = p.train(root / "video", model)
+    fidelity = p.eval_wm(model, heldout)
     bank = p.bank(model, root / "video", with_bank)
-    fit = p.ground("ground", model, root / "video", grounding)
+    fit = p.ground("ground", model, root / "video-labelled", grounding)
     trained_agent = p.agent(with_bank, grounding, agent)
     result = p.evaluate("evaluate", agent, grounding)
-    summary = {"root": str(root), "quick": args.quick,
+    from wm_gym.world_model import WorldModel
+
+    info = {**trained["train_info"], **WorldModel.load(model).meta.train_info}  # the model's own record is complete
+    summary = {"root": str(root), "models": str(m), "quick": args.quick, "repa_weight": s.repa_weight,
                "episodes_recorded": {"random": recorded["random"], "expert": recorded["expert"]},
                "labelled_expert_episodes": recorded["labelled_expert_episodes"],
-               "ingested": {k: ingested[k] for k in ("episodes", "frames", "labelled_episodes")},
-               "model": str(with_bank), "train_seconds": trained["train_info"].get("seconds"),
+               "ingested": {k: unlabelled[k] for k in ("episodes", "frames", "labelled_episodes")},
+               "model": str(with_bank), "model_labelled_episodes": info.get("labelled_episodes"),
+               "train_seconds": info.get("seconds"), "stage_seconds": info.get("stage_seconds"),
+               "eval_wm": {k: fidelity.get(k) for k in ("latent_open_loop", "latent_recon", "leakage", "probe_r2")},
                "bank": bank["demos"], "agent": str(agent), "agent_steps": trained_agent.get("steps"),
                "video_first": evaluation_row(result, fit)}
     if args.reference:
-        p.ingest("video-full", "labels-full.npz")
-        full_fit = p.ground("ground-full", model, root / "video-full", root / "grounding-full.pt")
+        p.ingest("video-full", [p.videos / "random", p.videos / "expert"], "labels-full.npz")
+        full_fit = p.ground("ground-full", model, root / "video-full", m / "grounding-full.pt")
         summary["reference_full_labels"] = evaluation_row(
-            p.evaluate("evaluate-full", agent, root / "grounding-full.pt"), full_fit)
+            p.evaluate("evaluate-full", agent, m / "grounding-full.pt"), full_fit)
     summary["seconds_this_run"] = round(time.perf_counter() - started, 1)
     print(json.dumps(summary))
     return summary

@@ -410,5 +410,10 @@ def test_training_checks_reprojection_and_keeps_the_better_setting(tiny_model, w
     broken = choose_reprojection(model, windows, episodes)
     assert not broken["chosen"] and not model.config.reproject and broken["mse_with"] > 50 > honest["mse_with"]
     assert broken["mse_without"] == pytest.approx(honest["mse_without"])  # the snap-free rollout is untouched
+    # a model with no labels decides by rolling out the latent actions of the real frames: the same verdict
+    model.config.reproject = True
+    by_latents = choose_reprojection(model, windows, episodes, latent=True)
+    assert by_latents["by"] == "latent actions" and not by_latents["chosen"] and by_latents["mse_with"] > 50
+    assert by_latents["mse_without"] < 50
     # a model that does not re-project (or cannot) is left as it is, unchecked
     assert choose_reprojection(model, windows, episodes) == {"chosen": False, "checked": False}

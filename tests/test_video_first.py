@@ -207,6 +207,7 @@ def test_action_free_data_trains_every_stage_it_can_and_says_what_it_skipped(vid
     info = model.meta.train_info
     assert info["controller"] == "skipped: no action labels" and info["flow"].startswith("z-prior")
     assert info["labelled_episodes"] == 0 and model.meta.sim == "" and model.latent_model.repa is None
+    assert info["reproject"]["chosen"] == model.config.reproject  # decided without labels (latent rollouts)
     s = torch.randn(2, 1, model.n_tokens, model.dim)
     assert model.flow.sample(s, torch.zeros(2, model.config.action_dim)).isfinite().all()  # the z-prior samples
 
@@ -216,14 +217,22 @@ def test_a_model_trained_on_ingested_video_fits_its_temporal_head_on_that_video(
     from wm_gym.data.collect import collect_dataset
     from wm_gym.data.dataset import load_episodes_for
     from wm_gym.temporal_distance import TemporalDistanceConfig
-    from wm_gym.train.temporal_distance import fit_temporal_distance
+    from wm_gym.train.temporal_distance import encode_episodes, fit_temporal_distance
 
     with pytest.warns(UserWarning, match="skipped the controller"):
         model = train_world_model(tiny(video_data, tmp_path / "wm.pt"))
     assert load_episodes_for(video_data, model.meta.env_id) is not None
-    report = fit_temporal_distance(model, [video_data], TemporalDistanceConfig(steps=20, batch_size=16,
-                                                                               imagined_fraction=0.0), progress=False)
+    report = fit_temporal_distance(model, [video_data], TemporalDistanceConfig(steps=20, batch_size=16),
+                                   progress=False)  # the default imagined fraction: no labels needed
     assert report["episodes"] == len(load_episodes_for(video_data, "")) and model.temporal_distance is not None
+    # the imagined copies of unlabelled episodes are latent-action rollouts of their real frames
+    features, lengths, imagined, rolled = encode_episodes(model, [video_data], imagined=True, progress=False)
+    assert list(rolled) == list(range(len(lengths))) and imagined.shape == features.shape
+    first = features[:lengths[0]].float()
+    expected = model.latent_rollout(first[None].to(model.device))[0].cpu()
+    torch.testing.assert_close(imagined[:lengths[0]][0].float(), first[0])
+    torch.testing.assert_close(imagined[1:lengths[0]].float(), expected, rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(imagined[1:lengths[0]].float(), first[1:], atol=1e-4)  # the model's own states
     sim_data = collect_dataset("wm_gym/Wall-v0", 2, tmp_path / "sim", progress=False)
     with pytest.raises(ValueError, match="collected in 'wm_gym/Wall-v0' but the model is for 'video with no sim'"):
         load_episodes_for(sim_data, model.meta.env_id)
@@ -405,3 +414,33 @@ def test_sim_actions_cannot_drive_a_skipped_controller():
     with pytest.raises(ValueError, match="controller was not trained"):
         model.rollout(s_hist, actions)
     assert model.rollout(s_hist, actions, mode="flow").shape == (2, 1, model.n_tokens, model.dim)  # the flow still runs
+
+
+# ----- 4. eval-wm on a model learned from video alone -------------------------------------------
+def test_eval_wm_of_a_label_free_model_rolls_out_through_latent_actions(video_data, tmp_path):
+    """Sim data has labels, the model has no controller: the action-driven open loop is skipped (said so), and
+    the latent open loop is hand-checkable: z from the real pair, applied to the model's own previous state."""
+    from wm_gym.data.collect import collect_dataset
+    from wm_gym.evaluate_wm import evaluate_world_model, latent_open_loop
+
+    with pytest.warns(UserWarning, match="skipped the controller"):
+        model = train_world_model(tiny(video_data, tmp_path / "wm.pt"))
+    model.config.reproject = True  # so that the check below also sees snap() between steps
+    sim = collect_dataset("wm_gym/Wall-v0", 3, tmp_path / "sim", max_steps=12, progress=False)
+    result = evaluate_world_model(model, sim, horizons=(1, 2, 3))
+    assert result["open_loop"].startswith("skipped: the model's controller was not trained")
+    assert "mse_by_horizon" not in result and "transfer" not in result
+    assert set(result["latent_open_loop"]["mse_by_horizon"]) == {"1", "2", "3"}
+
+    data = load_episodes(sim)
+    feats = model.encode(torch.from_numpy(np.concatenate(data.frames))).cpu()
+    windows = FeatureWindows.from_data(feats, data, model.config.history, model.config.frameskip)
+    got = latent_open_loop(model, windows, np.arange(3), (1, 2), np.random.default_rng(0), max_windows=4)
+    t = torch.as_tensor(np.random.default_rng(0).choice(windows.starts(np.arange(3), 2), size=4, replace=False))
+    s0, s1, s2 = (feats[t + k * windows.frame_step].float() for k in range(3))
+    with torch.no_grad():
+        one = model.decode_latent(s0, model.latent_action(s0, s1))
+        two = model.decode_latent(model.snap(one), model.latent_action(s1, s2))
+    assert got["mse_by_horizon"]["1"] == pytest.approx(float(((one - s1) ** 2).mean()), rel=1e-5)
+    assert got["mse_by_horizon"]["2"] == pytest.approx(float(((two - s2) ** 2).mean()), rel=1e-5)
+    assert got["copy_last_mse_by_horizon"]["2"] == pytest.approx(float(((s0 - s2) ** 2).mean()), rel=1e-5)

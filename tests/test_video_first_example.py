@@ -201,7 +201,8 @@ def test_options_default_to_the_full_run_or_quick_and_override_both(video_first)
 
 def test_quick_run_end_to_end_then_resumes_by_skipping(video_first, tmp_path, monkeypatch, capsys):
     """--quick (smaller still), every wm-gym step in process with the argv the script builds: one interpreter
-    instead of nine start-ups. A re-run skips every recorded step; other settings are refused."""
+    instead of a dozen start-ups. The world model sees no label; a re-run skips every recorded step; other
+    settings are refused; another REPA weight trains a second model on the same recorded videos."""
     calls = []
 
     def run(*argv: str) -> dict:
@@ -213,11 +214,15 @@ def test_quick_run_end_to_end_then_resumes_by_skipping(video_first, tmp_path, mo
     monkeypatch.setattr(video_first, "run", run)
     argv = ["--quick", "--data", str(tmp_path / "vf"), "--random", "4", "--expert", "4", "--train-steps", "8",
             "--dynamics-steps", "4", "--eval-episodes", "2", "--reference", "--device", "cpu"]
-    summary = video_first.main(argv)
-    assert calls == ["collect", "collect", "ingest", "train", "ground", "train-agent", "evaluate", "ingest", "ground",
-                     "evaluate"]
-    assert summary["labelled_expert_episodes"] == 1 and summary["ingested"]["labelled_episodes"] == 1
+    with pytest.warns(UserWarning, match="skipped the controller"):
+        summary = video_first.main(argv)
+    model_steps = ["train", "eval-wm", "ground", "train-agent", "evaluate"]
+    assert calls == ["collect", "collect", "collect", "ingest", "ingest", *model_steps, "ingest", "ground", "evaluate"]
+    assert summary["labelled_expert_episodes"] == 1 and summary["ingested"]["labelled_episodes"] == 0
+    assert summary["model_labelled_episodes"] == 0  # the world model saw no label at all
+    assert WorldModel.load(summary["model"]).meta.train_info["controller"] == "skipped: no action labels"
     assert summary["ingested"]["episodes"] == 8 and summary["bank"] == 4 and summary["agent_steps"] == 64
+    assert set(summary["eval_wm"]["latent_open_loop"]["mse_by_horizon"]) == {"1", "5", "10"}
     for row in ("video_first", "reference_full_labels"):
         assert summary[row]["episodes"] == 2 and len(summary[row]["success_ci95"]) == 2
     assert summary["video_first"]["grounding_episodes"] == 1  # the budget: 10 % of 4 expert episodes
@@ -229,3 +234,114 @@ def test_quick_run_end_to_end_then_resumes_by_skipping(video_first, tmp_path, mo
     assert calls == []
     with pytest.raises(SystemExit, match="other settings"):
         video_first.main([*argv, "--labelled", "0.5"])
+    with pytest.warns(UserWarning, match="skipped the controller"):
+        repa = video_first.main([*argv, "--repa-weight", "1"])
+    assert calls == [*model_steps, "ground", "evaluate"]  # the recorded and ingested videos are reused
+    assert repa["models"].endswith("model-repa1") and summary["models"].endswith("model-repa0")
+    assert WorldModel.load(repa["model"]).meta.train_info["repa_window"] >= 1
+    assert WorldModel.load(summary["model"]).latent_model.repa is None
+
+
+def test_adapting_to_a_new_look_from_unlabelled_video(video_first, tmp_path, monkeypatch):
+    """examples/adapt_look.py --quick after video_first.py --quick: the unadapted agent is evaluated in the new look;
+    the base model is aligned on unlabelled PNG frames of the new look and the same agent evaluated through it; the
+    --retrain alternative trains on old + repeated new videos, grounds on the old labels only, evaluates both looks.
+    The new-look collections use their own seeds and never reach a labels file."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import adapt_look
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    calls = []
+
+    def run(*argv: str) -> dict:
+        calls.append(argv[0] if argv[0] != "evaluate" else
+                     f"evaluate{' --look' if '--look' in argv else ''}{' --model' if '--model' in argv else ''}")
+        rc, result, err = cli(*argv)
+        assert rc == 0, f"wm-gym {' '.join(argv)}: {err}"
+        return result
+
+    monkeypatch.setattr(video_first, "run", run)
+    root = tmp_path / "vf"
+    with pytest.raises(SystemExit, match="run examples/video_first.py"):
+        adapt_look.main(["--quick", "--look", "blue-floor", "--data", str(root)])
+    with pytest.warns(UserWarning, match="skipped the controller"):
+        video_first.main(["--quick", "--data", str(root), "--random", "4", "--expert", "4", "--train-steps", "8",
+                          "--dynamics-steps", "4", "--eval-episodes", "2", "--device", "cpu"])
+    calls.clear()
+    only = adapt_look.main(["--quick", "--look", "big-dot", "--data", str(root), "--unadapted-only", "--device", "cpu"])
+    assert calls == ["evaluate --look"] and set(only) == {"root", "look", "repa_weight", "unadapted_in_new_look"}
+    calls.clear()
+    adapt = ["--quick", "--look", "blue-floor", "--data", str(root), "--adapt-random", "2", "--adapt-expert", "3",
+             "--device", "cpu"]
+    summary = adapt_look.main(adapt)
+    assert calls == ["evaluate --look", "collect", "collect", "ingest", "align", "evaluate --look --model"]
+    assert summary["method"] == "align" and summary["new_look_videos"] == {"random": 2, "expert": 3}
+    assert summary["alignment"]["new_frames"] == 2 * 51 and summary["adapted_in_new_look"]["episodes"] == 2
+    frames = root / "videos" / "blue-floor-random-png" / "blue-floor-random_0001"
+    assert len(list(frames.glob("*.png"))) == 51  # lossless frame folders, one per episode
+    new = load_episodes(root / "blue-floor-random-png")
+    truth = load_episodes(root / "sim-blue-floor-random")
+    np.testing.assert_array_equal(new.frames[1], truth.frames[1])
+    assert not new.has_actions and truth.meta["look"] == "blue-floor"
+    assert {int(s) for s in truth.seeds}.isdisjoint(int(s) for s in load_episodes(root / "sim-random").seeds)
+    aligned = WorldModel.load(Path(summary["models"]) / "wall-video-aligned.pt")
+    assert aligned.config.look_alignment == "blue-floor"
+
+    calls.clear()
+    with pytest.warns(UserWarning, match="skipped the controller"):
+        retrained = adapt_look.main([*adapt, "--retrain"])
+    assert calls == ["evaluate --look", "collect", "collect", "ingest", "train", "ground", "train-agent",
+                     "evaluate --look", "evaluate"]
+    assert retrained["repeat"] == 2 and retrained["bank"] == 4 + 3 and retrained["models"].endswith("retrain-x2")
+    data = load_episodes(root / f"video-{Path(retrained['models']).name}")
+    assert len(data) == 8 + 2 * 5 and not data.has_actions  # old videos and the new ones twice, not one label
+    names = data.meta["episode_names"]
+    assert "blue-floor-expert_0002" in names and "blue-floor-expert-r1_0002" in names
+    np.testing.assert_array_equal(data.frames[names.index("blue-floor-expert_0002")],
+                                  data.frames[names.index("blue-floor-expert-r1_0002")])
+    labels = np.load(root / "labels-full.npz")
+    assert not any(name.startswith("blue-floor") for name in labels.files)
+    with pytest.raises(SystemExit):
+        adapt_look.main(["--quick", "--look", "purple", "--data", str(root)])
+    with pytest.raises(SystemExit, match="other settings"):
+        adapt_look.main([*adapt[:5], "--adapt-random", "5"])
+
+
+def test_the_zero_label_path_as_a_user_runs_it(video_first, tmp_path):
+    """ingest mp4s -> train (no label) -> train-distance (no label, default imagined fraction) -> ground (a few
+    labelled episodes bring the sim's action size) -> train-agent --action-space latent --reward temporal ->
+    evaluate in the real sim: every step a `wm-gym` command (the demo bank is the example's one helper)."""
+    from wm_gym.data.collect import collect_dataset
+
+    torch.set_num_threads(1)
+    sim = collect_dataset("wall", 6, tmp_path / "sim", policy="noisy-expert", seed=3, progress=False)
+    names = video_first.export_videos(sim, tmp_path / "videos", "expert")
+    video_first.write_labels(tmp_path / "labels.npz", [sim], [names], 0.34)  # 3 of 6 episodes
+
+    def ok(*argv: str) -> dict:
+        rc, result, err = cli(*argv)
+        assert rc == 0, f"wm-gym {' '.join(argv)}: {err}"
+        return result
+
+    ingested = ok("ingest", str(tmp_path / "videos"), "--out", str(tmp_path / "ds"))
+    assert ingested["labelled_episodes"] == 0
+    with pytest.warns(UserWarning, match="skipped the controller"):
+        ok("train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "wm.pt"), "--preset", "tiny", "--steps",
+           "8", "--device", "cpu", "--log-dir", str(tmp_path / "tb"))
+    td = ok("train-distance", "--model", str(tmp_path / "wm.pt"), "--data", str(tmp_path / "ds"), "--steps", "10",
+            "--out", str(tmp_path / "wm-td.pt"), "--device", "cpu")
+    assert td["episodes"] == 6
+    video_first.attach_bank(tmp_path / "wm-td.pt", tmp_path / "ds", tmp_path / "wm-bank.pt", {"expert": 6})
+    ok("ingest", str(tmp_path / "videos"), "--labels", str(tmp_path / "labels.npz"), "--out", str(tmp_path / "labelled"))
+    fit = ok("ground", "--model", str(tmp_path / "wm-bank.pt"), "--data", str(tmp_path / "labelled"), "--out",
+             str(tmp_path / "g.pt"), "--labelled-fraction", "1", "--epochs", "2", "--device", "cpu")
+    assert fit["n_episodes"] == 3
+    ok("train-agent", "--model", str(tmp_path / "wm-bank.pt"), "--out", str(tmp_path / "agent.zip"), "--action-space",
+       "latent", "--grounding", str(tmp_path / "g.pt"), "--reward", "temporal", "--steps", "64", "--num-envs", "8",
+       "--n-steps", "8", "--batch-size", "64", "--device", "cpu", "--log-dir", str(tmp_path / "tb"))
+    result = ok("evaluate", "--agent", str(tmp_path / "agent.zip"), "--env", "wall", "--episodes", "2", "--device",
+                "cpu")
+    assert result["episodes"] == 2 and result["grounding"] == str(tmp_path / "g.pt")
+    model = WorldModel.load(tmp_path / "wm-bank.pt")
+    assert model.temporal_distance is not None and model.meta.train_info["labelled_episodes"] == 0

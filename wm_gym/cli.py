@@ -33,7 +33,7 @@ def cmd_collect(args: argparse.Namespace) -> dict[str, Any]:
     out = collect_dataset(
         args.env, args.episodes, args.out, policy=args.policy, seed=args.seed,
         workers=args.workers, progress=not args.json, max_steps=args.max_steps, goal_split=args.goal_split,
-        frame_stride=args.frame_stride,
+        frame_stride=args.frame_stride, look=args.look,
     )
     data = load_episodes(out)
     success = [bool(ep_success.any()) for ep_success in data.success]
@@ -159,7 +159,7 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(args.model, args.device)
     planner = _cli_planner(args)(model)
     result = evaluate_policy(planner, model, args.env, episodes=args.episodes, seed=args.seed, batch=args.episodes,
-                             max_steps=args.max_steps, video_dir=args.video, budget=args.budget)
+                             max_steps=args.max_steps, video_dir=args.video, budget=args.budget, look=args.look)
     steered = getattr(planner, "waypoint_fraction", None)  # share of planning calls' rows aimed at a waypoint
     return {"planner": args.planner, "mpc": args.mpc, "execute": _planner_config(args).execute,
             "terminal": args.terminal, "prior": args.prior, "seconds_per_plan": round(planner.seconds_per_plan, 4),
@@ -401,6 +401,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     result = evaluate_agent(args.agent, env=args.env, model=args.model, episodes=args.episodes, seed=args.seed,
                             device=args.device, video_dir=args.video, max_steps=args.max_steps, budget=args.budget,
+                            look=args.look,
                             grounding=args.grounding)
     if not args.per_episode:
         result.pop("per_episode")
@@ -416,10 +417,20 @@ def cmd_ground(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k not in ("episodes", "config")}
 
 
+def cmd_align(args: argparse.Namespace) -> dict[str, Any]:
+    from wm_gym.look_adaptation import align_model
+    from wm_gym.zoo import load_model
+
+    aligned, report = align_model(load_model(args.model, args.device), args.old, args.new, args.look,
+                                  max_episodes=args.max_episodes, ridge=args.ridge)
+    aligned.save(args.out)
+    return {"out": args.out, "model": args.model, **report}
+
+
 # ----- entry point ---------------------------------------------------------------------------
 HANDLERS = {"collect": cmd_collect, "ingest": cmd_ingest, "train": cmd_train, "finetune": cmd_finetune,
             "eval-wm": cmd_eval_wm, "calibrate": cmd_calibrate, "train-distance": cmd_train_distance,
-            "ground": cmd_ground, "train-agent": cmd_train_agent, "evaluate": cmd_evaluate, "plan": cmd_plan,
+            "ground": cmd_ground, "align": cmd_align, "train-agent": cmd_train_agent, "evaluate": cmd_evaluate, "plan": cmd_plan,
             "online": cmd_online, "bench": cmd_bench}
 
 

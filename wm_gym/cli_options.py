@@ -37,7 +37,7 @@ from wm_gym.agents.planners import PLANNERS, TERMINALS, PlannerConfig
 from wm_gym.agents.train_agent import ALGOS, AgentConfig
 from wm_gym.device import PRECISIONS
 from wm_gym.encoders import ENCODERS
-from wm_gym.envs.registration import GOAL_SPLITS
+from wm_gym.envs.registration import GOAL_SPLITS, SIMS
 from wm_gym.grounding import GroundingConfig
 from wm_gym.imagine.config import ACTION_SPACES, TASKS
 from wm_gym.latent_actions.regularizers import REGULARIZERS
@@ -55,6 +55,9 @@ SIM_HELP = ("real sim: wall, pointmaze, pusht, dmc-reacher, dmc-point_mass (v1, 
 BUDGET_HELP = ("evaluation protocol: dino-wm (success checked every 5 chunks, reported after 2/4/10/20 replans = "
                "50/100/250/500 sim steps), swm (50 sim steps, success at any step) or a number of sim steps (default: "
                "the sim's episode length); see docs/protocol.md")
+LOOK_HELP = ("draw the sim another way, the physics unchanged ("
+             + "; ".join(f"{name}: {', '.join(spec.looks)}" for name, spec in SIMS.items() if spec.looks)
+             + "; the other sims have none yet): video of a changed look, to test or adapt a model on")
 #: Help for common field names that carry no comment: they mean the same in every config.
 COMMON_HELP = {
     "seed": "random seed",
@@ -88,6 +91,7 @@ class CollectOptions:
                                     # train (default) | eval | all; evaluation uses eval, held out from train
     frame_stride: int = 1           # render and store only every k-th frame (a model of frameskip k reads no
                                     # others); the actions of every sim step are kept
+    look: str | None = None         # draw the sim another way, the physics unchanged (its help: LOOK_HELP)
 
 
 @dataclass
@@ -161,6 +165,18 @@ class GroundOptions:
 
 
 @dataclass
+class AlignOptions:
+    model: str                      # world model trained on the old look: zoo name or file
+    old: str                        # unlabelled episodes of the look the model was trained on (e.g. its random videos)
+    new: str                        # unlabelled episodes of the new look, the same kind of behaviour
+    out: str                        # aligned model file to write
+    look: str = "new"               # a name for the new look, recorded in the model
+    max_episodes: int | None = 100  # use only the first N episodes of each dataset
+    ridge: float = 1e-3             # covariance regulariser (times the mean variance)
+    device: str = "auto"
+
+
+@dataclass
 class EvaluateOptions:
     agent: str                      # AGENT.zip from train-agent
     model: str | None = None        # world model (default: the one the agent was trained on)
@@ -179,6 +195,7 @@ class RealRunOptions:
     max_steps: int | None = None    # agent steps per episode (default: sim length / frameskip)
     budget: str | None = None       # the evaluation protocol (its help: BUDGET_HELP)
     video: str | None = None        # folder for mp4s of the first episodes (plan: real | planned | goal)
+    look: str | None = None         # draw the sim another way, the physics unchanged (its help: LOOK_HELP)
     device: str = "auto"
 
 
@@ -247,7 +264,7 @@ class Cli:
 
 #: Per dataclass, field name (dotted for a nested config's field) -> how it differs on the command line.
 FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
-    CollectOptions: {"env": Cli(help=SIM_HELP), "goal_split": Cli(choices=GOAL_SPLITS)},
+    CollectOptions: {"env": Cli(help=SIM_HELP), "goal_split": Cli(choices=GOAL_SPLITS), "look": Cli(help=LOOK_HELP)},
     IngestOptions: {"inputs": Cli(positional=True, metavar="INPUT"), "labels": Cli(metavar="FILE")},
     TrainConfig: {
         "preset": Cli(choices=tuple(PRESETS)), "latent": Cli(choices=LATENTS), "regularizer": Cli(choices=REGULARIZERS),
@@ -268,7 +285,7 @@ FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
     },
     EvaluateOptions: {"grounding": Cli(metavar="G.pt")},
     RealRunOptions: {"env": Cli(help=SIM_HELP + " (default: the model's sim)"),
-                     "budget": Cli(metavar="dino-wm|swm|STEPS", help=BUDGET_HELP)},
+                     "budget": Cli(metavar="dino-wm|swm|STEPS", help=BUDGET_HELP), "look": Cli(help=LOOK_HELP)},
     PlannerOptions: {"planner": Cli(choices=PLANNERS), "prior": Cli(metavar="AGENT.zip"),
                      "waypoints": Cli(metavar="DIR[,DIR]")},
     PlannerConfig: {
@@ -496,8 +513,9 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("collect", "collect episodes from a real sim into a dataset",
             "Roll out a data-collection policy in a real sim and write a Minari dataset with lossless 64x64 frames, "
-            "actions, proprio, true states and success. Interrupted runs resume: re-run the same command.",
-            (CollectOptions,), ("policy", "seed", "workers")),
+            "actions, proprio, true states and success. Interrupted runs resume: re-run the same command. --look "
+            "draws the scene another way (colours, dot size, a floor texture) with the same physics.",
+            (CollectOptions,), ("policy", "seed", "workers", "look")),
     Command("ingest", "turn videos or folders of frame images into a dataset without actions",
             "Each video (.mp4, .mov, .avi, .mkv, .webm) and each folder of frame images (.png/.jpg, in natural name "
             "order) becomes one episode at any resolution: center-cropped to a square, resized to --image-size, with "
@@ -549,6 +567,12 @@ COMMANDS: tuple[Command, ...] = (
             "trained with `train-agent --action-space latent` act in the real sim (`evaluate --grounding G.pt`). The "
             "file records the episodes used and a fingerprint of the model's latent space; it is written atomically.",
             (GroundOptions, GroundingConfig), ("model", "labelled_fraction")),
+    Command("align", "adapt a world model to a changed look from unlabelled video of both looks",
+            "Write a copy of the model whose encoding maps the new look's features onto the old look's, per token "
+            "(mean and covariance, CORAL), estimated from unlabelled episodes of each look (no actions, no pairing). "
+            "Agents and groundings trained on the original model then act in the new look through it: `evaluate "
+            "--model ALIGNED --look ...`. Imagination refuses the aligned model (its demo bank shows the old look).",
+            (AlignOptions,), ("model", "old", "new", "out", "look")),
     Command("train-agent", "train an SB3 agent entirely in imagination",
             "Train PPO or SAC (MlpPolicy on world-model features) in WMImagine-v0: batched imagined rollouts with "
             "video-aligned rewards; no simulator is touched. By default the agent first clones the model's demos, "
@@ -561,8 +585,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("evaluate", "success rate of an agent in the REAL sim",
             "Run an agent in the real simulator: render -> world-model encoder -> policy -> action chunk (a latent-"
             "action agent through its grounding map). Success is the sim's own criterion: success_rate, episodes, "
-            "mean_episode_length (under --budget dino-wm also success_after_replans), and mp4s.",
-            (EvaluateOptions, RealRunOptions), ("grounding", "env", "episodes", "seed", "budget", "video")),
+            "mean_episode_length (under --budget dino-wm also success_after_replans), and mp4s. --look evaluates "
+            "in the sim drawn another way (a changed look, the same physics).",
+            (EvaluateOptions, RealRunOptions), ("grounding", "env", "episodes", "seed", "budget", "video", "look")),
     Command("plan", "plan with the world model (CEM, GBP, GD, MPPI) and act in the REAL sim",
             "Plan action chunks with the world model for all episodes in one batch and execute them in the real sim, "
             "open loop or replanning with --mpc; reports success, seconds_per_plan and mp4s of real | planned | goal. "

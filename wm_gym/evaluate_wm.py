@@ -2,6 +2,10 @@
 
 * ``mse_by_horizon`` vs ``copy_last_mse_by_horizon``: open-loop rollouts from real history
   with the recorded action chunks, against the "nothing moves" baseline.
+  Skipped (and said so) for a model learned from video alone: it has no controller to take them.
+* ``latent_open_loop``: imagination through the latent actions alone, as a latent-action agent
+  imagines: z_k = E(s_{t+k}, s_{t+k+1}) from the real frames drives the *predicted* state,
+  ŝ_{t+k+1} = D(ŝ_{t+k}, z_k), by horizon and against copy-last. Needs no labels.
 * ``latent_recon``: D(s_t, E(s_t, s_{t+1})) against s_{t+1} (the latent model's own ceiling).
 * ``leakage`` (Garrido et al.): encode a *cut* future (a frame from another episode) and decode
   it. Latent actions that describe the action, not the future, cannot explain a scene cut, so
@@ -59,7 +63,10 @@ def evaluate_world_model(model: WorldModel, data_dir: str | Path, horizons: tupl
 
     # ----- open-loop error by horizon (on the episodes with action labels) ------------------------
     labelled = np.flatnonzero(data.labelled)
-    if len(labelled):
+    drivable = model.predictor is not None or model.controller_trained or mode != "controller"
+    if len(labelled) and not drivable:
+        result["open_loop"] = "skipped: the model's controller was not trained (no action labels); see latent_open_loop"
+    elif len(labelled):
         horizon = max(horizons)
         starts = windows.starts(labelled, horizon)
         t = torch.as_tensor(rng.choice(starts, size=min(max_windows, len(starts)), replace=False))
@@ -83,7 +90,8 @@ def evaluate_world_model(model: WorldModel, data_dir: str | Path, horizons: tupl
         s_t, s_next = pair["s_hist"][:, -1].to(model.device), pair["targets"][:, 0].to(model.device)
         result["leakage"] = leakage_test(model, s_t, s_next, windows.episode_of(t.numpy()))
         result["latent_recon"] = {"mse": result["leakage"]["real_mse"], "copy_last_mse": _mse(s_t, s_next)}
-        if data.has_actions and data.states is not None:
+        result["latent_open_loop"] = latent_open_loop(model, windows, episodes, horizons, rng, max_windows)
+        if data.has_actions and data.states is not None and drivable:
             result["transfer"] = transfer_test(model, data, windows, rng, transfer_pairs)
 
     # ----- probe --------------------------------------------------------------------------------
@@ -94,6 +102,25 @@ def evaluate_world_model(model: WorldModel, data_dir: str | Path, horizons: tupl
         result["probe_r2"] = float(linear_probe_r2(feats[rows].flatten(1).float(),
                                                    torch.as_tensor(visible(states), dtype=torch.float32), seed=seed))
     return result
+
+
+def latent_open_loop(model: WorldModel, windows: FeatureWindows, episodes: np.ndarray, horizons: tuple[int, ...],
+                     rng: np.random.Generator, max_windows: int) -> dict[str, Any]:
+    """MSE by horizon of :meth:`WorldModel.latent_rollout` (ŝ_{t+k+1} = D(snap(ŝ_{t+k}), E(s_{t+k}, s_{t+k+1}))
+    from ŝ_t = s_t), and of copy-last.
+
+    The latent actions come from the real frames, the states they act on are the model's own: how far
+    imagination drifts when the agent picks the right latent actions (the error a latent agent compounds)."""
+    horizon = max(horizons)
+    starts = windows.starts(episodes, horizon)
+    t = torch.as_tensor(rng.choice(starts, size=min(max_windows, len(starts)), replace=False))
+    batch = windows.gather(t, horizon, with_actions=False)
+    true = torch.cat([batch["s_hist"][:, -1:], batch["targets"]], dim=1)  # [B, horizon+1, N, C]
+    preds_t = model.latent_rollout(true.to(model.device)).cpu()
+    mse = {str(h): _mse(preds_t[:, h - 1], true[:, h]) for h in horizons}
+    copy = {str(h): _mse(true[:, 0], true[:, h]) for h in horizons}
+    return {"windows": len(t), "mse_by_horizon": mse, "copy_last_mse_by_horizon": copy,
+            "ratio_to_copy_last": {h: mse[h] / max(copy[h], 1e-12) for h in mse}}
 
 
 def leakage_test(model: WorldModel, s_t: Tensor, s_next: Tensor, episode: np.ndarray) -> dict[str, float]:

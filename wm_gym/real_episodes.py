@@ -106,14 +106,14 @@ def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes:
                     max_steps: int | None = None, batch: int = 50, deterministic: bool = True,
                     video_dir: str | Path | None = None, video_episodes: int = 4,
                     record: Callable[[int, Episode], None] | None = None, skip: set[int] | frozenset = frozenset(),
-                    budget: str | int | Budget | None = None) -> dict[str, Any]:
+                    budget: str | int | Budget | None = None, look: str | None = None) -> dict[str, Any]:
     """Success rate of ``policy`` over ``episodes`` real episodes seeded ``seed + i``.
 
     ``budget`` (see :func:`make_budget`) sets the episode length and when success is checked;
     ``max_steps`` is the older shortcut for a budget of that many agent steps (action chunks).
     Default: the sim's episode length, success at any step. ``record(i, episode)`` receives
     episode i's every sim step as soon as it ends; indices in ``skip`` are not run (already
-    recorded: resuming).
+    recorded: resuming). ``look``: the sim drawn another way (its ``SimSpec.looks``), the physics unchanged.
     """
     env_id = resolve_env_id(env or model.meta.env_id or model.meta.sim or "")
     if model.meta.env_id and env_id != model.meta.env_id:
@@ -131,10 +131,10 @@ def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes:
         idx = todo[first:first + batch]
         on_end = None if record is None else (lambda j, ep, idx=idx: record(idx[j], ep))
         results += _run_batch(policy, model, env_id, [seed + i for i in idx], budget, deterministic,
-                              video_dir, max(0, min(len(idx), video_episodes - first)) if video_dir else 0, on_end)
+                              video_dir, max(0, min(len(idx), video_episodes - first)) if video_dir else 0, on_end, look)
     seconds = time.perf_counter() - started
-    return {**summarize(results, budget, fs), "env": env_id, "seed": seed, "seconds": round(seconds, 1),
-            "per_episode": results}
+    return {**summarize(results, budget, fs), "env": env_id, **({"look": look} if look else {}), "seed": seed,
+            "seconds": round(seconds, 1), "per_episode": results}
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -183,10 +183,10 @@ def run_chunk(env, chunk: np.ndarray, budget: Budget, sim_steps: int) -> tuple[d
     return obs, sim_steps, None
 
 
-def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, video_dir, n_videos, on_end=None
-               ) -> list[dict[str, Any]]:
+def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, video_dir, n_videos, on_end=None,
+               look: str | None = None) -> list[dict[str, Any]]:
     fs = model.config.frameskip
-    envs = [make_sim(env_id, model.meta.image_size).unwrapped for _ in seeds]
+    envs = [make_sim(env_id, model.meta.image_size, look=look).unwrapped for _ in seeds]
     envs = [EpisodeRecorder(e) if on_end else e for e in envs]
     action_space = chunk_space(envs[0].action_space, fs)
     try:

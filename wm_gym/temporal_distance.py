@@ -33,7 +33,8 @@ class TemporalDistanceConfig:
     ema: float = 0.005        # target network's Polyak rate
     feature_noise: float = 0.0  # std of Gaussian noise on training states: robustness to imagined features
     imagined_fraction: float = 0.5  # states replaced by the model's open-loop prediction of them, so the head reads
-                                    # imagined states like real ones (needs action labels; 0 for action-free video)
+                                    # imagined states like real ones (under the recorded actions; on video with no
+                                    # labels, through the latent actions of its real frames)
     imagined_episodes: int | None = None  # roll out only this many evenly spaced episodes per dataset for the
                                           # imagined states (None: all); each rollout costs a model step per frame
     precision: str = "auto"   # training autocast: auto (bf16 on CUDA and AMX CPUs) | bf16 | fp32

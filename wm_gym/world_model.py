@@ -28,6 +28,7 @@ from wm_gym.dynamics.predictor import ActionPredictor, PredictorConfig
 from wm_gym.encoders import ConvEncoder, ConvEncoderConfig, DinoV2Encoder, FrozenEncoder
 from wm_gym.data.demo_bank import DemoBank
 from wm_gym.device import use_bf16
+from wm_gym.encoders.look_alignment import LookAlignment
 from wm_gym.io import atomic_torch_save
 from wm_gym.latent_actions.autoencoder import LatentActionAutoencoder, LatentActionConfig
 from wm_gym.nn import check_shape
@@ -55,6 +56,7 @@ class WorldModelConfig:
     predictor_config: dict = field(default_factory=dict)   # PredictorConfig fields (action)
     reproject: bool = True               # re-encode each predicted state through the pixel decoder (conv only)
     distance_config: dict | None = None  # TemporalDistanceConfig fields of the temporal-distance head, if fitted
+    look_alignment: str | None = None    # the look this model's encoding is aligned to read (`wm-gym align`), if any
 
     def __post_init__(self):
         if self.latent not in LATENTS:
@@ -118,6 +120,9 @@ class WorldModel(nn.Module):
             z_shape = dict(n_latents=lat.n_latents, latent_dim=lat.latent_dim)
             self.flow = FlowDynamics(FlowConfig(**{**config.flow_config, **shared, **z_shape}))
             self.controller = Controller(ControllerConfig(**{**config.controller_config, **shared, **z_shape}))
+        self.look_alignment: LookAlignment | None = None  # maps a new look's features to the old (``align``)
+        if config.look_alignment is not None:
+            self.look_alignment = LookAlignment(n, c)
         self.temporal_distance: TemporalDistance | None = None  # model steps to a goal (``train-distance``)
         if config.distance_config is not None:
             self.temporal_distance = TemporalDistance(n, c, TemporalDistanceConfig(**config.distance_config))
@@ -138,9 +143,11 @@ class WorldModel(nn.Module):
     # ----- features -----------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, frames: Tensor, batch_size: int = 512) -> Tensor:
-        """uint8 frames [B, H, W, 3] → normalised feature tokens [B, N, C] (on the model's device)."""
+        """uint8 frames [B, H, W, 3] → normalised feature tokens [B, N, C] (on the model's device); an aligned model
+        (``wm-gym align``) first maps the raw features of its new look onto the look it was trained on."""
         out = [self.encoder(frames[i:i + batch_size].to(self.device)) for i in range(0, len(frames), batch_size)]
-        return self.normalize(torch.cat(out))
+        raw = torch.cat(out)
+        return self.normalize(self.look_alignment(raw) if self.look_alignment is not None else raw)
 
     def normalize(self, raw: Tensor) -> Tensor:
         return (raw.float() - self.feature_mean) / self.feature_std
@@ -276,6 +283,19 @@ class WorldModel(nn.Module):
                     s_next = self.snap(s_next)
                 preds.append(s_next.float())
                 s_hist = torch.cat([s_hist[:, 1:], preds[-1][:, None]], dim=1)
+        return torch.stack(preds, dim=1)
+
+    @torch.no_grad()
+    def latent_rollout(self, s_seq: Tensor) -> Tensor:
+        """Imagination through latent actions, as a latent-action agent imagines: real states s_seq [B, T+1, N, C]
+        → predictions [B, T, N, C], ŝ_{k+1} = D(snap(ŝ_k), E(s_k, s_{k+1})) from ŝ_0 = s_0 (not snapped last).
+
+        The latent actions come from the real pairs, the states they act on are the model's own: the drift of
+        a rollout whose actions are right, with no action labels (eval-wm, train-distance on video)."""
+        s, preds = s_seq[:, 0], []
+        for k in range(s_seq.shape[1] - 1):
+            preds.append(self.decode_latent(s, self.latent_action(s_seq[:, k], s_seq[:, k + 1])).float())
+            s = self.snap(preds[-1])
         return torch.stack(preds, dim=1)
 
     def _latent(self) -> LatentActionAutoencoder:

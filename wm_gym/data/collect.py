@@ -32,9 +32,10 @@ from .dataset import (
 
 _PARAMS_FILE = "params.json"
 #: The settings that determine the data; a DIR collected with other values is never mixed in.
-_PARAM_KEYS = ("format_version", "env_id", "policy", "seed", "image_size", "episode_length", "goal_split", "frame_stride")
+_PARAM_KEYS = ("format_version", "env_id", "policy", "seed", "image_size", "episode_length", "goal_split", "frame_stride",
+               "look")
 #: What a setting was before it existed (datasets collected then keep resuming and matching).
-_PARAM_DEFAULTS = {"goal_split": None, "frame_stride": 1}
+_PARAM_DEFAULTS = {"goal_split": None, "frame_stride": 1, "look": None}
 
 
 def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
@@ -46,13 +47,21 @@ def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
     return int(reset_ss.generate_state(1, np.uint32)[0]), np.random.default_rng(policy_ss)
 
 
-def make_sim(env_id: str, image_size: int = 64, goal_split: str | None = None):
-    """``gym.make`` one of our sims (importing wm_gym registers them); ``goal_split`` for sims with recorded goal sets."""
+def make_sim(env_id: str, image_size: int = 64, goal_split: str | None = None, look: str | None = None):
+    """``gym.make`` one of our sims (importing wm_gym registers them); ``goal_split`` for sims with recorded goal
+    sets, ``look`` (a name of its ``SimSpec.looks``) for sims that can be drawn differently."""
     import gymnasium as gym
 
     import wm_gym  # noqa: F401  (registers the env ids, also in spawned workers)
+    from wm_gym.envs.registration import resolve_env_id, sim_spec
 
-    return gym.make(env_id, image_size=image_size, **({"goal_split": goal_split} if goal_split else {}))
+    env_id = resolve_env_id(env_id)  # a short name ("wall") works too
+    looks = sim_spec(env_id).looks
+    if look is not None and look not in looks:
+        raise ValueError(f"{env_id} has {'the looks ' + ', '.join(looks) if looks else 'no look options'}; "
+                         f"got look={look!r}")
+    options = {**({"goal_split": goal_split} if goal_split else {}), **({"look": look} if look else {})}
+    return gym.make(env_id, image_size=image_size, **options)
 
 
 def rollout(env, policy: str, seed: int, index: int, steps: int, frame_stride: int = 1) -> Episode:
@@ -137,7 +146,8 @@ def vector_rollouts(env, policy: str, seed: int, indices: list[int], steps: int,
 
     n = len(indices)
     vec = gym.make_vec(env.spec.id, num_envs=n, vectorization_mode="vector_entry_point", max_episode_steps=steps,
-                       image_size=env.unwrapped.image_size, terminate_on_success=False)
+                       image_size=env.unwrapped.image_size, terminate_on_success=False,
+                       **({"look": env.unwrapped.look} if hasattr(env.unwrapped, "look") else {}))
     seeds, rngs = zip(*(episode_seeds(seed, i) for i in indices))
     obs, info = vec.reset(seed=list(seeds))
     row = lambda tree, i: {k: None if v is None else v[i] for k, v in tree.items()}  # noqa: E731  (skipped pixels)
@@ -188,7 +198,7 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(params: dict, staging: str, vector: bool) -> None:
-    _WORKER.update(env=make_sim(params["env_id"], params["image_size"], params["goal_split"]), params=params,
+    _WORKER.update(env=make_sim(params["env_id"], params["image_size"], params["goal_split"], params["look"]), params=params,
                    staging=Path(staging), vector=vector, parent=os.getppid())
 
 
@@ -223,6 +233,7 @@ def collect_dataset(
     max_steps: int | None = None,
     goal_split: str | None = None,
     frame_stride: int = 1,
+    look: str | None = None,
 ) -> Path:
     """Collect ``episodes`` episodes of sim ``env`` ("wall", i.e. "wm_gym/Wall-v1", or any registered id) into ``out``.
 
@@ -230,7 +241,8 @@ def collect_dataset(
     ``goal_split`` (default "train"), so evaluation's held-out "eval" trajectories stay unseen;
     other sims take no ``goal_split``. ``frame_stride`` k renders and stores only every k-th frame
     (the only ones a model of frameskip k reads; dataset.py's docstring has the format); the
-    episode length must be a multiple of k.
+    episode length must be a multiple of k. ``look`` draws the scene another way (a name of the sim's
+    ``SimSpec.looks``; the physics is the same): video of a changed look, to test or adapt a model on.
 
     Resumable and idempotent: re-running after an interrupt continues where it stopped;
     re-running on a finished ``out`` with the same settings returns at once; other settings
@@ -260,7 +272,7 @@ def collect_dataset(
         raise ValueError(f"frame_stride {frame_stride} must divide the episode length ({steps} steps)")
     params = {"format_version": FORMAT_VERSION, "env_id": env_id, "policy": policy, "seed": int(seed),
               "image_size": int(image_size), "episode_length": steps, "goal_split": goal_split,
-              "frame_stride": int(frame_stride)}
+              "frame_stride": int(frame_stride), "look": None if look in (None, "default") else look}
 
     root = Path(out)
     if is_complete(root):
@@ -274,7 +286,7 @@ def collect_dataset(
         return root
     staging = open_staging(root, params, _PARAM_KEYS, "collection")
 
-    sim_env = make_sim(env_id, image_size, goal_split)
+    sim_env = make_sim(env_id, image_size, goal_split, look)
     try:
         make_policy(sim_env, policy, np.random.default_rng(0))  # unknown policy -> ValueError before any file
         staging.mkdir(parents=True, exist_ok=True)

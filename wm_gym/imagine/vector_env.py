@@ -108,6 +108,10 @@ class WMImagineVectorEnv(VectorEnv):
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         config = self.config
         self.model = load_model(config.model, config.device).eval()
+        if self.model.look_alignment is not None:
+            raise ValueError(f"this model is aligned to read look {self.model.config.look_alignment!r} in the real sim "
+                             "(`wm-gym align`); imagination runs on the model it was aligned from, whose demo bank "
+                             "shows the look it was trained on")
         self.device = self.model.device
         self.num_envs, self.render_mode, self.autoreset = int(num_envs), render_mode, autoreset
         head = self.model.temporal_distance

@@ -5,8 +5,10 @@ model-step times (every ``frameskip`` sim steps) and encoded once with the model
 encoder. Each batch draws a state s, its successor s' and a goal g (with ``p_future`` a frame
 later in the same episode, geometric offset; otherwise any frame of any episode), and regresses
 V(s, g) on -1 + γ·V̄(s', g) with an expectile loss, V̄ a Polyak-averaged copy: HILP's recipe.
-With ``imagined_fraction`` > 0 (action-labelled data), s is often the model's own open-loop
-prediction of that frame instead, so the head reads imagined states as the real ones they stand for.
+With ``imagined_fraction`` > 0, s is often the model's own open-loop prediction of that frame
+instead, so the head reads imagined states as the real ones they stand for: under the recorded
+actions where the episode has labels and the model a controller, else through the latent actions
+of the real frames (:meth:`WorldModel.latent_rollout`, what a latent-action agent imagines).
 It runs in the shared :class:`~wm_gym.train.loop.Trainer`, so it has progress bars, TensorBoard,
 atomic checkpoints and resume.
 
@@ -48,9 +50,6 @@ def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path], max_epis
     fs = model.config.frameskip
     for path in data_dirs:
         data = load_episodes_for(path, model.meta.env_id)
-        if imagined and not data.labelled.all():
-            raise ValueError(f"{path} has episodes without action labels; imagined states need actions "
-                             "(set imagined_fraction=0 for action-free video)")
         raw, counts = episode_step_features(model.encoder, path, data.frames, data.frame_step(fs), progress,
                                             model.device)
         with torch.no_grad():
@@ -59,7 +58,10 @@ def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path], max_epis
         if imagined:
             chosen = evenly_spaced(len(keep), imagined_episodes)
             copies = [per_episode[e] for e in keep]  # real copies where nothing is rolled out
-            rollouts = open_loop_from_first(model, [copies[k] for k in chosen], [data.actions[keep[k]] for k in chosen])
+            by_actions = model.controller_trained or model.predictor is not None
+            rollouts = open_loop_from_first(model, [copies[k] for k in chosen],
+                                            [data.actions[keep[k]] if by_actions and data.labelled[keep[k]] else None
+                                             for k in chosen])
             for k, rollout in zip(chosen, rollouts):
                 copies[k] = rollout
             predicted += copies
@@ -81,17 +83,24 @@ def evenly_spaced(n: int, count: int | None) -> list[int]:
 
 
 @torch.no_grad()
-def open_loop_from_first(model: WorldModel, episodes: list[Tensor], actions: list[np.ndarray],
+def open_loop_from_first(model: WorldModel, episodes: list[Tensor], actions: list[np.ndarray | None],
                          batch: int = 256) -> list[Tensor]:
-    """Each episode's frames [T, N, C] as the model predicts them open loop from its first frame under its
-    recorded actions (frame 0 stays real). Episodes of equal length are rolled out together."""
+    """Each episode's frames [T, N, C] as the model predicts them open loop from its first frame (frame 0 stays
+    real): under its recorded actions, or, where they are None, through the latent actions of its real frames
+    (:meth:`WorldModel.latent_rollout`). Episodes of equal length and kind are rolled out together."""
     fs, out = model.config.frameskip, [None] * len(episodes)
-    by_length: dict[int, list[int]] = {}
+    groups: dict[tuple[int, bool], list[int]] = {}
     for i, f in enumerate(episodes):
-        by_length.setdefault(len(f), []).append(i)
-    for steps, members in by_length.items():
+        groups.setdefault((len(f), actions[i] is None), []).append(i)
+    for (steps, latent), members in groups.items():
         for k in range(0, len(members), batch):
             rows = members[k:k + batch]
+            if latent:
+                real = torch.stack([episodes[i] for i in rows]).to(model.device).float()
+                rolled = torch.cat([real[:, :1], model.latent_rollout(real)], dim=1).cpu()
+                for j, i in enumerate(rows):
+                    out[i] = rolled[j].to(episodes[i].dtype)
+                continue
             first = torch.stack([episodes[i][0] for i in rows]).to(model.device)
             chunks = torch.as_tensor(np.stack([actions[i][: (steps - 1) * fs] for i in rows]), device=model.device)
             rolled = open_loop(model, first, chunks.reshape(len(rows), steps - 1, -1)).cpu()

@@ -377,6 +377,8 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
     model.eval()
     if len(labelled):
         notes["reproject"] = choose_reprojection(model, windows, np.intersect1d(val_eps, np.flatnonzero(data.labelled)))
+    elif model.latent_model is not None:  # no labels: what a latent-action agent imagines decides
+        notes["reproject"] = choose_reprojection(model, windows, val_eps, latent=True)
     model.meta.train_info = {
         "preset": config.preset, "latent": config.latent, "seconds": round(time.perf_counter() - started, 1),
         "episodes": n_eps, "train_episodes": len(train_eps), "val_episodes": val_eps.tolist(),
@@ -398,13 +400,15 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
 
 @torch.no_grad()
 def choose_reprojection(model: WorldModel, windows: FeatureWindows, episodes: np.ndarray, horizon: int = 5,
-                        max_windows: int = 256, seed: int = 0) -> dict[str, Any]:
+                        max_windows: int = 256, seed: int = 0, latent: bool = False) -> dict[str, Any]:
     """Keep re-projection (``config.reproject``) only where it helps: the open-loop error at ``horizon`` model
     steps on held-out windows, with and without it; the lower one wins.
 
     Re-projecting snaps each prediction onto a frame the pixel decoder can draw. On Wall that halves the
     horizon-5 error; on PushT the small decoder cannot draw the T block well enough, and snapping made the
-    error 5× copy-last's (without: 0.84×). The report goes into ``train_info["reproject"]``.
+    error 5× copy-last's (without: 0.84×). ``latent``: roll out through the latent actions of the real frames
+    (:meth:`WorldModel.latent_rollout`) instead of the recorded actions, for a model trained with no labels.
+    The report goes into ``train_info["reproject"]``.
     """
     if not model.reprojects or len(episodes) == 0:
         return {"chosen": model.reprojects, "checked": False}
@@ -414,14 +418,18 @@ def choose_reprojection(model: WorldModel, windows: FeatureWindows, episodes: np
         return {"chosen": model.reprojects, "checked": False}
     rng = np.random.default_rng(seed)
     t = torch.as_tensor(rng.choice(starts, size=min(max_windows, len(starts)), replace=False))
-    batch = {k: v.to(model.device) for k, v in windows.gather(t, horizon).items()}
+    batch = {k: v.to(model.device) for k, v in windows.gather(t, horizon, with_actions=not latent).items()}
     errors = {}
     for reproject in (True, False):
         model.config.reproject = reproject
-        preds = model.rollout(batch["s_hist"].float(), batch["actions"])
+        if latent:
+            preds = model.latent_rollout(torch.cat([batch["s_hist"][:, -1:], batch["targets"]], dim=1).float())
+        else:
+            preds = model.rollout(batch["s_hist"].float(), batch["actions"])
         errors[reproject] = float(((preds[:, -1] - batch["targets"][:, -1].float()) ** 2).mean())
     model.config.reproject = errors[True] <= errors[False]
-    return {"chosen": model.config.reproject, "checked": True, "horizon": horizon, "windows": len(t),
+    return {"chosen": model.config.reproject, "checked": True, "by": "latent actions" if latent else "actions",
+            "horizon": horizon, "windows": len(t),
             "mse_with": errors[True], "mse_without": errors[False]}
 
 

@@ -53,6 +53,9 @@ class AgentConfig:
     horizon: int | None = None       # agent steps per imagined episode (default: the sim's episode length)
     success_threshold: float | None = None  # imagined success ends an episode below this distance (default: the
                                      # model's calibrated one; 0: episodes end only at the horizon)
+    success_metric: str | None = None  # the distance that threshold applies to: l1 | l2 | cosine | temporal (steps
+                                     # to go by the model's head: a success test without labels); default: the
+                                     # model's calibrated metric
     gamma: float = 0.9               # discount per agent step (RLA-WM's PPO settings, as the next ones)
     gae_lambda: float = 0.95         # PPO GAE lambda
     learning_rate: float = 1e-4      # PPO/SAC learning rate; with critic_warmup and log_std_init below, PPO refines
@@ -156,7 +159,7 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
     imagination = make_sb3_vec_env(
         num_envs=config.num_envs, seed=config.seed, model=world_model, task=config.task, reward=config.reward,
         metric=config.metric, scale=config.scale, horizon=config.horizon, success_threshold=config.success_threshold,
-        action_space=config.action_space, device=config.device)
+        success_metric=config.success_metric, action_space=config.action_space, device=config.device)
     env = VecMonitor(imagination)
     latent_units = latent_action_units(imagination.env) if config.action_space == "latent" else {}
     algo = _algo_class(config.algo)

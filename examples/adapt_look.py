@@ -222,8 +222,10 @@ def retrain(p: Pipeline, root: Path, s: Settings, look: str, counts: dict[str, i
                                           p.models / "grounding.pt", p.models / "agent-latent.zip")
     trained = p.train(root / data_name, model)
     bank = p.bank(model, root / data_name, with_bank, {"expert": s.bank, f"{look}-expert": counts["expert"]})
+    with_head = p.models / "wall-video-td.pt"
+    p.distance(with_bank, root / data_name, with_head)
     fit = p.ground("ground", model, root / "video-labelled", grounding)
-    trained_agent = p.agent(with_bank, grounding, agent)
+    trained_agent = p.agent(with_head, grounding, agent)
     return {"repeat": repeat, "train_seconds": trained["train_info"].get("seconds"), "bank": bank["demos"],
             "agent_steps": trained_agent.get("steps"),
             "adapted_in_new_look": evaluation_row(p.evaluate("evaluate-adapted", agent, grounding, look), fit),

@@ -18,13 +18,14 @@ output exists and resumes an interrupted one (collection, ingestion and training
             Why not `wm-gym calibrate --demos`: its success calibration cannot run on this model.
             The ingested videos name no sim, so it refuses held-out sim data; and its imagined
             calibration replays a held-out set's recorded actions, i.e. more labels than the budget.
-            Instead imagined episodes run to the horizon (`train-agent --success-threshold 0`, the
-            agent table's best setting under the dino-wm budget), so no threshold is needed;
+            Instead the temporal head below gives a success test with no labels;
 6. ground   fit g(s_t, z) -> real action chunk on the labelled episodes (`wm-gym ground`); the
             labelled data brings the sim's action size, which the label-free model does not know;
-7. agent    behaviour cloning on the demos' own latent actions, then PPO in imagination
-            (`wm-gym train-agent --action-space latent --grounding`);
-8. evaluate in the real Wall-v1 sim on fresh seeds, with the Wilson 95 % interval (`wm-gym evaluate`).
+7. distance the temporal-distance head on the videos (`wm-gym train-distance`, no labels); imagined
+            episodes end where it reads < --success-steps model steps to the goal;
+8. agent    behaviour cloning on the demos' own latent actions, then PPO in imagination
+            (`wm-gym train-agent --action-space latent --grounding --success-metric temporal`);
+9. evaluate in the real Wall-v1 sim on fresh seeds, with the Wilson 95 % interval (`wm-gym evaluate`).
    --reference adds the same model and agent grounded on every episode's labels (a second labels
    file and ingestion; no retraining): what the 10 % label budget costs.
 
@@ -73,6 +74,9 @@ class Settings:
     train_steps: int | None = option(None, "steps of every training stage (None: the preset's)")
     dynamics_steps: int = option(100, "flow z-prior steps (a latent agent never uses it; planning does)")
     ground_epochs: int = option(200, "`wm-gym ground --epochs`")
+    distance_steps: int = option(6000, "`wm-gym train-distance --steps` (the temporal head, fitted on the videos)")
+    success_steps: float = option(1.0, "imagined episodes end when the temporal head reads fewer model steps to the "
+                                  "goal (a success test with no labels; 0: they run to the horizon)")
     agent_steps: int = option(61_440, "imagined PPO steps (the agent table's budget)")
     num_envs: int = option(128, "imagined episodes per PPO batch")
     n_steps: int = option(32, "PPO rollout length per env")
@@ -82,6 +86,7 @@ class Settings:
 
 
 QUICK = Settings(random=6, expert=6, heldout=3, bank=6, preset="tiny", train_steps=20, dynamics_steps=20, ground_epochs=5,
+                 distance_steps=20,
                  agent_steps=64, num_envs=8, n_steps=8, batch_size=64, eval_episodes=4, workers=1)
 
 
@@ -245,6 +250,11 @@ class Pipeline:
         return self.done("bank", out, self.models) or self.keep("bank", attach_bank(model, videos, out, counts),
                                                                  self.models)
 
+    def distance(self, model: Path, data: Path, out: Path) -> dict:
+        """The temporal-distance head on the unlabelled videos (imagined states: latent rollouts, no labels)."""
+        return self.step("distance", out, "train-distance", "--model", str(model), "--data", str(data), "--steps",
+                         str(self.s.distance_steps), "--out", str(out), "--device", self.device)
+
     def ground(self, name: str, model: Path, data: Path, out: Path) -> dict:
         # --labelled-fraction 1: every labelled episode; the labels file already holds only the budget's fraction
         return self.step(name, out, "ground", "--model", str(model), "--data", str(data), "--out", str(out),
@@ -258,7 +268,9 @@ class Pipeline:
         return self.step("agent", out, "train-agent", "--model", str(model), "--out", str(out), "--action-space",
                          "latent", "--grounding", str(grounding), "--steps", str(s.agent_steps), "--num-envs",
                          str(s.num_envs), "--n-steps", str(s.n_steps), "--batch-size", str(s.batch_size),
-                         "--success-threshold", "0", "--log-dir", str(self.models / "tb" / out.stem),
+                         *(["--success-metric", "temporal", "--success-threshold", f"{s.success_steps:g}"]
+                           if s.success_steps else ["--success-threshold", "0"]),
+                         "--log-dir", str(self.models / "tb" / out.stem),
                          "--device", self.device, *resume)
 
     def evaluate(self, name: str, agent: Path, grounding: Path, look: str | None = None,
@@ -294,7 +306,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
                         "expert): the reference row for the label budget")
     parser.add_argument("--device", default="auto", help="training and imagination device: auto | cpu | cuda")
     for f in fields(Settings):
-        kind = {"labelled": float, "repa_weight": float, "preset": str}.get(f.name, int)
+        kind = {"labelled": float, "repa_weight": float, "success_steps": float, "preset": str}.get(f.name, int)
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
                             help=f"{f.metadata['help']} (default: {f.default}; --quick: {getattr(QUICK, f.name)})")
     args = parser.parse_args(argv)
@@ -323,20 +335,25 @@ def main(argv: list[str] | None = None) -> dict:
     trained = p.train(root / "video", model)
     fidelity = p.eval_wm(model, heldout)
     bank = p.bank(model, root / "video", with_bank)
+    with_head = m / "wall-video-td.pt"
+    head = p.distance(with_bank, root / "video", with_head)
     fit = p.ground("ground", model, root / "video-labelled", grounding)
-    trained_agent = p.agent(with_bank, grounding, agent)
+    trained_agent = p.agent(with_head, grounding, agent)
     result = p.evaluate("evaluate", agent, grounding)
     from wm_gym.world_model import WorldModel
 
     info = {**trained["train_info"], **WorldModel.load(model).meta.train_info}  # the model's own record is complete
     summary = {"root": str(root), "models": str(m), "quick": args.quick, "repa_weight": s.repa_weight,
+               "success_steps": s.success_steps,
                "episodes_recorded": {"random": recorded["random"], "expert": recorded["expert"]},
                "labelled_expert_episodes": recorded["labelled_expert_episodes"],
                "ingested": {k: unlabelled[k] for k in ("episodes", "frames", "labelled_episodes")},
                "model": str(with_bank), "model_labelled_episodes": info.get("labelled_episodes"),
                "train_seconds": info.get("seconds"), "stage_seconds": info.get("stage_seconds"),
                "eval_wm": {k: fidelity.get(k) for k in ("latent_open_loop", "latent_recon", "leakage", "probe_r2")},
-               "bank": bank["demos"], "agent": str(agent), "agent_steps": trained_agent.get("steps"),
+               "bank": bank["demos"], "distance_seconds": head.get("stage_seconds"),
+               "agent": str(agent), "agent_steps": trained_agent.get("steps"),
+               "imagined_success": trained_agent.get("final_imagined_success"),
                "video_first": evaluation_row(result, fit)}
     if args.reference:
         p.ingest("video-full", [p.videos / "random", p.videos / "expert"], "labels-full.npz")

@@ -300,3 +300,34 @@ def test_batched_open_loop_matches_one_episode_at_a_time(tiny_imagine_world):
             one = imagined_states(model, f[:1], actions, len(f) - 1)
             assert torch.allclose(got, one, atol=1e-5)
             assert torch.equal(got[0], f[0]) and not torch.allclose(got[1:], f[1:])  # real start, then predictions
+
+
+def test_success_metric_option_ends_imagined_episodes_by_the_heads_steps_without_calibration(tiny_model_with_head,
+                                                                                                tiny_imagine_world):
+    """`train-agent --success-metric temporal --success-threshold K`: a success test with no labels. The model's own
+    calibration (l1) is overridden: the same step reports the head's steps to go and ends exactly where they are < K;
+    a threshold above every distance ends every episode, and a model without a head is refused."""
+    from wm_gym.imagine.vector_env import WMImagineVectorEnv
+    from wm_gym.world_model import WorldModel
+
+    model = WorldModel.load(tiny_model_with_head)
+    model.meta.success_metric, model.meta.success_threshold = "l1", 1e-9  # a calibration that never fires
+    actions = None
+    for threshold in (1.5, 1e6):
+        env = WMImagineVectorEnv(4, model=model, success_metric="temporal", success_threshold=threshold,
+                                 reward="demo", device="cpu")
+        env.reset(seed=0)
+        goal = env._goal().clone()
+        actions = actions if actions is not None else np.stack([env.single_action_space.sample() for _ in range(4)])
+        _, _, terminated, _, info = env.step(actions)
+        with torch.no_grad():
+            assert np.allclose(info["distance"], model.temporal_distance.steps(
+                env.s_hist[:, -1] if "final_obs" not in info else
+                torch.as_tensor(info["final_obs"][:, :model.n_tokens * model.dim]).view_as(env.s_hist[:, -1]),
+                goal).numpy(), atol=1e-4)
+        assert np.array_equal(terminated, info["distance"] < threshold)
+    assert terminated.all()  # 1e6 steps: every episode succeeds
+    with pytest.raises(ValueError, match="success_metric 'temporal' needs a temporal-distance head"):
+        WMImagineVectorEnv(2, model=str(tiny_imagine_world.path), success_metric="temporal", device="cpu")
+    with pytest.raises(ValueError, match="success_metric must be one of"):
+        WMImagineVectorEnv(2, model=model, success_metric="steps", device="cpu")

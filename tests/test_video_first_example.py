@@ -216,7 +216,7 @@ def test_quick_run_end_to_end_then_resumes_by_skipping(video_first, tmp_path, mo
             "--dynamics-steps", "4", "--eval-episodes", "2", "--reference", "--device", "cpu"]
     with pytest.warns(UserWarning, match="skipped the controller"):
         summary = video_first.main(argv)
-    model_steps = ["train", "eval-wm", "ground", "train-agent", "evaluate"]
+    model_steps = ["train", "eval-wm", "train-distance", "ground", "train-agent", "evaluate"]
     assert calls == ["collect", "collect", "collect", "ingest", "ingest", *model_steps, "ingest", "ground", "evaluate"]
     assert summary["labelled_expert_episodes"] == 1 and summary["ingested"]["labelled_episodes"] == 0
     assert summary["model_labelled_episodes"] == 0  # the world model saw no label at all
@@ -291,8 +291,8 @@ def test_adapting_to_a_new_look_from_unlabelled_video(video_first, tmp_path, mon
     calls.clear()
     with pytest.warns(UserWarning, match="skipped the controller"):
         retrained = adapt_look.main([*adapt, "--retrain"])
-    assert calls == ["evaluate --look", "collect", "collect", "ingest", "train", "ground", "train-agent",
-                     "evaluate --look", "evaluate"]
+    assert calls == ["evaluate --look", "collect", "collect", "ingest", "train", "train-distance", "ground",
+                     "train-agent", "evaluate --look", "evaluate"]
     assert retrained["repeat"] == 2 and retrained["bank"] == 4 + 3 and retrained["models"].endswith("retrain-x2")
     data = load_episodes(root / f"video-{Path(retrained['models']).name}")
     assert len(data) == 8 + 2 * 5 and not data.has_actions  # old videos and the new ones twice, not one label

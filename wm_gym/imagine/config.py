@@ -33,10 +33,15 @@ class ImagineConfig:
     mode: str = "controller"             # action chunk → z: the deterministic controller or the flow sampler
     flow_steps: int | None = None        # Euler steps of the flow sampler (default: the model's)
     success_threshold: float | None = None  # feature distance that ends an episode (default: the model's calibrated one)
+    success_metric: str | None = None    # the distance success_threshold applies to: l1 | l2 | cosine | temporal (model
+                                         # steps to go, needs the head; a success test without labels); default: the
+                                         # model's calibrated metric
     demos: Any = None                    # episodes' demos: None (the model's bank), a DemoBank, a dataset folder or videos
     device: str = "auto"                 # where imagination runs: auto | cpu | cuda
 
     def __post_init__(self) -> None:
+        if self.success_metric not in (None, *METRICS, "temporal"):
+            raise ValueError(f"success_metric must be one of {(*METRICS, 'temporal')} or None, got {self.success_metric!r}")
         for name, value, allowed in (("task", self.task, TASKS), ("metric", self.metric, METRICS),
                                      ("split", self.split, SPLITS), ("action_space", self.actions, ACTION_SPACES),
                                      ("mode", self.mode, STEP_MODES)):

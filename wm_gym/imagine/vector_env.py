@@ -117,7 +117,9 @@ class WMImagineVectorEnv(VectorEnv):
         head = self.model.temporal_distance
         self.reward_fn = make_reward(config.reward, metric=config.metric, scale=config.scale,
                                      distance=head.steps if head is not None else None)
-        self.success_metric = self.model.meta.success_metric
+        self.success_metric = config.success_metric or self.model.meta.success_metric
+        if self.success_metric == "temporal" and head is None:
+            raise ValueError("success_metric 'temporal' needs a temporal-distance head; fit one with `wm-gym train-distance`")
         self.success_threshold = config.success_threshold if config.success_threshold is not None else self.model.meta.success_threshold
         if self.success_threshold is None:
             gym.logger.warn("the world model has no calibrated success threshold: episodes only end at the horizon "

@@ -39,9 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # video_first's pipeline sits beside this script
 import video_first  # noqa: E402
-from video_first import SIM, Pipeline, Settings, evaluation_row, export_videos, model_folder  # noqa: E402
-
-import numpy as np  # noqa: E402
+from video_first import SIM, Pipeline, Settings, evaluation_row, export_episodes, model_folder  # noqa: E402
 
 #: New-look collections: (policy, seed). Seeds unlike video_first.SOURCES' so no trajectory appears in both looks.
 NEW_LOOK_SOURCES = {"random": ("random", 20), "expert": ("noisy-expert", 23)}
@@ -58,28 +56,6 @@ def base_settings(root: Path, repa_weight: float) -> Settings:
     return Settings(**{f.name: saved[f.name] for f in fields(Settings) if f.name in saved})
 
 
-def export_frame_folders(dataset: Path, folder: Path, prefix: str) -> list[str]:
-    """Write each episode of a collected dataset as a folder of PNG frames FOLDER/PREFIX_IIII/TTTT.png (lossless;
-    atomic per episode, existing ones kept). Returns the episode names."""
-    import os
-
-    from PIL import Image
-
-    from wm_gym.data.dataset import load_episodes
-
-    data = load_episodes(dataset, mmap=True)
-    names = [f"{prefix}_{i:04d}" for i in range(len(data))]
-    for i, name in enumerate(names):
-        if (folder / name).exists():
-            continue
-        partial = folder / f".{name}.partial"  # a kill leaves no half-written episode under a real name
-        partial.mkdir(parents=True, exist_ok=True)
-        for t, frame in enumerate(np.asarray(data.frames[i])):
-            Image.fromarray(frame).save(partial / f"{t:04d}.png")
-        os.replace(partial, folder / name)
-    return names
-
-
 def record_new_look(p: Pipeline, look: str, counts: dict[str, int], workers: int, fmt: str) -> dict[str, list[str]]:
     """Collect Wall episodes drawn in ``look`` and write them as PNG frame folders or mp4s (videos/<look>-<kind>-<fmt>)."""
     names = {}
@@ -89,8 +65,7 @@ def record_new_look(p: Pipeline, look: str, counts: dict[str, int], workers: int
         dataset = p.root / f"sim-{look}-{kind}"
         video_first.run("collect", "--env", SIM, "--episodes", str(counts[kind]), "--policy", policy, "--seed",
                         str(seed), "--look", look, "--out", str(dataset), "--workers", str(workers))
-        export = export_frame_folders if fmt == "png" else export_videos
-        names[kind] = export(dataset, new_look_folder(p, look, kind, fmt), f"{look}-{kind}")
+        names[kind] = export_episodes(dataset, new_look_folder(p, look, kind, fmt), f"{look}-{kind}", fmt)
     return names
 
 

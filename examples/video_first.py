@@ -91,21 +91,33 @@ QUICK = Settings(random=6, expert=6, heldout=3, bank=6, preset="tiny", train_ste
 
 
 # ----- the two steps that are not wm-gym commands ---------------------------------------------------------
-def export_videos(dataset: Path, folder: Path, prefix: str) -> list[str]:
-    """Write each episode of a collected dataset as FOLDER/PREFIX_IIII.mp4 (atomic; existing ones kept).
+def export_episodes(dataset: Path, folder: Path, prefix: str, fmt: str = "mp4") -> list[str]:
+    """Write each episode of a collected dataset as FOLDER/PREFIX_IIII.mp4 (H.264, lossy like any video) or, with
+    ``fmt="png"``, as a folder of lossless frames FOLDER/PREFIX_IIII/TTTT.png (atomic; existing ones kept).
 
     Returns the episode names, the keys of a labels file."""
+    from PIL import Image
+
     from wm_gym.data.dataset import load_episodes
     from wm_gym.media import write_mp4
 
+    if fmt not in ("mp4", "png"):
+        raise ValueError(f"fmt must be mp4 or png, got {fmt!r}")
     data = load_episodes(dataset, mmap=True)
     names = [f"{prefix}_{i:04d}" for i in range(len(data))]
+    suffix = ".mp4" if fmt == "mp4" else ""
     for i, name in enumerate(names):
-        path = folder / f"{name}.mp4"
-        if not path.exists():
-            partial = folder / f".{name}.partial.mp4"  # a kill leaves no half-written video under a real name
+        path = folder / f"{name}{suffix}"
+        if path.exists():
+            continue
+        partial = folder / f".{name}.partial{suffix}"  # a kill leaves no half-written episode under a real name
+        if fmt == "mp4":
             write_mp4(partial, data.frames[i], fps=10)
-            os.replace(partial, path)
+        else:
+            partial.mkdir(parents=True, exist_ok=True)
+            for t, frame in enumerate(np.asarray(data.frames[i])):
+                Image.fromarray(frame).save(partial / f"{t:04d}.png")
+        os.replace(partial, path)
     return names
 
 
@@ -212,7 +224,7 @@ class Pipeline:
             datasets[kind] = self.root / f"sim-{kind}"
             run("collect", "--env", SIM, "--episodes", str(counts[kind]), "--policy", policy, "--seed", str(seed),
                 "--out", str(datasets[kind]), "--workers", str(self.s.workers))
-            names[kind] = export_videos(datasets[kind], self.videos / kind, kind)
+            names[kind] = export_episodes(datasets[kind], self.videos / kind, kind)
         labelled = write_labels(self.root / "labels.npz", [datasets["expert"]], [names["expert"]], self.s.labelled)
         write_labels(self.root / "labels-full.npz", list(datasets.values()), list(names.values()), 1.0)
         return self.keep("record", {"videos": str(self.videos), **counts, "labelled_expert_episodes": len(labelled),

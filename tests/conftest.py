@@ -12,6 +12,7 @@ import wm_gym  # noqa: E402,F401  (registers the env ids)
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -89,3 +90,14 @@ def imagined_starts(tiny_imagine_world):
     model = WorldModel.load(tiny_imagine_world.path)
     obs, _ = WMImagineVectorEnv(num_envs=3, model=model, device="cpu").reset(seed=0)
     return (model, obs, *split_observation(model, torch.as_tensor(obs)))
+
+
+class RecordingPolicy:
+    """A real-sim policy that keeps every observation batch it is shown and answers a constant 0.5 action."""
+
+    def __init__(self, action_dim):
+        self.seen, self.action_dim = [], action_dim
+
+    def predict(self, obs, deterministic=True):
+        self.seen.append(obs.copy())
+        return np.full((len(obs), self.action_dim), 0.5, np.float32), None

@@ -16,6 +16,8 @@ from wm_gym.imagine import WMImagineEnv, WMImagineVectorEnv, make_sb3_vec_env
 from wm_gym.rewards import feature_distance
 from wm_gym.world_model import WorldModel
 
+from tests.conftest import RecordingPolicy
+
 TOL = dict(rtol=1e-5, atol=1e-5)
 NO_SUCCESS = 0.0  # success_threshold: an l1 distance is never < 0, so episodes only end at the horizon
 
@@ -629,15 +631,6 @@ def test_history_observations_in_imagination_shift_one_frame_per_step(history2_m
     np.testing.assert_allclose(nxt[:, :n], obs[:, n:2 * n])  # the newest frame became the older one
     np.testing.assert_allclose(nxt[:, n:2 * n], env.s_hist[:, -1].flatten(1).numpy())
     np.testing.assert_allclose(nxt[:, 2 * n:], goal)
-
-
-class RecordingPolicy:
-    def __init__(self, action_dim):
-        self.seen, self.action_dim = [], action_dim
-
-    def predict(self, obs, deterministic=True):
-        self.seen.append(obs.copy())
-        return np.full((len(obs), self.action_dim), 0.5, np.float32), None
 
 
 def test_real_sim_harness_gives_the_policy_the_same_history_layout(history2_model):

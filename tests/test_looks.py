@@ -110,22 +110,15 @@ def test_collect_with_a_look_records_it_and_keeps_the_physics(tmp_path):
 def test_evaluate_in_a_changed_look_shows_the_policy_that_look(tiny_imagine_world):
     """The harness's sims draw the look: the first observation (φ of the start frame) differs, the outcome's
     physics does not (a policy that ignores its observation ends in the same states)."""
+    from tests.conftest import RecordingPolicy
     from wm_gym.real_episodes import evaluate_policy
-
-    class Recording:
-        def __init__(self, action_dim):
-            self.seen, self.action_dim = [], action_dim
-
-        def predict(self, obs, deterministic=True):
-            self.seen.append(obs.copy())
-            return np.full((len(obs), self.action_dim), 0.5, np.float32), None
 
     from wm_gym.world_model import WorldModel
 
     model = WorldModel.load(tiny_imagine_world.path)
     looks = {}
     for look in (None, "blue-floor"):
-        policy = Recording(model.config.action_dim)
+        policy = RecordingPolicy(model.config.action_dim)
         result = evaluate_policy(policy, model, None, episodes=2, seed=4, max_steps=2, look=look)
         looks[look] = (policy.seen[0], result)
     assert not np.allclose(looks[None][0], looks["blue-floor"][0])

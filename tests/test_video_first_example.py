@@ -172,7 +172,7 @@ def test_recorded_mp4s_ingest_with_labels_on_the_chosen_fraction_only(video_firs
     from wm_gym.data.video import ingest_videos
 
     sim = collect_dataset("wall", 4, tmp_path / "sim", policy="noisy-expert", seed=3, progress=False)
-    names = video_first.export_videos(sim, tmp_path / "videos", "expert")
+    names = video_first.export_episodes(sim, tmp_path / "videos", "expert")
     assert names == [f"expert_{i:04d}" for i in range(4)]
     labelled = video_first.write_labels(tmp_path / "labels.npz", [sim], [names], 0.25)
     assert len(labelled) == 1  # ceil(0.25 * 4)
@@ -186,7 +186,7 @@ def test_recorded_mp4s_ingest_with_labels_on_the_chosen_fraction_only(video_firs
     np.testing.assert_array_equal(data.actions[e], truth.actions[e])
     assert np.isnan(data.actions[(e + 1) % 4]).all()  # the others stay unlabelled
     mtime = (tmp_path / "videos" / "expert_0000.mp4").stat().st_mtime_ns
-    video_first.export_videos(sim, tmp_path / "videos", "expert")  # a re-run keeps what exists
+    video_first.export_episodes(sim, tmp_path / "videos", "expert")  # a re-run keeps what exists
     assert (tmp_path / "videos" / "expert_0000.mp4").stat().st_mtime_ns == mtime
 
 
@@ -316,7 +316,7 @@ def test_the_zero_label_path_as_a_user_runs_it(video_first, tmp_path):
 
     torch.set_num_threads(1)
     sim = collect_dataset("wall", 6, tmp_path / "sim", policy="noisy-expert", seed=3, progress=False)
-    names = video_first.export_videos(sim, tmp_path / "videos", "expert")
+    names = video_first.export_episodes(sim, tmp_path / "videos", "expert")
     video_first.write_labels(tmp_path / "labels.npz", [sim], [names], 0.34)  # 3 of 6 episodes
 
     def ok(*argv: str) -> dict:

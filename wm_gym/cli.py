@@ -401,8 +401,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     result = evaluate_agent(args.agent, env=args.env, model=args.model, episodes=args.episodes, seed=args.seed,
                             device=args.device, video_dir=args.video, max_steps=args.max_steps, budget=args.budget,
-                            look=args.look,
-                            grounding=args.grounding)
+                            look=args.look, grounding=args.grounding)
     if not args.per_episode:
         result.pop("per_episode")
     return result

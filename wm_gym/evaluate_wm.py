@@ -63,7 +63,7 @@ def evaluate_world_model(model: WorldModel, data_dir: str | Path, horizons: tupl
 
     # ----- open-loop error by horizon (on the episodes with action labels) ------------------------
     labelled = np.flatnonzero(data.labelled)
-    drivable = model.predictor is not None or model.controller_trained or mode != "controller"
+    drivable = model.takes_sim_actions or mode != "controller"
     if len(labelled) and not drivable:
         result["open_loop"] = "skipped: the model's controller was not trained (no action labels); see latent_open_loop"
     elif len(labelled):

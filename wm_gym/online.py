@@ -189,7 +189,7 @@ def _check_modes(policy: PolicyFactory | Any | None, config: OnlineConfig, train
 
 def _check_finetunable(model: WorldModel) -> None:
     """Refuse, before any episode runs, a model whose dynamics cannot be fine-tuned on the rounds' actions."""
-    if model.predictor is None and not model.controller_trained:
+    if not model.takes_sim_actions:
         raise ValueError("this world model's controller was not trained (its data had no action labels), and each "
                          "online round fine-tunes it on the real actions it took; train one first with `wm-gym train "
                          "--init-from MODEL --data LABELLED` (a dataset with action labels)")

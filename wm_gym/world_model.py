@@ -231,6 +231,11 @@ class WorldModel(nn.Module):
         return not str(self.meta.train_info.get("controller", "")).startswith("skipped")
 
     @property
+    def takes_sim_actions(self) -> bool:
+        """True when sim action chunks can drive the dynamics: an action predictor, or a trained controller."""
+        return self.predictor is not None or self.controller_trained
+
+    @property
     def dynamics(self) -> nn.Module:
         """The module that maps actions to motion: the predictor (action) or the controller (rla/lam).
 
@@ -270,7 +275,7 @@ class WorldModel(nn.Module):
         """
         check_shape(s_hist, "s_hist", B=None, H=self.config.history, N=self.n_tokens, C=self.dim)
         check_shape(actions, "actions", B=s_hist.shape[0], T=None, A=self.config.action_dim)
-        if mode == "controller" and self.predictor is None and not self.controller_trained:
+        if mode == "controller" and not self.takes_sim_actions:
             raise ValueError("this model's controller was not trained (its data had no action labels), so sim "
                              "actions cannot drive it; use latent actions, or train one with `wm-gym train "
                              "--init-from MODEL --data LABELLED`")

@@ -58,10 +58,9 @@ def encode_episodes(model: WorldModel, data_dirs: Sequence[str | Path], max_epis
         if imagined:
             chosen = evenly_spaced(len(keep), imagined_episodes)
             copies = [per_episode[e] for e in keep]  # real copies where nothing is rolled out
-            by_actions = model.controller_trained or model.predictor is not None
             rollouts = open_loop_from_first(model, [copies[k] for k in chosen],
-                                            [data.actions[keep[k]] if by_actions and data.labelled[keep[k]] else None
-                                             for k in chosen])
+                                            [data.actions[keep[k]] if model.takes_sim_actions and data.labelled[keep[k]]
+                                             else None for k in chosen])
             for k, rollout in zip(chosen, rollouts):
                 copies[k] = rollout
             predicted += copies

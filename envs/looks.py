@@ -50,6 +50,9 @@ WALL_LOOKS: dict[str, WallLook] = {
 
 #: PushT's looks: the background colour drawn behind everything (stable-worldmodel's factor).
 PUSHT_LOOKS: dict[str, tuple[int, int, int]] = {"default": (255, 255, 255), "blue-background": (90, 140, 220)}
+#: PointMaze-v1's looks are camera views (``envs.pointmaze`` maps each name to its camera): the
+#: default close view, and DINO-WM's own far view in which the ball is 2-3 px wide at 64 px.
+POINTMAZE_LOOKS: tuple[str, ...] = ("default", "dino-wm-view")
 
 
 def make_look(look: "str | WallLook | None") -> WallLook:

@@ -13,7 +13,11 @@ Two versions share this module (:class:`PointMazeProtocol`, chosen by ``version`
   velocity uniform in ``[-5.2262554, 5.2262554]²``, from ``np.random.RandomState(seed)``, so
   ``reset(seed=s)`` gives the start/goal pair DINO-WM evaluates with seed ``s`` (its 50 pairs use
   ``s = 99·n + 1``). A start may already lie within the success radius of the goal, as in
-  DINO-WM. The camera is mujoco-py's default free camera turned top-down, as DINO-WM renders.
+  DINO-WM. **The one deliberate difference is the view**: an orthographic camera straight down on
+  the maze's free space (3.4 m across, so the drawn ball, 0.4 m wide, spans about 7.5 px of a
+  64 px image). DINO-WM's own view, mujoco-py's default free camera turned top-down, shows the
+  whole arena at 224 px; at 64 px its ball is 2-3 px wide, too small for a 64 px world model to
+  track (issue 26). It stays available as the look ``dino-wm-view``.
 * **v0** (``wm_gym/PointMaze-UMaze-v0``): wm-gym's first PointMaze, kept unchanged because zoo
   models were trained on it: gymnasium-robotics' ``PointMaze_UMaze-v3`` physics (one 0.01 s
   MuJoCo step per env step, velocity clipped to ±5 before it), start and goal drawn per free
@@ -60,6 +64,7 @@ import mujoco
 import numpy as np
 
 from .goal_env import GoalImageEnv
+from .looks import POINTMAZE_LOOKS
 from .mujoco_cleanup import close_at_exit
 from .policies import CorrelatedRandomPolicy, Policy
 
@@ -153,12 +158,22 @@ class PointMazeProtocol:
 POINTMAZE_V0 = PointMazeProtocol(
     version=0, model="gymnasium-robotics", substeps=1, frame=CENTRED_FRAME, sampler="per-cell",
     spawn_speed=MAX_SPEED, camera=TopDownCamera(lookat=(0.0, 0.0, 0.0), view_extent=VIEW_EXTENT, flip_rows=False))
-#: DINO-WM: D4RL maze2d physics with ``frame_skip=5``, DINO-WM's start/goal sampler
-#: (``point_maze_wrapper.py``; the speed bound is its ``STATE_RANGES`` for vx, vy) and view
-#: (mujoco-py's default free camera: ``lookat`` = median geom position, (3, 3, 0) for the U-maze).
+#: v1's view: orthographic, centred on the maze (world (3, 3): the free cells span world
+#: [1.5, 4.5]), 3.4 m across (the free space plus 0.2 m of wall on each side), rows flipped
+#: like DINO-WM's so that the maze reads the same way up.
+CLOSE_VIEW = TopDownCamera(lookat=(3.0, 3.0, 0.0), view_extent=3.4, flip_rows=True)
+#: DINO-WM's view: mujoco-py's default free camera (``lookat`` = median geom position, (3, 3, 0)
+#: for the U-maze; distance ``stat.extent``; perspective) turned top-down, rows bottom-up.
+DINO_WM_VIEW = TopDownCamera(lookat=(3.0, 3.0, 0.0), view_extent=None, flip_rows=True)
+#: v1's looks (``look`` option, names in :data:`envs.looks.POINTMAZE_LOOKS`): the camera only;
+#: physics, sampling and success never change.
+VIEWS: dict[str, TopDownCamera] = {"default": CLOSE_VIEW, "dino-wm-view": DINO_WM_VIEW}
+assert tuple(VIEWS) == POINTMAZE_LOOKS
+#: DINO-WM: D4RL maze2d physics with ``frame_skip=5`` and DINO-WM's start/goal sampler
+#: (``point_maze_wrapper.py``; the speed bound is its ``STATE_RANGES`` for vx, vy); the close view.
 POINTMAZE_V1 = PointMazeProtocol(
     version=1, model="d4rl", substeps=5, frame=D4RL_FRAME, sampler="dino-wm",
-    spawn_speed=5.2262554, camera=TopDownCamera(lookat=(3.0, 3.0, 0.0), view_extent=None, flip_rows=True))
+    spawn_speed=5.2262554, camera=CLOSE_VIEW)
 #: The protocol of each ``version``.
 PROTOCOLS = {0: POINTMAZE_V0, 1: POINTMAZE_V1}
 #: v1: DINO-WM draws x and y uniformly in this range (the free cells span [0.3, 3.3], less the
@@ -240,10 +255,15 @@ class PointMazeEnv(GoalImageEnv):
     policies: dict = {}  # filled at the bottom of this module
 
     def __init__(self, image_size: int = 64, render_mode: str | None = "rgb_array", random_start_velocity: bool = True,
-                 version: int = 1):
+                 version: int = 1, look: str | None = None):
         if version not in PROTOCOLS:
             raise ValueError(f"version must be one of {sorted(PROTOCOLS)}, got {version!r}")
         self.protocol = PROTOCOLS[version]
+        if look not in (None, "default") and (version != 1 or look not in VIEWS):
+            choices = ", ".join(VIEWS) if version == 1 else "none (v0 has one look)"
+            raise ValueError(f"unknown PointMaze-v{version} look {look!r}; choose one of {choices}")
+        self.look = look or "default"
+        self.camera = VIEWS[self.look] if version == 1 else self.protocol.camera
         self.version = int(version)
         self.frame = self.protocol.frame
         self.random_start_velocity = bool(random_start_velocity)
@@ -277,7 +297,7 @@ class PointMazeEnv(GoalImageEnv):
         vis = self.model.vis.global_
         vis.offwidth, vis.offheight = max(vis.offwidth, self.image_size), max(vis.offheight, self.image_size)
         self._renderer: mujoco.Renderer | None = mujoco.Renderer(self.model, self.image_size, self.image_size)
-        cam = self.protocol.camera
+        cam = self.camera
         self._camera = mujoco.MjvCamera()
         self._camera.type = mujoco.mjtCamera.mjCAMERA_FREE
         self._camera.lookat[:] = cam.lookat
@@ -381,7 +401,7 @@ class PointMazeEnv(GoalImageEnv):
         self._renderer.update_scene(self.data, camera=self._camera)
         self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = 0  # never in view from above
         pixels = self._renderer.render()
-        return np.ascontiguousarray(pixels[::-1]) if self.protocol.camera.flip_rows else pixels
+        return np.ascontiguousarray(pixels[::-1]) if self.camera.flip_rows else pixels
 
     def _apply_action(self, action):
         if self._robotics is not None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
-from .looks import PUSHT_LOOKS, WALL_LOOKS
+from .looks import POINTMAZE_LOOKS, PUSHT_LOOKS, WALL_LOOKS
 
 
 #: The trajectory sets of a sim with recorded goals (SimSpec.goal_splits): "eval" is held out from collection.
@@ -28,6 +28,9 @@ class SimSpec:
     goal_splits: bool = False
     #: The named looks its ``look`` option takes (colours, sizes, textures; never the physics); () = none.
     looks: tuple[str, ...] = ()
+    #: Revision of the sim's default drawing. Datasets record it, so frames drawn by an older default
+    #: view are never mixed with today's (PointMaze-v1 moved to a close camera at revision 2).
+    view: int = 1
 
 
 #: CLI short name -> the current version's registration. Episode lengths follow the DINO-WM data protocol.
@@ -36,7 +39,8 @@ class SimSpec:
 SIMS: dict[str, SimSpec] = {
     "wall": SimSpec("wm_gym/Wall-v1", "wm_gym.envs.wall:WallEnv", 50, "wm_gym.envs.wall:WallVectorEnv", (("version", 1),),
                     looks=tuple(WALL_LOOKS)),
-    "pointmaze": SimSpec("wm_gym/PointMaze-UMaze-v1", "wm_gym.envs.pointmaze:PointMazeEnv", 100, kwargs=(("version", 1),)),
+    "pointmaze": SimSpec("wm_gym/PointMaze-UMaze-v1", "wm_gym.envs.pointmaze:PointMazeEnv", 100, kwargs=(("version", 1),),
+                         looks=POINTMAZE_LOOKS, view=2),
     "pusht": SimSpec("wm_gym/PushT-v1", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 1),), goal_splits=True,
                      looks=tuple(PUSHT_LOOKS)),
     "dmc-reacher": SimSpec("wm_gym/DMC-reacher-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100, kwargs=(("domain", "reacher"), ("task", "easy"))),

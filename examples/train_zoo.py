@@ -40,11 +40,19 @@ from wm_gym.io import atomic_path
 #: those: a subset of 500, `--imagined-episodes`, saved 23 s of PushT's 18 min and lost a little imagined
 #: precision, docs/results.md); distance_rollouts: roll out only that many episodes per dataset; frame_stride:
 #: collect only every k-th frame (`wm-gym collect --frame-stride`), the frames a frameskip-k model reads.
+#: base_data / dynamics_data: the datasets the random-data model and the demo stage train on (default random,
+#: then expert); base_history: the random-data model's history (default 1; the latent actions are reused only
+#: when it equals `history`). PointMaze trains both on random and expert data with history 3: a controller
+#: fitted on one of them maps the other's actions to wrong latents (h1 error 3x copy-last, docs/results.md).
+#: rollout_finetune: (steps, lr, horizon) of each `wm-gym finetune --horizon` on the dynamics data after the demo
+#: stage, in turn: they train the controller through open-loop rollouts (PointMaze h5/copy-last 0.72 -> 0.52 -> 0.47).
 RECIPES = {
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small", base_dynamics=100,
                  distance_steps=6000, distance_imagined=0.0),
     "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100,
-                      distance_steps=6000, distance_imagined=0.5),
+                      distance_steps=6000, distance_imagined=0.5, base_data=("random", "expert"),
+                      dynamics_data=("random", "expert"), base_history=3,
+                      rollout_finetune=((1000, 1e-4, 3), (1000, 1e-4, 5))),
     "pusht": dict(episodes=2000, heldout=100, expert=1000, bank=500, history=3, preset="small", base_dynamics=100,
                   distance_steps=6000, distance_imagined=0.5),
     "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=500, history=3, preset="small",
@@ -129,7 +137,10 @@ def main() -> None:
     d.mkdir(parents=True, exist_ok=True)
     zoo_file = MODELS.get(name, f"{name}.pt")  # a new sim's model is written there; list it in wm_gym.zoo.MODELS
     stem = d / f"{sim}-rla-{preset}{data_tag}"
-    base, tuned, calibrated, final = (Path(f"{stem}{s}.pt") for s in ("", "-ft", "-ft-cal", "-ft-cal-td"))
+    rollouts = r.get("rollout_finetune", ())  # (steps, lr, horizon) of each open-loop fine-tune after the demo stage
+    tuned_tag = "-ft" + (f"-roll{len(rollouts)}" if rollouts else "")
+    base, tuned, rolled, calibrated, final = (Path(f"{stem}{s}.pt") for s in (
+        "", "-ft", tuned_tag, f"{tuned_tag}-cal", f"{tuned_tag}-cal-td"))
     times = StageTimes(Path(f"{stem}-recipe-seconds.json"))
     done = lambda path: Path(path).is_file()  # noqa: E731  (every step's file is written atomically, last)
     started = time.perf_counter()
@@ -143,18 +154,26 @@ def main() -> None:
                    "--out", str(out), "--seed", str(seed), "--policy", policy, "--workers", str(workers),
                    *(["--frame-stride", str(stride)] if stride != 1 else []))
     data_dir = lambda label: str(d / f"{sim}-{label}{data_tag}")  # noqa: E731
+    data_flags = lambda labels: [flag for label in labels for flag in ("--data", data_dir(label))]  # noqa: E731
+    base_stage = f"train on {' + '.join(r.get('base_data', ('random',)))} data"
     if not done(base):
-        times.step("train on random data", False, "train", "--data", data_dir("random"), "--out", str(base),
-                   "--preset", preset, "--latent", "rla", "--device", args.device, "--precision", args.precision,
+        times.step(base_stage, False, "train", *data_flags(r.get("base_data", ("random",))), "--out", str(base),
+                   "--preset", preset, "--latent", "rla", "--history", str(r.get("base_history", 1)),
+                   "--device", args.device, "--precision", args.precision,
                    "--stage-steps", f"flow={base_dynamics}", "--stage-steps", f"controller={base_dynamics}",
                    *resume_flag(base))
-        times.split("train on random data", WorldModel.load(base).meta.train_info["stage_seconds"])
+        times.split(base_stage, WorldModel.load(base).meta.train_info["stage_seconds"])
     if not done(tuned):
-        times.step("demo stage", False, "train", "--data", data_dir("expert"), "--out", str(tuned),
+        times.step("demo stage", False, "train", *data_flags(r.get("dynamics_data", ("expert",))), "--out", str(tuned),
                    "--preset", preset, "--latent", "rla", "--history", str(r["history"]), "--init-from", str(base),
                    "--stage-steps", "flow=1000", "--device", args.device, "--precision", args.precision, *resume_flag(tuned))
         times.split("demo stage", WorldModel.load(tuned).meta.train_info["stage_seconds"])
-    times.step("calibration", done(calibrated), "calibrate", "--model", str(tuned), "--data", data_dir("heldout"),
+    for i, (steps, lr, horizon) in enumerate(rollouts, start=1):  # each continues from the one before
+        source, target = Path(f"{stem}-ft{f'-roll{i - 1}' if i > 1 else ''}.pt"), Path(f"{stem}-ft-roll{i}.pt")
+        times.step(f"rollout fine-tune {i} (horizon {horizon})", done(target), "finetune", "--model", str(source),
+                   *data_flags(r.get("dynamics_data", ("expert",))), "--steps", str(steps), "--lr", str(lr),
+                   "--horizon", str(horizon), "--device", args.device, "--out", str(target))
+    times.step("calibration", done(calibrated), "calibrate", "--model", str(rolled), "--data", data_dir("heldout"),
                "--demos", data_dir("expert"), "--demo-episodes", str(r["bank"]), "--out", str(calibrated))
     head = times.step("temporal-distance head", done(final), "train-distance", "--model", str(calibrated),
                "--data", data_dir("random"), "--data", data_dir("expert"),

@@ -104,8 +104,9 @@ def test_repeated_options_positionals_and_flags_parse_as_before():
                               "latent=5", "--compile", "--resume", "--ranks", "2"])
     assert (args.stage_steps, args.compile, args.resume, args.ranks) == (["flow=100", "latent=5"], "inductor", True, 2)
     config = config_from(args, TrainConfig, progress=False)
-    assert (config.data, config.out, config.compile, config.resume, config.progress) == ("D", "M.pt", "inductor",
+    assert (config.data, config.out, config.compile, config.resume, config.progress) == (["D"], "M.pt", "inductor",
                                                                                          True, False)
+    assert config_from(parser.parse_args(["train", "--data", "A", "--data", "B", "--out", "M.pt"]), TrainConfig).data == ["A", "B"]
     assert parser.parse_args(["train-distance", "--model", "M", "--data", "A", "--data", "B"]).data == ["A", "B"]
     assert parser.parse_args(["ingest", "a.mp4", "b.mp4", "--out", "O"]).inputs == ["a.mp4", "b.mp4"]
     with pytest.raises(SystemExit):

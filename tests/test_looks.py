@@ -78,6 +78,8 @@ def test_bad_looks_raise():
     with pytest.raises(ValueError, match="unknown Wall look 'purple'"):
         WallEnv(look="purple")
     with pytest.raises(ValueError, match="has no look options"):
+        make_sim("dmc-reacher", look="blue-floor")
+    with pytest.raises(ValueError, match="has the looks default, dino-wm-view"):
         make_sim("pointmaze", look="blue-floor")
     with pytest.raises(ValueError, match="has the looks default, blue-floor"):
         make_sim("wall", look="purple")
@@ -197,3 +199,28 @@ def test_align_cli_writes_a_model_that_reads_the_new_look_as_the_old(tiny_imagin
     with pytest.raises(ValueError, match="already aligned"):
         from wm_gym.look_adaptation import align_model
         align_model(aligned, old, new, "again")
+
+
+def test_datasets_record_the_view_and_refuse_frames_of_an_older_one(tmp_path):
+    """PointMaze-v1's default camera changed (revision 2): a dataset collected before it records no
+    view (= 1) and must not be resumed or matched as if its frames were today's."""
+    import json
+
+    from wm_gym.data.dataset import META_FILE
+
+    root = collect_dataset("pointmaze", 1, tmp_path / "pm", max_steps=5, progress=False)
+    meta = json.loads((root / META_FILE).read_text())
+    assert meta["view"] == 2
+    assert collect_dataset("pointmaze", 1, root, max_steps=5, progress=False) == root  # same settings: reused
+    meta.pop("view")  # what a collection from before the close view holds
+    (root / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="view: existing 1 vs requested 2"):
+        collect_dataset("pointmaze", 1, root, max_steps=5, progress=False)
+    wall = json.loads((collect_dataset("wall", 1, tmp_path / "wall", max_steps=5, progress=False) / META_FILE).read_text())
+    assert wall["view"] == 1
+    dino_view = load_episodes(collect_dataset("pointmaze", 1, tmp_path / "far", max_steps=5, look="dino-wm-view",
+                                              progress=False))
+    assert dino_view.meta["look"] == "dino-wm-view"
+    close_view = load_episodes(root)
+    np.testing.assert_array_equal(dino_view.states[0], close_view.states[0])
+    assert not np.array_equal(dino_view.frames[0], close_view.frames[0])

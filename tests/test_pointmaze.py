@@ -290,35 +290,90 @@ def test_wall_clearance(sim):
 
 
 # ----- what the camera shows --------------------------------------------------------------------
-def pixel_of(sim, x, y, size=64):
+def pixel_of(sim, x, y, size=64, look="default"):
     """(row, col) of the state point (x, y) in the top-down image (at the floor height z = 0)."""
     if sim.version == 0:  # orthographic, VIEW_EXTENT wide, centred on the origin, +y up
         return int((0.5 - y / VIEW_EXTENT) * size), int((x / VIEW_EXTENT + 0.5) * size)
-    # v1: perspective (fovy 45°) from mujoco-py's default distance, the model's extent: the ground
-    # plane counts as 0.1 of its half-size (40) around x = 0, the far wall box reaches
-    # 5 + √(0.5² + 0.5² + 0.2²), so extent = 9 + √0.54. Looking at world (3, 3); the ball's world
-    # position is the state + 1.2. mujoco-py images come upside down: +y points down.
-    width = 2 * (9 + math.sqrt(0.54)) * math.tan(math.radians(22.5))
+    if look == "default":  # v1: orthographic, 3.4 m wide, centred on world (3, 3) = state (1.8, 1.8), +y down
+        width = 3.4
+    else:
+        # DINO-WM's view: perspective (fovy 45°) from mujoco-py's default distance, the model's
+        # extent: the ground plane counts as 0.1 of its half-size (40) around x = 0, the far wall
+        # box reaches 5 + √(0.5² + 0.5² + 0.2²), so extent = 9 + √0.54.
+        width = 2 * (9 + math.sqrt(0.54)) * math.tan(math.radians(22.5))
+    # Looking at world (3, 3); the ball's world position is the state + 1.2. Rows are flipped as
+    # mujoco-py's images come: +y points down.
     return int((0.5 + (y + 1.2 - 3) / width) * size), int((0.5 + (x + 1.2 - 3) / width) * size)
 
 
-def test_v1_camera_is_dino_wms_view(sim1):
-    assert sim1.model.stat.extent == pytest.approx(9 + math.sqrt(0.54))
-    obs, _ = sim1.reset(seed=0, options={"start_state": still(0.8, 2.8), "goal_state": still(2.8, 0.8)})
-    img = obs["pixels"].astype(int)
-    r, c = pixel_of(sim1, 0.8, 2.8)
-    assert img[r, c, 1] > img[r, c, 0] + 40 and img[r, c, 1] > img[r, c, 2] + 40  # green ball
-    assert r > 36 and c < 28  # x = 0.8 is on the left, y = 2.8 near the bottom
-    wall, floor = img[pixel_of(sim1, 1.8, 0.8)], img[pixel_of(sim1, 1.8, 2.8)]  # wall (2, 1), free cell (2, 3)
-    assert wall[0] > 150 and floor[0] < 100  # tan walls, dark floor
-    # The free space is a "U" in the image: open at the top (the wall blocks (2, 1), (2, 2)),
-    # joined at the bottom (cell (2, 3)).
-    goal = sim1.goal_pixels.astype(int)
-    gr, gc = pixel_of(sim1, 2.8, 0.8)
-    assert gr < 28 and gc > 36 and goal[gr, gc, 1] > goal[gr, gc, 0] + 40
-    # A vertical flip of what the camera sees: the render without the flip is upside down.
-    sim1._renderer.update_scene(sim1.data, camera=sim1._camera)
-    assert np.array_equal(sim1._renderer.render()[::-1], obs["pixels"])
+def green(img):
+    """Mask of the ball's green (the floor is blue-grey, the walls tan)."""
+    img = img.astype(int)
+    return (img[..., 1] > img[..., 0] + 40) & (img[..., 1] > img[..., 2] + 40)
+
+
+@pytest.mark.parametrize("look", ["default", "dino-wm-view"])
+def test_v1_camera_shows_maze_and_ball_where_computed(look):
+    sim1 = PointMazeEnv(version=1, look=look)
+    try:
+        if look == "dino-wm-view":
+            assert sim1.model.stat.extent == pytest.approx(9 + math.sqrt(0.54))
+        obs, _ = sim1.reset(seed=0, options={"start_state": still(0.8, 2.8), "goal_state": still(2.8, 0.8)})
+        img = obs["pixels"].astype(int)
+        r, c = pixel_of(sim1, 0.8, 2.8, look=look)
+        assert green(img)[r, c]
+        assert r > 36 and c < 28  # x = 0.8 is on the left, y = 2.8 near the bottom
+        wall, floor = img[pixel_of(sim1, 1.8, 0.8, look=look)], img[pixel_of(sim1, 1.8, 2.8, look=look)]
+        assert wall[0] > 150 and floor[0] < 100  # tan walls (2, 1), dark free cell (2, 3)
+        goal = sim1.goal_pixels
+        gr, gc = pixel_of(sim1, 2.8, 0.8, look=look)
+        assert gr < 28 and gc > 36 and green(goal)[gr, gc]
+        # A vertical flip of what the camera sees: the render without the flip is upside down.
+        sim1._renderer.update_scene(sim1.data, camera=sim1._camera)
+        assert np.array_equal(sim1._renderer.render()[::-1], obs["pixels"])
+    finally:
+        sim1.close()
+
+
+def test_v1_default_view_draws_the_ball_large_enough_to_track():
+    """The one deliberate difference from DINO-WM (issue 26): at 64 px its view draws the 0.4 m ball
+    2-3 px wide; the close view draws it 0.4 / 3.4 · 64 ≈ 7.5 px wide, ~44 px of area."""
+    areas = {}
+    for look in ("default", "dino-wm-view"):
+        env = PointMazeEnv(version=1, look=look)
+        try:
+            obs, _ = env.reset(seed=0, options={"start_state": still(1.8, 2.8), "goal_state": still(0.8, 0.8)})
+            mask = green(obs["pixels"])
+            rows, cols = np.nonzero(mask)
+            areas[look] = (mask.sum(), rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+        finally:
+            env.close()
+    area, height, width = areas["default"]
+    assert 30 <= area <= 60 and 6 <= height <= 9 and 6 <= width <= 9
+    assert areas["dino-wm-view"][0] <= 12 and max(areas["dino-wm-view"][1:]) <= 4
+
+
+def test_v1_looks_change_only_the_pixels():
+    envs = [PointMazeEnv(version=1, look=look) for look in ("default", "dino-wm-view")]
+    try:
+        for env in envs:
+            env.reset(seed=3)
+        for _ in range(10):
+            action = np.array([0.7, -0.4])
+            out = [env.step(action) for env in envs]
+            assert np.array_equal(out[0][0]["proprio"], out[1][0]["proprio"])
+            assert out[0][1] == out[1][1] and out[0][4]["is_success"] == out[1][4]["is_success"]
+            assert not np.array_equal(out[0][0]["pixels"], out[1][0]["pixels"])
+    finally:
+        for env in envs:
+            env.close()
+
+
+def test_unknown_looks_are_rejected():
+    with pytest.raises(ValueError, match="look"):
+        PointMazeEnv(version=1, look="big-ball")
+    with pytest.raises(ValueError, match="v0 has one look"):
+        PointMazeEnv(version=0, look="dino-wm-view")
 
 
 def test_v0_camera_shows_maze_and_ball(sim0):

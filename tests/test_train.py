@@ -417,3 +417,43 @@ def test_training_checks_reprojection_and_keeps_the_better_setting(tiny_model, w
     assert by_latents["mse_without"] < 50
     # a model that does not re-project (or cannot) is left as it is, unchecked
     assert choose_reprojection(model, windows, episodes) == {"chosen": False, "checked": False}
+
+
+def test_concat_episodes_keeps_every_episode_and_refuses_other_sims(wall_data, tmp_path):
+    from wm_gym.data.dataset import concat_episodes, load_episodes
+
+    random = collect_dataset("wm_gym/Wall-v0", 3, tmp_path / "random", max_steps=10, seed=7, progress=False)
+    a, b = load_episodes(wall_data), load_episodes(random)
+    both = concat_episodes([a, b], [str(wall_data), str(random)])
+    assert len(both) == len(a) + len(b) and both.meta["episodes"] == len(a) + len(b)
+    assert both.meta["policy"] == ["noisy-expert", "random"] and both.meta["sources"] == [str(wall_data), str(random)]
+    np.testing.assert_array_equal(both.frames[len(a) + 1], b.frames[1])
+    np.testing.assert_array_equal(both.actions[len(a) + 2], b.actions[2])
+    np.testing.assert_array_equal(both.seeds, np.concatenate([a.seeds, b.seeds]))
+    assert both.labelled.all() and concat_episodes([a]) is a
+    other = load_episodes(collect_dataset("wm_gym/Wall-v1", 1, tmp_path / "v1", max_steps=10, progress=False))
+    with pytest.raises(ValueError, match="differ in env_id"):
+        concat_episodes([a, other])
+    with pytest.raises(ValueError, match="no dataset"):
+        concat_episodes([])
+
+
+def test_train_on_two_datasets_reads_both(wall_data, tmp_path, capsys):
+    """`wm-gym train --data A --data B` trains on the episodes of both: the training split counts them, the
+    features come from each folder's own cache, and the model records both folders."""
+    from wm_gym.cli import main
+    from wm_gym.data.dataset import load_episodes
+
+    random = collect_dataset("wm_gym/Wall-v0", 8, tmp_path / "random", seed=7, progress=False)
+    out = tmp_path / "both.pt"
+    main(["train", "--data", str(wall_data), "--data", str(random), "--out", str(out), "--preset", "tiny",
+          "--device", "cpu", "--stage-steps", "encoder=2", "--stage-steps", "latent=2", "--stage-steps", "flow=2",
+          "--stage-steps", "controller=2", "--log-dir", str(tmp_path / "tb"), "--json"])
+    model = WorldModel.load(out)
+    total = len(load_episodes(wall_data)) + len(load_episodes(random))
+    info = model.meta.train_info
+    assert info["episodes"] == total and info["train_episodes"] + len(info["val_episodes"]) == total
+    assert model.meta.dataset == f"{wall_data.resolve()} + {random.resolve()}"
+    assert any((random / ".cache").glob("features-*")) and any((wall_data / ".cache").glob("features-*"))
+    with pytest.raises(SystemExit):
+        main(["train", "--out", str(tmp_path / "none.pt"), "--preset", "tiny"])

@@ -223,29 +223,63 @@ def test_cpu_bf16_autocast_runs_attention_in_fp32(monkeypatch):
 
 
 # ----- the zoo recipe: a re-run skips finished steps -----------------------------------------------------------
-def test_train_zoo_rerun_skips_finished_steps_and_keeps_the_stage_table(tmp_path, monkeypatch, one_rank):
+def run_recipe(sim: str, tmp_path: Path, monkeypatch, run) -> Path:
+    """``examples/train_zoo.py SIM`` on a data folder whose collections are marked done, every `wm-gym` command
+    replaced by ``run``, the zoo folder moved to ``tmp_path / "zoo"``; returns the data folder."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
     import train_zoo
     import wm_gym.zoo
 
     data = tmp_path / "data"
     for label in ("random", "heldout", "expert"):
-        (data / f"wall-{label}").mkdir(parents=True)
-        (data / f"wall-{label}" / "meta.json").write_text("{}")
+        (data / f"{sim}-{label}").mkdir(parents=True, exist_ok=True)
+        (data / f"{sim}-{label}" / "meta.json").write_text("{}")
+    monkeypatch.setattr(train_zoo, "run", run)
+    monkeypatch.setattr(wm_gym.zoo, "ZOO_DIR", tmp_path / "zoo")
+    (tmp_path / "zoo").mkdir()
+    monkeypatch.setattr(sys, "argv", ["train_zoo.py", sim, "--data", str(data), "--device", "cpu"])
+    train_zoo.main()
+    return data
+
+
+def test_train_zoo_rerun_skips_finished_steps_and_keeps_the_stage_table(tmp_path, monkeypatch, one_rank):
+    data = tmp_path / "data"
+    data.mkdir()
     one_rank.meta.train_info["stage_seconds"] = {"latent": 1.0}
     for suffix in ("", "-ft", "-ft-cal", "-ft-cal-td"):
         one_rank.save(data / f"wall-rla-small{suffix}.pt")
     (data / "wall-rla-small-recipe-seconds.json").write_text(json.dumps({"collect random": 3.0}))
     calls = []
-    monkeypatch.setattr(train_zoo, "run", lambda *args: calls.append(args) or {})
-    monkeypatch.setattr(wm_gym.zoo, "ZOO_DIR", tmp_path / "zoo")
-    (tmp_path / "zoo").mkdir()
-    monkeypatch.setattr(sys, "argv", ["train_zoo.py", "wall", "--data", str(data), "--device", "cpu"])
-    train_zoo.main()
+    run_recipe("wall", tmp_path, monkeypatch, lambda *args: calls.append(args) or {})
     assert calls == []                                           # nothing re-collected, re-trained or re-fitted
     shipped = WorldModel.load(tmp_path / "zoo" / "wall.pt")
     assert shipped.meta.train_info["recipe_seconds"] == {"collect random": 3.0}
     assert shipped.meta.train_info["recipe"]["distance_imagined"] == 0.0
+
+
+def test_pointmaze_recipe_trains_on_random_and_expert_data_then_fine_tunes_open_loop(tmp_path, monkeypatch, one_rank):
+    """The PointMaze recipe's commands: both training stages read the random and the expert folders with history 3,
+    then `finetune --horizon 3` on both, and calibration and the head read the fine-tuned model."""
+    one_rank.meta.train_info["stage_seconds"] = {"latent": 1.0}
+    calls = []
+
+    def fake_run(*args):
+        calls.append(args)
+        one_rank.save(args[args.index("--out") + 1])
+        return {"stage_seconds": {}}
+
+    data = run_recipe("pointmaze", tmp_path, monkeypatch, fake_run)
+    both = ["--data", str(data / "pointmaze-random"), "--data", str(data / "pointmaze-expert")]
+    assert [args[0] for args in calls] == ["train", "train", "finetune", "finetune", "calibrate", "train-distance"]
+    train_base, train_demo, tune3, tune5, calibrate, _ = calls
+    for args in (train_base, train_demo):
+        assert list(args[1:5]) == both and args[args.index("--history") + 1] == "3"
+    flag = lambda args, name: args[args.index(name) + 1]  # noqa: E731
+    assert list(tune3[3:7]) == both and flag(tune3, "--horizon") == "3" and flag(tune5, "--horizon") == "5"
+    assert flag(tune3, "--model").endswith("pointmaze-rla-small-ft.pt")
+    assert flag(tune5, "--model") == flag(tune3, "--out") and flag(calibrate, "--model") == flag(tune5, "--out")
+    seconds = WorldModel.load(tmp_path / "zoo" / "pointmaze.pt").meta.train_info["recipe_seconds"]
+    assert {"rollout fine-tune 1 (horizon 3)", "rollout fine-tune 2 (horizon 5)"} <= set(seconds)
 
 
 # ----- collection on a native vector env -------------------------------------------------------------------------

@@ -533,7 +533,8 @@ COMMANDS: tuple[Command, ...] = (
             "(attention in fp32 on the CPU). Action-free data (`wm-gym ingest` without --labels) trains the "
             "encoder, the latent actions and the flow as a z-prior, and skips the controller (said in the output and "
             "in the model's train_info); with labels for some episodes, flow and controller train on those only. "
-            "--repa-weight adds Seq-Δ-REPA over windows of --repa-window model steps to the latent stage.",
+            "--repa-weight adds Seq-Δ-REPA over windows of --repa-window model steps to the latent stage. Several "
+            "--data folders of one sim (e.g. random episodes and demos) train as one dataset.",
             (TrainConfig, TrainOptions),
             ("preset", "latent", "action_labels", "repa_weight", "repa_window", "init_from", "adversarial", "precision", "ranks",
              "compile", "resume", "checkpoint_every", "device")),

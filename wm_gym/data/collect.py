@@ -33,9 +33,9 @@ from .dataset import (
 _PARAMS_FILE = "params.json"
 #: The settings that determine the data; a DIR collected with other values is never mixed in.
 _PARAM_KEYS = ("format_version", "env_id", "policy", "seed", "image_size", "episode_length", "goal_split", "frame_stride",
-               "look")
+               "look", "view")
 #: What a setting was before it existed (datasets collected then keep resuming and matching).
-_PARAM_DEFAULTS = {"goal_split": None, "frame_stride": 1, "look": None}
+_PARAM_DEFAULTS = {"goal_split": None, "frame_stride": 1, "look": None, "view": 1}
 
 
 def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
@@ -272,7 +272,8 @@ def collect_dataset(
         raise ValueError(f"frame_stride {frame_stride} must divide the episode length ({steps} steps)")
     params = {"format_version": FORMAT_VERSION, "env_id": env_id, "policy": policy, "seed": int(seed),
               "image_size": int(image_size), "episode_length": steps, "goal_split": goal_split,
-              "frame_stride": int(frame_stride), "look": None if look in (None, "default") else look}
+              "frame_stride": int(frame_stride), "look": None if look in (None, "default") else look,
+              "view": sim_spec(env_id).view}
 
     root = Path(out)
     if is_complete(root):

@@ -520,6 +520,51 @@ def load_episodes_for(path: str | Path, env_id: str, cache: bool = True) -> Epis
     return data
 
 
+def concat_episodes(parts: list[EpisodeData], names: list[str] | None = None) -> EpisodeData:
+    """Several datasets of one sim as one :class:`EpisodeData`, episodes in the order given.
+
+    What makes frames comparable must agree (sim, image size, frame stride, action size); the
+    rest is kept per episode. A dataset without actions joins with NaN rows and is left out of
+    ``labelled``; goals and rewards are kept only when every part has them. ``meta`` is the first
+    part's, with ``sources`` (``names``), ``policy`` (each part's) and ``episodes`` of the whole.
+    """
+    if not parts:
+        raise ValueError("no dataset to concatenate")
+    names = list(names) if names is not None else [f"dataset {i}" for i in range(len(parts))]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0].meta
+    for key in ("env_id", "image_size", "frame_stride", "view"):
+        values = {str(part.meta.get(key, 1 if key in ("frame_stride", "view") else None)) for part in parts}
+        if len(values) > 1:
+            raise ValueError(f"{' and '.join(names)} differ in {key} ({', '.join(sorted(values))}); "
+                             "only datasets of one sim, drawn and strided alike, can be trained on together")
+    action_dims = {a[0].shape[-1] for a in (part.actions for part in parts) if a}
+    if len(action_dims) > 1:
+        raise ValueError(f"{' and '.join(names)} have actions of different sizes {sorted(action_dims)}")
+    labelled = np.concatenate([part.labelled for part in parts])
+    actions = None
+    if action_dims:
+        (A,) = action_dims
+        actions = [a for part in parts for a in (part.actions or
+                   [np.full(((f.shape[0] - 1) * part.frame_stride, A), np.nan, np.float32) for f in part.frames])]
+    every = lambda name: all(getattr(part, name) is not None for part in parts)  # noqa: E731
+    meta = {**first, "sources": list(names), "policy": [part.meta.get("policy") for part in parts],
+            "episodes": int(sum(len(part) for part in parts))}
+    meta.pop("labelled_episodes", None)
+    labelled_meta = next((part.meta for part in parts if part.actions is not None), {})
+    meta.update({k: labelled_meta[k] for k in ("action_dim", "action_low", "action_high") if k in labelled_meta})
+    if actions is not None and not labelled.all():
+        meta["labelled_episodes"] = [int(e) for e in np.flatnonzero(labelled)]
+    return EpisodeData(
+        frames=[f for part in parts for f in part.frames], proprio=[x for part in parts for x in part.proprio],
+        states=[x for part in parts for x in part.states], success=[x for part in parts for x in part.success],
+        actions=actions, rewards=[r for part in parts for r in part.rewards] if every("rewards") else None,
+        goals=np.concatenate([part.goals for part in parts]) if every("goals") else None,
+        goal_pixels=np.concatenate([part.goal_pixels for part in parts]) if every("goal_pixels") else None,
+        seeds=np.concatenate([part.seeds for part in parts]), meta=meta)
+
+
 def _split(a: dict[str, np.ndarray], meta: dict[str, Any]) -> EpisodeData:
     off = a["offsets"]
     E = len(off) - 1

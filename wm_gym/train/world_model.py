@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from wm_gym.data.dataset import load_episodes
+from wm_gym.data.dataset import concat_episodes, load_episodes
 from wm_gym.data.windows import split_episodes
 from wm_gym.device import RankLayout, resolve_device, set_threads, use_bf16
 from wm_gym.encoders.cache import dataset_features, encode_frames
@@ -97,7 +97,8 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass
 class TrainConfig:
-    data: str                        # dataset directory (wm-gym collect / ingest)
+    data: list[str]                  # dataset directory (wm-gym collect / ingest); several of one sim are trained on
+                                     # as one (random data for coverage plus demos for where agents go)
     out: str                         # world-model file to write
     preset: str = "small"            # tiny: tests (~1 min CPU) | small: <=30 min on 2 CPU cores | fast: half-width
                                      # model with a patch decoder, ~4x faster imagination on CPUs | base: GPU
@@ -253,6 +254,7 @@ def train_world_model(config: TrainConfig) -> WorldModel:
     """
     if config.preset not in PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; expected one of {', '.join(PRESETS)}")
+    config = replace(config, data=data_dirs(config.data))
     device = resolve_device(config.device)
     layout = RankLayout.choose(config.ranks, device)
     if layout.ranks > 1 and "WORLD_SIZE" not in os.environ:
@@ -266,14 +268,25 @@ def train_world_model(config: TrainConfig) -> WorldModel:
         set_threads(threads)
 
 
+def data_dirs(data: str | Path | list) -> list[str]:
+    """``TrainConfig.data`` as a list of dataset folders (one folder may be given as a plain string)."""
+    dirs = [str(data)] if isinstance(data, (str, Path)) else [str(d) for d in data]
+    if not dirs:
+        raise ValueError("no dataset given: pass at least one --data folder")
+    return dirs
+
+
 def train_on_this_rank(config: TrainConfig) -> WorldModel:
     """One rank's training (the only one outside DDP); rank 0 saves the model to ``config.out``."""
     preset = PRESETS[config.preset]
     device, dist = setup_device(config.device)
     started = time.perf_counter()
+    config = replace(config, data=data_dirs(config.data))
+    where = " + ".join(config.data)
 
     # ----- data --------------------------------------------------------------------------------
-    data = load_episodes(config.data)
+    parts = [load_episodes(d) for d in config.data]
+    data = concat_episodes(parts, config.data)
     data.frame_step(config.frameskip)  # refuse, before any training, a frame stride the frameskip is no multiple of
     n_eps = len(data.frames)
     train_eps, val_eps = split_episodes(n_eps, config.val_fraction, config.seed)
@@ -296,7 +309,7 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
     wm_meta = WorldModelMeta(
         sim=str(meta.get("sim") or ""), env_id=str(meta.get("env_id") or ""), image_size=int(meta.get("image_size", 64)),
         action_low=list(meta.get("action_low") or []), action_high=list(meta.get("action_high") or []),
-        dataset=str(Path(config.data).resolve()),
+        dataset=" + ".join(str(Path(d).resolve()) for d in config.data),
     )
     model = WorldModel(wm_cfg, wm_meta).to(device)
     out = Path(config.out)
@@ -316,7 +329,8 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
 
     # ----- features ------------------------------------------------------------------------------
     with trainer.timed("features"):
-        raw = _dataset_features(model, config.data, frames, dist, config.progress)
+        raw = torch.cat([_dataset_features(model, d, np.concatenate(part.frames), dist, config.progress)
+                         for d, part in zip(config.data, parts)])
     windows = FeatureWindows.from_data(raw, data, config.history, config.frameskip)
     if "latent" in reused:  # the reused latent actions were trained on the base model's normalisation: keep it
         model.feature_mean.copy_(base.feature_mean)
@@ -368,7 +382,7 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
             notes.update(flow=f"z-prior: {NO_LABELS}, trained with the null action a = 0",
                          controller=f"skipped: {NO_LABELS}")
             if dist.is_main:
-                warnings.warn(f"{config.data} has {NO_LABELS} in its training episodes: trained the encoder, the latent "
+                warnings.warn(f"{where} has {NO_LABELS} in its training episodes: trained the encoder, the latent "
                               "actions and the flow as a z-prior; skipped the controller (sim actions cannot drive "
                               "this model). Add labels for some episodes (wm-gym ingest --labels) or train the "
                               "controller later with --init-from on labelled data.", stacklevel=2)
@@ -439,10 +453,10 @@ def _check_labels_suffice(config: TrainConfig, has_actions: bool, n_labelled: in
         return
     why = "has no actions" if not has_actions else "has no action labels in its training episodes"
     if config.latent == "action":
-        raise ValueError(f"{config.data} {why}; latent='action' needs action labels (use rla or lam, which learn "
+        raise ValueError(f"{' + '.join(config.data)} {why}; latent='action' needs action labels (use rla or lam, which learn "
                          "from action-free video)")
     if config.adversarial:
-        raise ValueError(f"{config.data} {why}; --adversarial perturbs the dynamics' action inputs, so it needs "
+        raise ValueError(f"{' + '.join(config.data)} {why}; --adversarial perturbs the dynamics' action inputs, so it needs "
                          "action labels (drop --adversarial for action-free data)")
 
 

@@ -10,6 +10,8 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
   so the reward also pays for staying on the goal (what DINO-WM's budget checks);
 * optionally (``scratch-temporal``, ``bc-ppo-temporal``) the same with the learned temporal-progress
   reward (a model with a ``wm-gym train-distance`` head);
+* optionally (``bc-ppo-temporal-success``) BC + PPO whose imagined episodes end where the model's temporal head
+  reads less than one model step to the goal (a model with a ``wm-gym train-distance`` head);
 * optionally (``bc-ppo-real-threshold``) BC + PPO whose imagined episodes end at the success threshold
   calibrated on real encodings instead of on imagined ones (where the imagined calibration cannot tell
   success apart, e.g. PushT's: its threshold lets almost every imagined step count as a success).
@@ -59,6 +61,10 @@ AGENTS = {
                                                                              reward="temporal")),
     "bc-ppo-temporal": ("BC + PPO, demo + temporal-progress reward", dict(reward="demo+temporal")),
     "bc-ppo-real-threshold": ("BC + PPO, episodes end at the real-encoding threshold", dict(success_threshold="real")),
+    # the temporal head as the success test (`train-agent --success-metric temporal`): for a model whose predicted
+    # frames are too blurred for a feature-distance goal test (PointMaze-v1's imagined calibration precision 0.2)
+    "bc-ppo-temporal-success": ("BC + PPO, episodes end where the temporal head reads < 1 step to go",
+                                dict(success_metric="temporal", success_threshold=1.0)),
 }
 
 

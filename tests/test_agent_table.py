@@ -115,6 +115,16 @@ def test_the_real_threshold_row_ends_episodes_at_the_models_real_calibration(tmp
         agent_table.agent_configs(names, str(model), tmp_path, 61_440, 0)
 
 
+def test_the_temporal_success_row_ends_episodes_by_the_head(tmp_path):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    configs = agent_table.agent_configs(["bc-ppo", "bc-ppo-temporal-success"], str(model), tmp_path, 61_440, 0)
+    row = configs["bc-ppo-temporal-success"]
+    assert (row.success_metric, row.success_threshold) == ("temporal", 1.0)
+    assert (configs["bc-ppo"].success_metric, configs["bc-ppo"].success_threshold) == (None, None)
+    assert row.out != configs["bc-ppo"].out
+
+
 def test_main_trains_once_per_setting_and_labels_the_trained_steps(tmp_path, monkeypatch):
     """A re-run with another --ppo-steps trains a new agent instead of relabelling the old one."""
     model = tmp_path / "m.pt"

@@ -139,8 +139,8 @@ def main() -> None:
     stem = d / f"{sim}-rla-{preset}{data_tag}"
     rollouts = r.get("rollout_finetune", ())  # (steps, lr, horizon) of each open-loop fine-tune after the demo stage
     tuned_tag = "-ft" + (f"-roll{len(rollouts)}" if rollouts else "")
-    base, tuned, rolled, calibrated, final = (Path(f"{stem}{s}.pt") for s in (
-        "", "-ft", tuned_tag, f"{tuned_tag}-cal", f"{tuned_tag}-cal-td"))
+    base, tuned, calibrated, final = (Path(f"{stem}{s}.pt") for s in ("", "-ft", f"{tuned_tag}-cal", f"{tuned_tag}-cal-td"))
+    base_data, dynamics_data = r.get("base_data", ("random",)), r.get("dynamics_data", ("expert",))
     times = StageTimes(Path(f"{stem}-recipe-seconds.json"))
     done = lambda path: Path(path).is_file()  # noqa: E731  (every step's file is written atomically, last)
     started = time.perf_counter()
@@ -155,24 +155,26 @@ def main() -> None:
                    *(["--frame-stride", str(stride)] if stride != 1 else []))
     data_dir = lambda label: str(d / f"{sim}-{label}{data_tag}")  # noqa: E731
     data_flags = lambda labels: [flag for label in labels for flag in ("--data", data_dir(label))]  # noqa: E731
-    base_stage = f"train on {' + '.join(r.get('base_data', ('random',)))} data"
+    base_stage = f"train on {' + '.join(base_data)} data"
     if not done(base):
-        times.step(base_stage, False, "train", *data_flags(r.get("base_data", ("random",))), "--out", str(base),
+        times.step(base_stage, False, "train", *data_flags(base_data), "--out", str(base),
                    "--preset", preset, "--latent", "rla", "--history", str(r.get("base_history", 1)),
                    "--device", args.device, "--precision", args.precision,
                    "--stage-steps", f"flow={base_dynamics}", "--stage-steps", f"controller={base_dynamics}",
                    *resume_flag(base))
         times.split(base_stage, WorldModel.load(base).meta.train_info["stage_seconds"])
     if not done(tuned):
-        times.step("demo stage", False, "train", *data_flags(r.get("dynamics_data", ("expert",))), "--out", str(tuned),
+        times.step("demo stage", False, "train", *data_flags(dynamics_data), "--out", str(tuned),
                    "--preset", preset, "--latent", "rla", "--history", str(r["history"]), "--init-from", str(base),
                    "--stage-steps", "flow=1000", "--device", args.device, "--precision", args.precision, *resume_flag(tuned))
         times.split("demo stage", WorldModel.load(tuned).meta.train_info["stage_seconds"])
+    rolled = tuned
     for i, (steps, lr, horizon) in enumerate(rollouts, start=1):  # each continues from the one before
-        source, target = Path(f"{stem}-ft{f'-roll{i - 1}' if i > 1 else ''}.pt"), Path(f"{stem}-ft-roll{i}.pt")
-        times.step(f"rollout fine-tune {i} (horizon {horizon})", done(target), "finetune", "--model", str(source),
-                   *data_flags(r.get("dynamics_data", ("expert",))), "--steps", str(steps), "--lr", str(lr),
+        target = Path(f"{stem}-ft-roll{i}.pt")
+        times.step(f"rollout fine-tune {i} (horizon {horizon})", done(target), "finetune", "--model", str(rolled),
+                   *data_flags(dynamics_data), "--steps", str(steps), "--lr", str(lr),
                    "--horizon", str(horizon), "--device", args.device, "--out", str(target))
+        rolled = target
     times.step("calibration", done(calibrated), "calibrate", "--model", str(rolled), "--data", data_dir("heldout"),
                "--demos", data_dir("expert"), "--demo-episodes", str(r["bank"]), "--out", str(calibrated))
     head = times.step("temporal-distance head", done(final), "train-distance", "--model", str(calibrated),

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .dataset import (
-    FORMAT_NAME, FORMAT_VERSION, META_FILE, MINARI_DIR, STAGING_DIR, Episode, is_complete, read_meta,
+    FORMAT_NAME, FORMAT_VERSION, META_DEFAULTS, META_FILE, MINARI_DIR, STAGING_DIR, Episode, is_complete, read_meta,
     write_dataset, write_json_atomic,
 )
 
@@ -34,8 +34,6 @@ _PARAMS_FILE = "params.json"
 #: The settings that determine the data; a DIR collected with other values is never mixed in.
 _PARAM_KEYS = ("format_version", "env_id", "policy", "seed", "image_size", "episode_length", "goal_split", "frame_stride",
                "look", "view")
-#: What a setting was before it existed (datasets collected then keep resuming and matching).
-_PARAM_DEFAULTS = {"goal_split": None, "frame_stride": 1, "look": None, "view": 1}
 
 
 def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
@@ -279,8 +277,8 @@ def collect_dataset(
     if is_complete(root):
         meta = read_meta(root)
         wanted = dict(params, episodes=int(episodes))
-        diff = {k: (meta.get(k, _PARAM_DEFAULTS.get(k)), v) for k, v in wanted.items()
-                if meta.get(k, _PARAM_DEFAULTS.get(k)) != v}
+        diff = {k: (meta.get(k, META_DEFAULTS.get(k)), v) for k, v in wanted.items()
+                if meta.get(k, META_DEFAULTS.get(k)) != v}
         if diff:
             raise ValueError(f"{root} already holds a dataset collected with other settings "
                              f"({_describe(diff)}); use another output directory or delete it")
@@ -349,8 +347,8 @@ def open_staging(root: Path, params: dict, keys: tuple[str, ...], what: str) -> 
             old = json.loads((staging / _PARAMS_FILE).read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ValueError(f"corrupt {staging / _PARAMS_FILE}: {e}; delete {staging} to start over") from e
-        diff = {k: (old.get(k, _PARAM_DEFAULTS.get(k)), params[k]) for k in keys
-                if old.get(k, _PARAM_DEFAULTS.get(k)) != params[k]}
+        diff = {k: (old.get(k, META_DEFAULTS.get(k)), params[k]) for k in keys
+                if old.get(k, META_DEFAULTS.get(k)) != params[k]}
         if diff:
             raise ValueError(f"{root} holds an unfinished {what} with other settings ({_describe(diff)}); "
                              f"re-run with the same settings to resume, or delete {staging}")

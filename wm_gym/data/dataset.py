@@ -520,6 +520,11 @@ def load_episodes_for(path: str | Path, env_id: str, cache: bool = True) -> Epis
     return data
 
 
+#: What a collection setting was before it existed: a dataset whose meta.json lacks the key was collected so
+#: (``collect`` matches and resumes by it; :func:`concat_episodes` compares by it).
+META_DEFAULTS: dict[str, Any] = {"goal_split": None, "frame_stride": 1, "look": None, "view": 1}
+
+
 def concat_episodes(parts: list[EpisodeData], names: list[str] | None = None) -> EpisodeData:
     """Several datasets of one sim as one :class:`EpisodeData`, episodes in the order given.
 
@@ -535,7 +540,7 @@ def concat_episodes(parts: list[EpisodeData], names: list[str] | None = None) ->
         return parts[0]
     first = parts[0].meta
     for key in ("env_id", "image_size", "frame_stride", "view"):
-        values = {str(part.meta.get(key, 1 if key in ("frame_stride", "view") else None)) for part in parts}
+        values = {str(part.meta.get(key, META_DEFAULTS.get(key))) for part in parts}
         if len(values) > 1:
             raise ValueError(f"{' and '.join(names)} differ in {key} ({', '.join(sorted(values))}); "
                              "only datasets of one sim, drawn and strided alike, can be trained on together")

@@ -281,8 +281,7 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
     preset = PRESETS[config.preset]
     device, dist = setup_device(config.device)
     started = time.perf_counter()
-    config = replace(config, data=data_dirs(config.data))
-    where = " + ".join(config.data)
+    where = " + ".join(config.data)  # train_world_model made it a list
 
     # ----- data --------------------------------------------------------------------------------
     parts = [load_episodes(d) for d in config.data]
@@ -329,8 +328,9 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
 
     # ----- features ------------------------------------------------------------------------------
     with trainer.timed("features"):
-        raw = torch.cat([_dataset_features(model, d, np.concatenate(part.frames), dist, config.progress)
-                         for d, part in zip(config.data, parts)])
+        ends = np.cumsum([0] + [sum(len(f) for f in part.frames) for part in parts])  # each part's rows of `frames`
+        raw = torch.cat([_dataset_features(model, d, frames[a:b], dist, config.progress)
+                         for d, a, b in zip(config.data, ends[:-1], ends[1:])])
     windows = FeatureWindows.from_data(raw, data, config.history, config.frameskip)
     if "latent" in reused:  # the reused latent actions were trained on the base model's normalisation: keep it
         model.feature_mean.copy_(base.feature_mean)

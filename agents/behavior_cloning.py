@@ -63,7 +63,7 @@ def clone_into(agent, observations: np.ndarray, actions: np.ndarray, epochs: int
 
     ``noise`` adds Gaussian noise of that std (normalised feature units) to every observation
     seen in training: a few hundred demos × thousands of features are easy to memorise, and the
-    noise makes the policy act alike on all states near a demo's (with ``wall-fast``, noise 1
+    noise makes the policy act alike on all states near a demo's (with the v0 `fast` Wall model, noise 1
     raised real Wall success from 0.90 to 0.94; on PointMaze it lowered it, so it is off by default).
     """
     policy = agent.policy

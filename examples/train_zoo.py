@@ -33,7 +33,7 @@ from wm_gym.io import atomic_path
 
 #: One recipe per sim. episodes / heldout / expert: random, held-out and noisy-expert episodes; bank: demos
 #: in the model's bank; history: feature frames the dynamics read (PointMaze's ball has momentum: one frame
-#: cannot show its velocity); preset: model size (`--preset fast --name wall-fast` makes the CPU-speed model);
+#: cannot show its velocity); preset: model size (`fast`: the CPU-speed model; `--preset small --name wall-small` the wider one);
 #: base_dynamics: flow and controller steps of the random-data model (the demo stage retrains both, so they
 #: are kept short); distance_steps / distance_imagined: the temporal-distance head's steps and the fraction
 #: of its training states taken from the model's own open-loop predictions (every episode is rolled out for
@@ -47,7 +47,7 @@ from wm_gym.io import atomic_path
 #: rollout_finetune: (steps, lr, horizon) of each `wm-gym finetune --horizon` on the dynamics data after the demo
 #: stage, in turn: they train the controller through open-loop rollouts (PointMaze h5/copy-last 0.72 -> 0.52 -> 0.47).
 RECIPES = {
-    "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="small", base_dynamics=100,
+    "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="fast", base_dynamics=100,
                  distance_steps=6000, distance_imagined=0.0),
     "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100,
                       distance_steps=6000, distance_imagined=0.5, base_data=("random", "expert"),
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="collection processes")
     parser.add_argument("--preset", default=None, choices=["small", "fast"],
                         help="world-model size (`wm-gym train --preset`; default: the recipe's)")
-    parser.add_argument("--name", default=None, help="zoo entry to write (default: the sim's name), e.g. wall-fast")
+    parser.add_argument("--name", default=None, help="zoo entry to write (default: the sim's name), e.g. wall-small")
     parser.add_argument("--frame-stride", type=int, default=None,
                         help="collect only every k-th frame (default: the recipe's, 1); datasets go to their own folders")
     parser.add_argument("--base-dynamics-steps", type=int, default=None,

@@ -544,18 +544,16 @@ def test_shipped_pusht_model_passes_the_env_checker_offline():
         check_env(env.unwrapped)
 
 
-def test_shipped_wall_fast_model_is_the_patch_decoder_model_and_steps():
-    from wm_gym.zoo import ZOO_DIR, available
+def test_shipped_wall_model_is_the_fast_preset_and_the_only_wall_entry():
+    """The default is the `fast` preset (a width-16 conv-pyramid encoder, a grouped latent decoder) on Wall-v1."""
+    from wm_gym.train.world_model import PRESETS
+    from wm_gym.zoo import MODELS
 
-    assert "wall-fast" in available()
-    env = gym.make("WMImagine-v0", model="wall-fast", device="cpu")
-    wm = env.unwrapped.model
-    assert wm.config.encoder_config["decoder"] == "patch" and wm.reprojects and wm.meta.sim == "wall"
-    assert wm.meta.success_threshold is not None and wm.bank is not None and wm.bank.actions is not None
-    env.reset(seed=0)
-    obs, reward, *_ = env.step(np.zeros(env.action_space.shape, np.float32))
-    assert obs.shape == (2 * wm.n_tokens * wm.dim,) and np.isfinite(obs).all() and reward < 0
-    assert (ZOO_DIR / "wall-fast.pt").stat().st_size < (ZOO_DIR / "wall.pt").stat().st_size
+    assert [name for name in MODELS if name.startswith("wall")] == ["wall"]
+    wm = gym.make("WMImagine-v0", model="wall", device="cpu").unwrapped.model
+    fast = PRESETS["fast"]
+    assert wm.config.encoder_config == dict(fast.encoder, image_size=64) and wm.meta.train_info["preset"] == "fast"
+    assert wm.latent_model.config.dec_group == 2 and wm.meta.env_id == "wm_gym/Wall-v1" and wm.reprojects
 
 
 def test_corrupt_model_files_raise_value_error(world, tmp_path):

@@ -373,11 +373,12 @@ def test_training_runs_with_bf16_autocast_and_torch_compile(tiny_model, wall_dat
                                       device="cpu", progress=False, init_from=str(path), precision="half"))
 
 
-def test_fast_preset_trains_a_patch_decoder_model_that_reprojects_and_round_trips(wall_data, tmp_path):
+def test_fast_preset_trains_a_grouped_decoder_model_that_reprojects_and_round_trips(wall_data, tmp_path):
     out = tmp_path / "fast.pt"
     model = train_world_model(TrainConfig(data=str(wall_data), out=str(out), preset="fast", steps=2, device="cpu",
                                           progress=False))
-    assert model.config.encoder_config["decoder"] == "patch"
+    assert model.config.encoder_config["width"] == 16 and model.latent_model.decoder.group == 2
+    assert model.latent_model.decoder.embed.pos.shape[2] == model.n_tokens // 4  # the decoder reads 2x2 groups
     assert model.meta.train_info["reproject"]["checked"]  # it can re-project; training kept the better setting
     model.config.reproject = True
     assert model.reprojects

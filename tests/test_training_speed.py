@@ -247,8 +247,8 @@ def test_train_zoo_rerun_skips_finished_steps_and_keeps_the_stage_table(tmp_path
     data.mkdir()
     one_rank.meta.train_info["stage_seconds"] = {"latent": 1.0}
     for suffix in ("", "-ft", "-ft-cal", "-ft-cal-td"):
-        one_rank.save(data / f"wall-rla-small{suffix}.pt")
-    (data / "wall-rla-small-recipe-seconds.json").write_text(json.dumps({"collect random": 3.0}))
+        one_rank.save(data / f"wall-rla-fast{suffix}.pt")
+    (data / "wall-rla-fast-recipe-seconds.json").write_text(json.dumps({"collect random": 3.0}))
     calls = []
     run_recipe("wall", tmp_path, monkeypatch, lambda *args: calls.append(args) or {})
     assert calls == []                                           # nothing re-collected, re-trained or re-fitted

@@ -163,6 +163,28 @@ class Transformer(nn.Module):
         return x
 
 
+def group_tokens(x: Tensor, group: int) -> Tensor:
+    """Row-major grid tokens [B, N, C] -> [B, N / group², group² · C]: each group × group block of neighbours becomes
+    one token, so a transformer over them costs ~1/group² as much (the latent decoder's cheap mode)."""
+    if group == 1:
+        return x
+    B, N, C = x.shape
+    side = math.isqrt(N)
+    if side * side != N or side % group:
+        raise ValueError(f"cannot group {N} tokens in {group}x{group} blocks: needs a square grid whose side {group} divides")
+    k = side // group
+    return x.reshape(B, k, group, k, group, C).permute(0, 1, 3, 2, 4, 5).reshape(B, k * k, group * group * C)
+
+
+def ungroup_tokens(x: Tensor, group: int) -> Tensor:
+    """The inverse of :func:`group_tokens`: [B, N / group², group² · C] -> row-major [B, N, C]."""
+    if group == 1:
+        return x
+    B, M, GC = x.shape
+    k, C = math.isqrt(M), GC // (group * group)
+    return x.reshape(B, k, k, group, group, C).permute(0, 1, 3, 2, 4, 5).reshape(B, M * group * group, C)
+
+
 class TokenEmbedding(nn.Module):
     """Frozen feature tokens -> model width, plus learned patch-position and frame embeddings.
 

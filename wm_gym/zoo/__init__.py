@@ -10,8 +10,8 @@ from pathlib import Path
 ZOO_DIR = Path(__file__).resolve().parent
 #: name -> file in this folder, with what it was trained on.
 MODELS: dict[str, str] = {
-    "wall": "wall.pt",            # `small` preset: the most accurate Wall model, the default
-    "wall-fast": "wall-fast.pt",  # `fast` preset: ~4x faster imagination on CPUs, slightly weaker agents
+    "wall": "wall.pt",            # `fast` preset, Wall-v1: the default (agents as good as the `small` model's, ~4x
+                                  # faster imagination on CPUs; docs/results.md, issue 29)
     "pointmaze": "pointmaze.pt",  # `small` preset, history 3
     "pusht": "pusht.pt",          # `small` preset, history 3, PushT-v1 (collected on the "train" goal split)
 }

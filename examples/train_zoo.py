@@ -53,7 +53,7 @@ RECIPES = {
                       distance_steps=6000, distance_imagined=0.5, base_data=("random", "expert"),
                       dynamics_data=("random", "expert"), base_history=3,
                       rollout_finetune=((1000, 1e-4, 3), (1000, 1e-4, 5))),
-    "pusht": dict(episodes=2000, heldout=100, expert=1000, bank=500, history=3, preset="small", base_dynamics=100,
+    "pusht": dict(episodes=2000, heldout=100, expert=1000, bank=500, history=3, preset="fast", base_dynamics=100,
                   distance_steps=6000, distance_imagined=0.5),
     "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=500, history=3, preset="small",
                            base_dynamics=100, distance_steps=6000, distance_imagined=0.5),

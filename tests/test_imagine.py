@@ -538,6 +538,7 @@ def test_shipped_pusht_model_passes_the_env_checker_offline():
     env = gym.make("WMImagine-v0", model="pusht", device="cpu")
     wm = env.unwrapped.model
     assert wm.meta.env_id == "wm_gym/PushT-v1" and wm.config.history == 3 and not wm.config.reproject
+    assert wm.meta.train_info["preset"] == "fast" and wm.latent_model.config.dec_group == 2
     assert wm.bank is not None and wm.bank.actions is not None and wm.temporal_distance is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the unbounded Box warns; that is expected of a feature obs

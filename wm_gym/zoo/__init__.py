@@ -13,7 +13,7 @@ MODELS: dict[str, str] = {
     "wall": "wall.pt",            # `fast` preset, Wall-v1: the default (agents as good as the `small` model's, ~4x
                                   # faster imagination on CPUs; docs/results.md, issue 29)
     "pointmaze": "pointmaze.pt",  # `small` preset, history 3
-    "pusht": "pusht.pt",          # `small` preset, history 3, PushT-v1 (collected on the "train" goal split)
+    "pusht": "pusht.pt",          # `fast` preset, history 3, PushT-v1 (collected on the "train" goal split)
 }
 DEFAULT = "wall"
 

@@ -42,6 +42,7 @@ import numpy as np
 import wm_gym  # noqa: F401  (registers the sims)
 from wm_gym.agents.evaluate import evaluate_agent
 from wm_gym.agents.train_agent import AgentConfig, train_agent
+from wm_gym.device import PRECISIONS
 from wm_gym.envs import sim_spec
 from wm_gym.envs.policies import make_policy
 from wm_gym.real_episodes import Budget, make_budget, wilson_interval
@@ -90,7 +91,7 @@ def agent_key(config: AgentConfig, fingerprint: str) -> str:
 
 
 def agent_configs(names: list[str], model: str, out: Path, ppo_steps: int, agent_seed: int,
-                  real_threshold: float | None = None) -> dict[str, AgentConfig]:
+                  real_threshold: float | None = None, precision: str = "auto") -> dict[str, AgentConfig]:
     """Each row's AgentConfig, written to ``OUT/NAME-KEY.zip``; an existing file of that name is that agent.
     ``success_threshold="real"`` in a row stands for ``real_threshold`` (the model's real-encoding calibration)."""
     fingerprint, configs = model_fingerprint(model), {}
@@ -100,7 +101,8 @@ def agent_configs(names: list[str], model: str, out: Path, ppo_steps: int, agent
             if real_threshold is None:
                 raise ValueError(f"{name} needs the model's real-encoding threshold; calibrate it with `wm-gym calibrate`")
             overrides = dict(overrides, success_threshold=float(real_threshold))
-        settings = dict(model=str(model), steps=ppo_steps, num_envs=128, n_steps=32, seed=agent_seed, device="cpu")
+        settings = dict(model=str(model), steps=ppo_steps, num_envs=128, n_steps=32, seed=agent_seed, device="cpu",
+                        precision=precision)
         config = AgentConfig(**{**settings, **overrides})
         stem = f"{name}-{agent_key(config, fingerprint)}"
         configs[name] = replace(config, out=str(out / f"{stem}.zip"), log_dir=str(out / "tb" / stem))
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--agents", nargs="+", default=["bc", "bc-ppo", "scratch"], choices=list(AGENTS))
     parser.add_argument("--ppo-steps", type=int, default=61_440, help="imagined agent steps of the PPO rows")
     parser.add_argument("--agent-seed", type=int, default=0)
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="imagination's dynamics autocast while the PPO rows train (train-agent --precision)")
     parser.add_argument("--out", default=None,
                         help="folder for agents and the table (default: out/agent_table/MODEL-SHA, by file content)")
     args = parser.parse_args()
@@ -147,7 +151,7 @@ def main() -> None:
 
     rows: dict[str, dict] = {"expert": {"label": "noisy expert (recorded the demos)", "imagined_steps": 0}}
     configs = agent_configs(args.agents, args.model, out, args.ppo_steps, args.agent_seed,
-                            model.meta.train_info.get("real_success_threshold"))
+                            model.meta.train_info.get("real_success_threshold"), args.precision)
     for name, config in configs.items():
         rows[name] = {"label": AGENTS[name][0], "imagined_steps": config.steps, "agent": config.out}
         if not Path(config.out).exists():  # trained once; a re-run with the same settings reuses the agent

@@ -89,7 +89,9 @@ def test_a_changed_setting_names_a_new_agent(tmp_path):
     again = agent_table.agent_configs(names, str(model), tmp_path / "elsewhere", ppo_steps=61_440, agent_seed=0)
     long = agent_table.agent_configs(names, str(model), tmp_path, ppo_steps=245_760, agent_seed=0)
     other_seed = agent_table.agent_configs(names, str(model), tmp_path, ppo_steps=61_440, agent_seed=1)
+    bf16 = agent_table.agent_configs(names, str(model), tmp_path, ppo_steps=61_440, agent_seed=0, precision="bf16")
     for name in names:
+        assert bf16[name].precision == "bf16" and short[name].precision == "auto" and bf16[name].out != short[name].out
         assert Path(short[name].out).parent == tmp_path and Path(short[name].out).name.startswith(f"{name}-")
         assert Path(short[name].out).name == Path(again[name].out).name  # where it is written is not a setting
         assert long[name].steps == 245_760 and short[name].steps == 61_440

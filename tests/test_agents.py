@@ -59,6 +59,27 @@ def test_bc_data_names_one_or_several_dataset_folders(world, tmp_path, monkeypat
     assert all(len(json.loads(sidecar_path(tmp_path / f"{n}.zip").read_text())["bc_losses"]) == 2 for n in ("one", "two"))
 
 
+def test_precision_sets_imaginations_autocast_and_bad_values_raise(world, tmp_path, monkeypatch):
+    import wm_gym.imagine as imagine
+
+    seen, real = [], imagine.make_sb3_vec_env
+    monkeypatch.setattr(imagine, "make_sb3_vec_env", lambda **kw: seen.append(kw["model"].uses_bf16) or real(**kw))
+    for precision in ("bf16", "fp32"):
+        train_agent(config(world, tmp_path / f"{precision}.zip", steps=0, precision=precision))
+    assert seen == [True, False]
+    with pytest.raises(ValueError, match="precision must be one of"):
+        train_agent(config(world, tmp_path / "bad.zip", steps=0, precision="fp16"))
+    # what it changes: the same imagined step, in bf16, is close to fp32's but not equal
+    obs = {}
+    for precision in ("fp32", "bf16"):
+        env = WMImagineVectorEnv(num_envs=4, model=str(world.path), device="cpu", render_mode=None)
+        env.model.precision = precision
+        env.reset(seed=0)
+        obs[precision] = env.step(np.full(env.action_space.shape, 0.5, np.float32))[0]
+    gap = np.abs(obs["bf16"] - obs["fp32"]).max()
+    assert 0 < gap < 0.1 * np.abs(obs["fp32"]).max(), gap
+
+
 def ckpt_of(out: Path) -> Path:
     return out.with_name(out.stem + ".ckpt.zip")
 

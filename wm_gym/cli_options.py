@@ -281,7 +281,7 @@ FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
     AgentConfig: {
         "out": Cli(required=True), "algo": Cli(choices=ALGOS), "task": Cli(choices=TASKS),
         "action_space": Cli(choices=ACTION_SPACES), "metric": Cli(choices=METRICS), "grounding": Cli(metavar="G.pt"),
-        "success_metric": Cli(choices=(*METRICS, "temporal")),
+        "success_metric": Cli(choices=(*METRICS, "temporal")), "precision": Cli(choices=PRECISIONS),
         "progress": Cli(omit="--json turns the progress bars off"),
     },
     EvaluateOptions: {"grounding": Cli(metavar="G.pt")},

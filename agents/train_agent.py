@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from wm_gym.device import PRECISIONS
+from wm_gym.device import check_precision
 from wm_gym.io import atomic_path
 
 ALGOS = ("ppo", "sac")
@@ -151,10 +151,9 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
         raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
     if config.grounding and config.action_space != "latent":
         raise ValueError("grounding maps latent actions to real ones: give it only with action_space='latent'")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {config.precision!r}")
+    precision = check_precision(config.precision)
     world_model = load_model(config.model, config.device)
-    world_model.precision = config.precision
+    world_model.precision = precision
     if config.grounding:  # fail now, not after training, if it belongs to another model
         from wm_gym.grounding import Grounding
 

@@ -7,8 +7,8 @@ A latent action can explain the change exactly; without one, the best guess is c
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 import math
+from dataclasses import replace
 
 import pytest
 import torch

@@ -33,15 +33,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; ValueError otherwise (before any work is done)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
 def use_bf16(precision: str, device: torch.device, training: bool = False) -> bool:
     """Whether to autocast to bf16. ``"bf16"``/``"fp32"`` force it; ``"auto"`` picks it where it was measured
     to pay: CUDA, and for training also a CPU with AMX bf16 units (``benchmarks/train_speed.py`` on the 2-core
     Xeon: encoder 1.8x, latent 1.4x, flow and controller 1.1x, temporal head 1.7x per step, with
     attention kept in fp32 on the CPU, see ``wm_gym.nn.Attention``; quality A/B in docs/results.md).
     Imagination and planning on a CPU stay fp32 under ``auto``."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
-    if precision != "auto":
+    if check_precision(precision) != "auto":
         return precision == "bf16"
     return device.type == "cuda" or (training and device.type == "cpu" and cpu_has_amx_bf16())
 

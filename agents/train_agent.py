@@ -41,7 +41,7 @@ class AgentConfig:
     seed: int = 0
     device: str = "auto"             # world model (imagination) device: auto | cpu | cuda
     policy_device: str = "cpu"       # where the SB3 policy runs (its MLPs are faster on CPU at these sizes)
-    precision: str = "auto"          # imagination's dynamics autocast: auto (bf16 on CUDA, fp32 on a CPU) | bf16
+    precision: str = "auto"          # imagination's dynamics autocast: auto (bf16 on CUDA and AMX CPUs) | bf16
                                      # (on a CPU with AMX ~1.7x faster steps, same agents on `wall`) | fp32
     task: str = "goal"               # goal | demo (what the policy is shown besides its features)
     action_space: str = "sim"        # sim: real action chunks (needs a trained controller) | latent: the model's

@@ -49,7 +49,7 @@ from wm_gym.io import atomic_path
 RECIPES = {
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="fast", base_dynamics=100,
                  distance_steps=6000, distance_imagined=0.0),
-    "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100,
+    "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="fast", base_dynamics=100,
                       distance_steps=6000, distance_imagined=0.5, base_data=("random", "expert"),
                       dynamics_data=("random", "expert"), base_history=3,
                       rollout_finetune=((1000, 1e-4, 3), (1000, 1e-4, 5))),

@@ -42,7 +42,7 @@ def test_imagined_step_flops_scale_with_the_batch(world):
 
 
 def test_imagined_step_flops_include_the_reprojection(world):
-    """With re-projection on, the pixel decoder and the encoder run each step and their FLOPs are counted."""
+    """With re-projection on, the decoder and the encoder run each step and their FLOPs are counted."""
     model = WorldModel.load(world.path)
     plain = bench.imagine_step_flops(model, num_envs=4)
     model.config.reproject = True
@@ -50,7 +50,7 @@ def test_imagined_step_flops_include_the_reprojection(world):
     reprojected = bench.imagine_step_flops(model, num_envs=4)
     parts = bench.imagine_step_breakdown(model, num_envs=4, steps=2, warmup=1)
     assert reprojected > plain
-    assert parts["flops"]["pixel_decoder"] > 0 and parts["flops"]["encoder_reprojection"] > 0
+    assert parts["flops"]["reprojection"] == pytest.approx(reprojected - plain)
     assert sum(parts["flops"].values()) == reprojected  # the parts cover every counted FLOP of the step
 
 
@@ -60,9 +60,9 @@ def test_step_breakdown_names_the_parts_it_called(world):
     time_ms = parts["time_ms"]
     # the tiny model does not re-project, and the env's default mode is the controller: no decoder, no flow
     assert {"controller", "latent_decoder", "reward", "termination", "other", "total"} <= set(time_ms)
-    assert not {"pixel_decoder", "encoder_reprojection", "flow"} & set(time_ms)
+    assert not {"reprojection", "flow"} & set(time_ms)
     assert time_ms["total"] == pytest.approx(sum(v for k, v in time_ms.items() if k != "total"), abs=0.05)
-    assert "decode" not in vars(model.encoder) and "forward" not in vars(model.controller)  # wrappers were removed
+    assert "reproject" not in vars(model.encoder) and "forward" not in vars(model.controller)  # wrappers were removed
 
 
 # ----- the GEMM peak --------------------------------------------------------------------------------------
@@ -100,3 +100,19 @@ def test_bench_json_reports_flops_peak_and_breakdown_per_model(capsys, world, tm
     first = result["models"][str(world.path)]
     for key in ("imagine_steps_per_s", "repeats", "feature_sim_steps_per_s", "ratios"):
         assert result[key] == first[key]
+
+
+def test_bench_precision_sets_every_imagination_timings_autocast(capsys, world, monkeypatch):
+    """--precision reaches the model each CPU timing steps, and the report says which precision ran."""
+    from wm_gym.imagine import WMImagineVectorEnv
+
+    seen = []
+    real_step = WMImagineVectorEnv.step
+    monkeypatch.setattr(WMImagineVectorEnv, "step", lambda self, a: seen.append(self.model.uses_bf16) or real_step(self, a))
+    for precision in ("bf16", "fp32"):
+        seen.clear()
+        rc = main(["bench", "--model", str(world.path), "--batch", "4", "--steps", "10", "--sim", "wall", "--no-ppo",
+                   "--device", "cpu", "--repeats", "1", "--peak-seconds", "0.05", "--precision", precision, "--json"])
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["models"][str(world.path)]
+        assert rc == 0 and report["precision"] == {"cpu": precision}
+        assert seen and set(seen) == {precision == "bf16"}

@@ -205,6 +205,33 @@ def test_controller_rejects_bad_input():
         ctrl.loss(s_hist, a, torch.zeros(2, K * D))
 
 
+def test_grouped_controller_reads_token_blocks_learns_the_scene_dependent_mapping_and_costs_less():
+    """context_group=2 on a 4x4 grid: the context is 4 tokens of 4·C, the mapping is still learnt, FLOPs drop."""
+    from wm_gym.bench import count_flops
+
+    sizes = {**SIZES, "n_tokens": 16}
+    torch.manual_seed(0)
+    ctrl = Controller(ControllerConfig(depth=1, context_group=2, **sizes))
+    assert ctrl.context.pos.shape[2] == 4 and ctrl.context.proj.in_features == 4 * C
+
+    def batch(B, g):
+        s_hist = torch.randn(B, H, 16, C, generator=g)
+        a = torch.rand(B, A, generator=g) * 2 - 1
+        return s_hist, a, controller_target(s_hist, a)
+
+    history = fit(ctrl, lambda g: ctrl.loss(*batch(BATCH, g)), 300)
+    assert drop(history) > 5, history[-10:]
+    s_hist, a, target = batch(256, torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        err = (ctrl(s_hist, a) - target).pow(2).mean()
+    ungrouped = Controller(ControllerConfig(depth=1, **sizes))
+    flops = [count_flops(lambda m=m: m(s_hist, a)) for m in (ctrl, ungrouped)]
+    assert err < 0.25 * target.pow(2).mean(), (float(err), float(target.pow(2).mean()))
+    assert flops[0] < 0.6 * flops[1], flops
+    with pytest.raises(ValueError, match="cannot group 8 tokens"):  # refused when built, not at the first step
+        Controller(ControllerConfig(depth=1, context_group=2, **SIZES))
+
+
 # --- ActionPredictor ---------------------------------------------------------------------------
 
 def test_predictor_shapes_proprio_and_determinism():

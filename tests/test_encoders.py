@@ -11,7 +11,7 @@ from wm_gym.device import resolve_device
 from wm_gym.encoders import (ConvEncoder, ConvEncoderConfig, DinoV2Encoder, build_encoder, cached_features,
                              encode_frames, linear_probe_r2)
 from wm_gym.encoders.conv import background_frame
-from wm_gym.train.encoder import reconstruction_loss, train_conv_encoder
+from wm_gym.train.encoder import fit_reprojector, reconstruction_loss, reprojector_objective, train_conv_encoder
 from wm_gym.encoders.dinov2 import resize_pos_grid
 from wm_gym.envs.wall import WallGeometry, render_dots
 
@@ -121,10 +121,12 @@ def wall_data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return train_frames, probe_frames, probe_state
 
 
-def decoded_dot_error(enc: ConvEncoder, frames: np.ndarray, dot_xy: np.ndarray) -> np.ndarray:
-    """Per frame: distance (px) from the true dot centre to the reddest pixel of the reconstruction."""
+def decoded_dot_error(enc: ConvEncoder, frames: np.ndarray, dot_xy: np.ndarray, reprojector: bool = False) -> np.ndarray:
+    """Per frame: distance (px) from the true dot centre to the reddest pixel of the reconstruction (by the
+    decoder, or with ``reprojector`` by the re-projection decoder)."""
     with torch.no_grad():
-        images = enc.decode(enc(torch.from_numpy(frames)))
+        tokens = enc(torch.from_numpy(frames))
+        images = enc.reprojection_decode(tokens).permute(0, 2, 3, 1) if reprojector else enc.decode(tokens)
     size = frames.shape[2]
     row, col = np.divmod((images[..., 0] - images[..., 1]).flatten(1).argmax(1).numpy(), size)
     xy = (np.stack([col, row], -1) + 0.5) * (size + 1) / size - 0.5  # pixel → sim coordinates (wall.py's centres)
@@ -165,6 +167,44 @@ def test_conv_encoder_learns_wall_frames(wall_data, decoder):
     assert loss_trained < loss_init / 6
     assert hit_init < 0.1 and hit_trained > 0.8
     assert r2 > 0.95
+
+
+def test_reprojector_fits_the_frozen_encoder_and_re_projection_goes_through_it(wall_data):
+    """The conv decoder shapes the features; the patch reprojector, fitted afterwards, must leave them alone,
+    learn to draw the dot, and be what ``reproject`` decodes with (issue 29)."""
+    train_frames, probe_frames, probe_state = wall_data
+    config = ConvEncoderConfig(**{**vars(SMALL), "reprojector": "patch"})
+    enc = train_conv_encoder(train_frames, config=config, steps=120, batch_size=32, seed=0, device="cpu", progress=False)
+    frames = torch.from_numpy(probe_frames)
+    with torch.no_grad():
+        tokens = enc(frames)
+        via_decoder = enc.encode_images(enc.decode(tokens).permute(0, 3, 1, 2))
+        assert not torch.allclose(enc.reproject(tokens), via_decoder)  # re-projection uses the reprojector
+    pyramid = {k: v.clone() for k, v in enc.state_dict().items() if not k.startswith("reprojector.")}
+    miss_before = (decoded_dot_error(enc, probe_frames, probe_state, reprojector=True) >= 2).mean()
+    loss, _ = reprojector_objective(enc, frames, batch_size=len(frames))
+    with torch.no_grad():
+        before = float(loss(frames)[0])
+    fit_reprojector(enc, train_frames, steps=150, batch_size=32, seed=0, progress=False)
+    with torch.no_grad():
+        after = float(loss(frames)[0])
+        assert torch.equal(enc(frames), tokens)  # the features are the trained encoder's, untouched
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in pyramid.items())
+    assert not any(p.requires_grad for p in enc.parameters())
+    hit = (decoded_dot_error(enc, probe_frames, probe_state, reprojector=True) < 2).mean()
+    print(f"reprojector loss {before:.4f} → {after:.4f}; dot ≤ 2 px {1 - miss_before:.2f} → {hit:.2f}")
+    assert after < before / 5 and miss_before > 0.9 and hit > 0.8
+
+
+def test_reprojector_config_is_checked_and_hashed_only_when_set():
+    plain = ConvEncoder(ConvEncoderConfig(image_size=32, grid=8, dim=16, width=16))
+    assert plain.reprojector is None and "reprojector" not in plain.identity_config()  # older files hash the same
+    with_one = ConvEncoder(ConvEncoderConfig(image_size=32, grid=8, dim=16, width=16, reprojector="patch"))
+    assert with_one.identity_config()["reprojector"] == "patch" and with_one.identity() != plain.identity()
+    with pytest.raises(ValueError, match="reprojector must be None or 'patch'"):
+        ConvEncoder(ConvEncoderConfig(reprojector="conv"))
+    with pytest.raises(ValueError, match="no reprojector to fit"):
+        reprojector_objective(plain, torch.zeros(4, 32, 32, 3, dtype=torch.uint8), batch_size=2)
 
 
 def test_patch_decoder_shapes_and_no_layer_above_token_resolution():
@@ -354,3 +394,18 @@ def test_cached_features_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         cached_features(other, frames, path, device="cpu", progress=False)
     assert [p.name for p in tmp_path.iterdir()] == ["feats.pt"] and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("reprojector", [None, "patch"])
+def test_reproject_is_encode_of_the_clamped_decode_and_passes_gradients(reprojector):
+    """``reproject`` skips the background round trip and clamps in place; it must equal the composition it stands
+    for, also where the decoder's output leaves [0, 1] (clamped pixels), and carry gradients to the tokens."""
+    enc = ConvEncoder(ConvEncoderConfig(image_size=32, grid=8, dim=16, width=16, reprojector=reprojector))
+    enc.background.copy_(torch.rand(3, 32, 32))
+    tokens = (3 * torch.randn(4, 64, 16)).requires_grad_(True)  # large: many decoded pixels fall outside [0, 1]
+    raw = enc.reprojection_decode(tokens, clamp=False)
+    assert ((raw < 0) | (raw > 1)).float().mean() > 0.01
+    torch.testing.assert_close(enc.reproject(tokens), enc.encode_images(enc.reprojection_decode(tokens)),
+                               atol=1e-5, rtol=1e-5)
+    enc.reproject(tokens).square().sum().backward()
+    assert torch.isfinite(tokens.grad).all() and tokens.grad.abs().sum() > 0

@@ -546,7 +546,8 @@ def test_shipped_pusht_model_passes_the_env_checker_offline():
 
 
 def test_shipped_wall_model_is_the_fast_preset_and_the_only_wall_entry():
-    """The default is the `fast` preset (a width-16 conv-pyramid encoder, a grouped latent decoder) on Wall-v1."""
+    """The default is the `fast` preset (a width-16 conv-pyramid encoder with a patch reprojector, a grouped latent
+    decoder, a controller over grouped context) on Wall-v1."""
     from wm_gym.train.world_model import PRESETS
     from wm_gym.zoo import MODELS
 
@@ -555,6 +556,7 @@ def test_shipped_wall_model_is_the_fast_preset_and_the_only_wall_entry():
     fast = PRESETS["fast"]
     assert wm.config.encoder_config == dict(fast.encoder, image_size=64) and wm.meta.train_info["preset"] == "fast"
     assert wm.latent_model.config.dec_group == 2 and wm.meta.env_id == "wm_gym/Wall-v1" and wm.reprojects
+    assert wm.config.controller_config == fast.controller and wm.encoder.reprojector is not None
 
 
 def test_corrupt_model_files_raise_value_error(world, tmp_path):
@@ -587,10 +589,12 @@ def test_model_without_a_bank_needs_demos(world, model):
 
 
 def test_shipped_pointmaze_model_reads_three_frames():
-    """The pointmaze zoo model keeps a 3-frame history (the ball's velocity) and steps in imagination."""
+    """The pointmaze zoo model is a `fast` PointMaze-v1 model with a 3-frame history (the ball's velocity), and it
+    steps in imagination."""
     env = gym.make("WMImagine-v0", model="pointmaze", device="cpu")
     wm = env.unwrapped.model
     assert wm.meta.sim == "pointmaze" and wm.config.history == 3
+    assert wm.meta.env_id == "wm_gym/PointMaze-UMaze-v1" and wm.meta.train_info["preset"] == "fast"
     assert env.unwrapped.vec.horizon == 100 // wm.config.frameskip
     obs, _ = env.reset(seed=1)
     for _ in range(3):

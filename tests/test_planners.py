@@ -88,6 +88,25 @@ def test_plan_cli_reports_success_and_seconds_per_plan(tiny_imagine_world, capsy
     assert [e["seed"] for e in out["per_episode"]] == [1000, 1001]
 
 
+def test_plan_cli_precision_sets_the_planning_models_autocast(tiny_imagine_world, capsys, monkeypatch):
+    import json
+
+    from wm_gym.cli import main
+    from wm_gym.world_model import WorldModel
+
+    seen = []
+    real_rollout = WorldModel.rollout
+    monkeypatch.setattr(WorldModel, "rollout", lambda self, *a, **kw: seen.append(self.uses_bf16) or real_rollout(self, *a, **kw))
+    for precision in ("bf16", "fp32"):
+        seen.clear()
+        rc = main(["plan", "--model", str(tiny_imagine_world.path), "--planner", "cem", "--samples", "8", "--elites",
+                   "2", "--iterations", "1", "--horizon", "2", "--episodes", "1", "--max-steps", "1", "--precision",
+                   precision, "--device", "cpu", "--json"])
+        out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert rc == 0 and out["precision"] == precision
+        assert seen and set(seen) == {precision == "bf16"}  # every planning rollout ran in that precision
+
+
 def test_plan_cli_dino_wm_budget_replans_every_five_chunks(tiny_imagine_world, capsys):
     import json
 

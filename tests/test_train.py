@@ -75,8 +75,9 @@ def test_losses_actually_drop(wall_data, tmp_path):
     assert _drop(trainer_history["controller"]) > 1.3
 
 
-def test_rollout_shapes_and_gradient_wrt_actions(tiny_model):
+def test_rollout_shapes_and_gradient_wrt_actions(tiny_model, monkeypatch):
     model, _ = tiny_model
+    monkeypatch.setattr(model, "precision", "fp32")  # compared with fp32 compositions below (auto is bf16 on AMX CPUs)
     s = torch.randn(3, 1, model.n_tokens, model.dim)
     actions = torch.zeros(3, 4, 10, requires_grad=True)
     preds = model.rollout(s, actions)
@@ -253,6 +254,20 @@ def test_cli_eval_wm_json(tiny_model, wall_data, tmp_path, capsys):
     assert (tmp_path / "vid" / "imagined_vs_true.png").stat().st_size > 0
 
 
+def test_cli_eval_wm_precision_sets_the_rollouts_autocast(tiny_model, wall_data, capsys):
+    _, path = tiny_model
+    results = {}
+    for precision in ("fp32", "bf16"):
+        assert cli_main(["eval-wm", "--model", str(path), "--data", str(wall_data), "--windows", "16",
+                         "--precision", precision, "--device", "cpu", "--json"]) == 0
+        results[precision] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert results["fp32"]["precision"] == "fp32" and results["bf16"]["precision"] == "bf16"
+    fp32, bf16 = (results[p]["mse_by_horizon"]["5"] for p in ("fp32", "bf16"))
+    assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=0.1)  # bf16 really ran, and stays close
+    with pytest.raises(SystemExit):
+        cli_main(["eval-wm", "--model", str(path), "--data", str(wall_data), "--precision", "fp16"])
+
+
 def test_torchrun_ddp_two_cpu_processes(wall_data, tmp_path):
     out = tmp_path / "ddp.pt"
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -286,7 +301,10 @@ def test_init_from_reuses_encoder_and_latents_and_trains_dynamics(tiny_model, wa
 def test_cli_stage_steps_must_name_a_stage(tmp_path, capsys):
     from wm_gym.cli import _stage_steps, main
 
-    assert _stage_steps("flow=1000") == ("flow", 1000)
+    from wm_gym.train.world_model import PRESETS, STAGES
+
+    assert _stage_steps("flow=1000") == ("flow", 1000) and _stage_steps("reprojector=50") == ("reprojector", 50)
+    assert all(tuple(preset.stages) == STAGES for preset in PRESETS.values())  # every stage can be named
     rc = main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--stage-steps", "bogus=3"])
     assert rc == 2 and "--stage-steps takes STAGE=N" in capsys.readouterr().err
 
@@ -328,12 +346,17 @@ def test_eval_wm_video_for_a_dinov2_world_model(wall_data, tmp_path):
 
 
 # ----- bf16 autocast and torch.compile ----------------------------------------------------------------------------
-def test_bf16_rollout_is_close_to_fp32_differentiable_and_returns_fp32(tiny_model):
+def test_bf16_rollout_is_close_to_fp32_differentiable_and_returns_fp32(tiny_model, monkeypatch):
+    from wm_gym import device
+
     model, _ = tiny_model
     g = torch.Generator().manual_seed(0)
     s = torch.randn(4, model.config.history, model.n_tokens, model.dim, generator=g)
     actions = (torch.rand(4, 3, model.config.action_dim, generator=g) * 2 - 1).requires_grad_(True)
-    assert model.precision == "auto" and not model.uses_bf16  # auto: fp32 on CPU
+    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: True)
+    assert model.precision == "auto" and model.uses_bf16  # auto: bf16 on a CPU with AMX ...
+    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: False)
+    assert not model.uses_bf16  # ... fp32 on one without
     fp32 = model.rollout(s, actions)
     model.precision = "bf16"
     try:
@@ -373,17 +396,22 @@ def test_training_runs_with_bf16_autocast_and_torch_compile(tiny_model, wall_dat
                                       device="cpu", progress=False, init_from=str(path), precision="half"))
 
 
-def test_fast_preset_trains_a_grouped_decoder_model_that_reprojects_and_round_trips(wall_data, tmp_path):
+def test_fast_preset_trains_a_grouped_model_with_a_reprojector_and_round_trips(wall_data, tmp_path):
     out = tmp_path / "fast.pt"
     model = train_world_model(TrainConfig(data=str(wall_data), out=str(out), preset="fast", steps=2, device="cpu",
                                           progress=False))
     assert model.config.encoder_config["width"] == 16 and model.latent_model.decoder.group == 2
     assert model.latent_model.decoder.embed.pos.shape[2] == model.n_tokens // 4  # the decoder reads 2x2 groups
+    assert model.controller.context.pos.shape[2] == model.n_tokens // 4  # so does the controller's context
+    assert model.encoder.reprojector is not None and "reprojector" in model.meta.train_info["stage_seconds"]
     assert model.meta.train_info["reproject"]["checked"]  # it can re-project; training kept the better setting
     model.config.reproject = True
     assert model.reprojects
     loaded = WorldModel.load(out)
     assert loaded.encoder.identity() == model.encoder.identity()
+    frames = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
+    torch.testing.assert_close(loaded.project_to_frames(loaded.encode(frames)),  # the reprojector re-projects
+                               loaded.normalize(loaded.encoder.reproject(loaded.encoder(frames))), atol=1e-4, rtol=1e-4)
     s = loaded.encode(torch.zeros(2, 64, 64, 3, dtype=torch.uint8))[:, None]
     assert loaded.step(s, torch.zeros(2, loaded.config.action_dim)).shape == (2, loaded.n_tokens, loaded.dim)
 

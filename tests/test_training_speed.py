@@ -276,7 +276,7 @@ def test_pointmaze_recipe_trains_on_random_and_expert_data_then_fine_tunes_open_
         assert list(args[1:5]) == both and args[args.index("--history") + 1] == "3"
     flag = lambda args, name: args[args.index(name) + 1]  # noqa: E731
     assert list(tune3[3:7]) == both and flag(tune3, "--horizon") == "3" and flag(tune5, "--horizon") == "5"
-    assert flag(tune3, "--model").endswith("pointmaze-rla-small-ft.pt")
+    assert flag(tune3, "--model").endswith("pointmaze-rla-fast-ft.pt")
     assert flag(tune5, "--model") == flag(tune3, "--out") and flag(calibrate, "--model") == flag(tune5, "--out")
     seconds = WorldModel.load(tmp_path / "zoo" / "pointmaze.pt").meta.train_info["recipe_seconds"]
     assert {"rollout fine-tune 1 (horizon 3)", "rollout fine-tune 2 (horizon 5)"} <= set(seconds)

@@ -179,12 +179,12 @@ def imagine_step_parts(envs) -> list[tuple[str, Any, str]]:
     """(label, owner, attribute) of each part of one imagined step that the env calls by that name.
 
     Parts the model does not have (no flow, no predictor) are left out; parts the step does not call
-    (the flow in controller mode, the pixel decoder without re-projection) simply record no calls.
+    (the flow in controller mode, the re-projection when the model does not re-project) simply record no calls.
     """
     model = envs.model
     parts = [("controller", model.controller, "forward"), ("flow", model.flow, "sample"),
              ("predictor", model.predictor, "forward"), ("latent_decoder", model.latent_model, "decode"),
-             ("pixel_decoder", model.encoder, "decode"), ("encoder_reprojection", model.encoder, "encode_images"),
+             ("reprojection", model.encoder, "reproject"),
              ("reward", envs, "reward_fn"), ("termination", model, "goal_distance")]  # the success test
     return [(label, owner, attr) for label, owner, attr in parts if owner is not None and hasattr(owner, attr)]
 

@@ -81,10 +81,11 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _stage_steps(text: str) -> tuple[str, int]:
+    from wm_gym.train.world_model import STAGES
+
     name, _, steps = text.partition("=")
-    if not steps.isdigit() or name not in ("encoder", "latent", "flow", "controller", "predictor"):
-        raise ValueError(f"--stage-steps takes STAGE=N with STAGE one of encoder, latent, flow, controller, predictor; "
-                         f"got {text!r}")
+    if not steps.isdigit() or name not in STAGES:
+        raise ValueError(f"--stage-steps takes STAGE=N with STAGE one of {', '.join(STAGES)}; got {text!r}")
     return name, int(steps)
 
 
@@ -97,8 +98,10 @@ def cmd_eval_wm(args: argparse.Namespace) -> dict[str, Any]:
 
     device, _ = setup_device(args.device)
     model = WorldModel.load(resolve_model(args.model), device=device)
-    return evaluate_world_model(model, args.data, mode=args.mode, seed=args.seed, video_dir=args.video,
-                                max_windows=args.windows)
+    model.precision = args.precision
+    result = evaluate_world_model(model, args.data, mode=args.mode, seed=args.seed, video_dir=args.video,
+                                  max_windows=args.windows)
+    return {"precision": "bf16" if model.uses_bf16 else "fp32", **result}
 
 
 # ----- plan ----------------------------------------------------------------------------------
@@ -157,11 +160,13 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.zoo import load_model
 
     model = load_model(args.model, args.device)
+    model.precision = args.precision
     planner = _cli_planner(args)(model)
     result = evaluate_policy(planner, model, args.env, episodes=args.episodes, seed=args.seed, batch=args.episodes,
                              max_steps=args.max_steps, video_dir=args.video, budget=args.budget, look=args.look)
     steered = getattr(planner, "waypoint_fraction", None)  # share of planning calls' rows aimed at a waypoint
     return {"planner": args.planner, "mpc": args.mpc, "execute": _planner_config(args).execute,
+            "precision": "bf16" if model.uses_bf16 else "fp32",
             "terminal": args.terminal, "prior": args.prior, "seconds_per_plan": round(planner.seconds_per_plan, 4),
             "plans": len(planner.plan_seconds), **({"waypoint_fraction": round(sum(steered) / len(steered), 4)}
                                                    if steered else {}), **result}
@@ -254,7 +259,7 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
                        "real sim = chunk + render + encoder; flops_per_step: one batched imagined step (matmuls, "
                        "convs, attention; 2 per multiply-add), flops_per_agent_step = that / batch; "
                        "fraction_of_peak = flops_per_agent_step x imagine cpu steps/s / gemm_peak_flops, the median "
-                       "CPU fp32 GEMM peak of the probes alternated with that model's repeats (top level: of all); "
+                       "CPU fp32 GEMM peak (also when precision says the dynamics ran in bf16) of the probes alternated with that model's repeats (top level: of all); "
                        "time_breakdown_ms: one batched CPU step, part by part; top-level imagine_steps_per_s, "
                        "repeats, feature_sim_steps_per_s, ratios, ppo_steps_per_s: the first model's")
     return result
@@ -281,14 +286,19 @@ def bench_model(name: str, args: argparse.Namespace, cuda_peaks: dict[str, float
     import torch
 
     from wm_gym import bench
-    from wm_gym.device import use_bf16
     from wm_gym.zoo import load_model
 
     model = load_model(name, "cpu")
-    runs = bench_repeats(name, args, first_pointmaze, pointmaze)
-    out: dict[str, Any] = {"imagine_steps_per_s": {"cpu": float(np.median(runs["imagine_cpu"]))}}
+    model.precision = args.precision  # every CPU measurement below steps this model
+    runs = bench_repeats(model, args, first_pointmaze, pointmaze)
+    out: dict[str, Any] = {"imagine_steps_per_s": {"cpu": float(np.median(runs["imagine_cpu"]))},
+                           "precision": {"cpu": "bf16" if model.uses_bf16 else "fp32"}}
     if torch.cuda.is_available() and args.device != "cpu":
-        out["imagine_steps_per_s"]["cuda"] = bench.imagine_steps_per_s(name, args.batch, device="cuda", seed=args.seed)
+        cuda_model = load_model(name, "cuda")
+        cuda_model.precision = args.precision
+        out["imagine_steps_per_s"]["cuda"] = bench.imagine_steps_per_s(cuda_model, args.batch, device="cuda",
+                                                                       seed=args.seed)
+        out["precision"]["cuda"] = "bf16" if cuda_model.uses_bf16 else "fp32"
     out["repeats"] = runs
     sim, fs, cpu = model.meta.sim, model.config.frameskip, out["imagine_steps_per_s"]["cpu"]
     out["feature_sim_steps_per_s"] = {sim: bench.feature_sim_steps_per_s(model, seed=args.seed)}
@@ -298,15 +308,15 @@ def bench_model(name: str, args: argparse.Namespace, cuda_peaks: dict[str, float
         "imagine_cpu_sim_time_vs_pointmaze": round(cpu * fs / median_pm, 1) if median_pm else None,
         f"imagine_cpu_vs_{sim}_feature_sim": round(cpu / out["feature_sim_steps_per_s"][sim], 1),
     }
-    flops = bench.imagine_step_flops(name, args.batch, seed=args.seed)
+    flops = bench.imagine_step_flops(model, args.batch, seed=args.seed)
     peak = round(float(np.median(runs["gemm_peak_cpu"])))
     out.update(flops_per_step=flops, flops_per_agent_step=round(flops / args.batch), gemm_peak_flops=peak,
                fraction_of_peak=round(bench.fraction_of_peak(flops, args.batch, cpu, peak), 4))
     if "cuda" in out["imagine_steps_per_s"]:  # against the peak of the dtype the dynamics run in there
-        peak = cuda_peaks["cuda_bf16" if use_bf16(model.precision, torch.device("cuda")) else "cuda_fp32"]
+        peak = cuda_peaks[f"cuda_{out['precision']['cuda']}"]
         out["fraction_of_peak_cuda"] = round(
             bench.fraction_of_peak(flops, args.batch, out["imagine_steps_per_s"]["cuda"], peak), 4)
-    breakdown = bench.imagine_step_breakdown(name, args.batch, seed=args.seed)
+    breakdown = bench.imagine_step_breakdown(model, args.batch, seed=args.seed)
     out["time_breakdown_ms"], out["flops_breakdown"] = breakdown["time_ms"], breakdown["flops"]
     if not args.no_ppo:
         ppo = {w: bench.ppo_steps_per_s(model, w, seed=args.seed) for w in ("imagine", "sim")}
@@ -314,7 +324,7 @@ def bench_model(name: str, args: argparse.Namespace, cuda_peaks: dict[str, float
     return out
 
 
-def bench_repeats(name: str, args: argparse.Namespace, first_pointmaze: float | None,
+def bench_repeats(model, args: argparse.Namespace, first_pointmaze: float | None,
                   pointmaze: bool) -> dict[str, list[float]]:
     """CPU imagination, the CPU fp32 GEMM peak and (with ``pointmaze``) PointMaze pixel steps, timed alternately
     ``--repeats`` times each and compared by their medians, so a slow spell of a shared machine hits all sides
@@ -324,7 +334,7 @@ def bench_repeats(name: str, args: argparse.Namespace, first_pointmaze: float | 
     runs: dict[str, list[float]] = {"imagine_cpu": [], "pointmaze": [first_pointmaze] if first_pointmaze else [],
                                     "gemm_peak_cpu": []}
     for _ in range(args.repeats):
-        runs["imagine_cpu"].append(bench.imagine_steps_per_s(name, args.batch, device="cpu", seed=args.seed))
+        runs["imagine_cpu"].append(bench.imagine_steps_per_s(model, args.batch, device="cpu", seed=args.seed))
         runs["gemm_peak_cpu"].append(round(bench.gemm_peak_flops("cpu", "fp32", seconds=args.peak_seconds)))
         if pointmaze and len(runs["pointmaze"]) < args.repeats:
             runs["pointmaze"].append(round(bench.sim_steps_per_s("pointmaze", args.steps, args.seed), 1))

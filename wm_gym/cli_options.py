@@ -129,6 +129,7 @@ class EvalWmOptions:
     video: str | None = None        # folder for imagined-vs-true mp4 and PNG
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"         # the model's autocast in the rollouts (auto: bf16 on CUDA and AMX CPUs) | bf16 | fp32
 
 
 @dataclass
@@ -202,6 +203,7 @@ class RealRunOptions:
 @dataclass
 class PlanOptions:
     model: str = "wall"             # world model: zoo name or file
+    precision: str = "auto"         # the model's autocast while planning (auto: bf16 on CUDA and AMX CPUs) | bf16 | fp32
 
 
 @dataclass
@@ -234,6 +236,8 @@ class BenchOptions:
     batch: int = 256                # imagined envs stepped together
     device: str = "auto"            # auto: CPU, plus CUDA when present; cpu: CPU only
     no_ppo: bool = False            # skip the SB3 PPO end-to-end timing
+    precision: str = "auto"         # the models' autocast in every imagination timing (auto: bf16 on CUDA and AMX
+                                    # CPUs, as imagination runs by default) | bf16 | fp32; reported per model
     steps: int = 300                # steps timed per sim
     repeats: int = 3                # imagination and PointMaze pixel steps are timed alternately this many times;
                                     # medians are compared
@@ -276,7 +280,9 @@ FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
     TrainOptions: {"stage_steps": Cli(metavar="STAGE=N")},
     FinetuneConfig: {"progress": Cli(omit="--json turns the progress bars off")},
     TemporalDistanceConfig: {"precision": Cli(choices=PRECISIONS)},
-    EvalWmOptions: {"mode": Cli(choices=STEP_MODES)},
+    EvalWmOptions: {"mode": Cli(choices=STEP_MODES), "precision": Cli(choices=PRECISIONS)},
+    PlanOptions: {"precision": Cli(choices=PRECISIONS)},
+    BenchOptions: {"precision": Cli(choices=PRECISIONS)},
     CalibrateOptions: {"metric": Cli(choices=(*METRICS, "temporal"))},
     AgentConfig: {
         "out": Cli(required=True), "algo": Cli(choices=ALGOS), "task": Cli(choices=TASKS),

@@ -40,15 +40,16 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def use_bf16(precision: str, device: torch.device, training: bool = False) -> bool:
+def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether to autocast to bf16. ``"bf16"``/``"fp32"`` force it; ``"auto"`` picks it where it was measured
-    to pay: CUDA, and for training also a CPU with AMX bf16 units (``benchmarks/train_speed.py`` on the 2-core
-    Xeon: encoder 1.8x, latent 1.4x, flow and controller 1.1x, temporal head 1.7x per step, with
-    attention kept in fp32 on the CPU, see ``wm_gym.nn.Attention``; quality A/B in docs/results.md).
-    Imagination and planning on a CPU stay fp32 under ``auto``."""
+    to pay and to lose nothing: CUDA, and a CPU with AMX bf16 units. On the 2-core Xeon, training
+    (``benchmarks/train_speed.py``): encoder 1.8x, latent 1.4x, flow and controller 1.1x, temporal head 1.7x per
+    step, with attention kept in fp32 on the CPU (``wm_gym.nn.Attention``); imagination 1.3-1.4x steps/s on the
+    `wall` model. Agents trained in bf16 imagination, bf16 open-loop error and bf16 planning matched fp32 on the
+    same seeds (docs/results.md, issue 29)."""
     if check_precision(precision) != "auto":
         return precision == "bf16"
-    return device.type == "cuda" or (training and device.type == "cpu" and cpu_has_amx_bf16())
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_amx_bf16())
 
 
 @functools.lru_cache(maxsize=1)

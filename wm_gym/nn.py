@@ -163,16 +163,27 @@ class Transformer(nn.Module):
         return x
 
 
+def grouped_shape(n_tokens: int, dim: int, group: int) -> tuple[int, int]:
+    """(tokens, channels) of :func:`group_tokens`' output for N = ``n_tokens`` tokens of ``dim`` channels; raises
+    unless the tokens form a square grid whose side ``group`` divides (models call it when they are built); any
+    N for ``group`` 1, which leaves the tokens as they are."""
+    if group == 1:
+        return n_tokens, dim
+    side = math.isqrt(n_tokens)
+    if group < 1 or side * side != n_tokens or side % group:
+        raise ValueError(f"cannot group {n_tokens} tokens in {group}x{group} blocks: needs a square grid whose side "
+                         f"{group} divides")
+    return n_tokens // group**2, dim * group**2
+
+
 def group_tokens(x: Tensor, group: int) -> Tensor:
     """Row-major grid tokens [B, N, C] -> [B, N / group², group² · C]: each group × group block of neighbours becomes
-    one token, so a transformer over them costs ~1/group² as much (the latent decoder's cheap mode)."""
+    one token, so a transformer over them costs ~1/group² as much (the latent decoder's and controller's cheap mode)."""
     if group == 1:
         return x
     B, N, C = x.shape
-    side = math.isqrt(N)
-    if side * side != N or side % group:
-        raise ValueError(f"cannot group {N} tokens in {group}x{group} blocks: needs a square grid whose side {group} divides")
-    k = side // group
+    grouped_shape(N, C, group)
+    k = math.isqrt(N) // group
     return x.reshape(B, k, group, k, group, C).permute(0, 1, 3, 2, 4, 5).reshape(B, k * k, group * group * C)
 
 

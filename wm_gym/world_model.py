@@ -106,7 +106,7 @@ class WorldModel(nn.Module):
         self.register_buffer("action_high", high.repeat(config.frameskip).float())
         shared = dict(n_tokens=n, dim=c, history=config.history, action_dim=config.action_dim)
         self.bank: DemoBank | None = None  # demos for imagination envs (starts, goals, aligned rewards)
-        self.precision = "auto"  # dynamics autocast: "auto" (bf16 on CUDA, fp32 elsewhere) | "bf16" | "fp32"
+        self.precision = "auto"  # dynamics autocast: "auto" (bf16 on CUDA and AMX CPUs, device.use_bf16) | "bf16" | "fp32"
         self._compiled = self._dynamics_step  # the dynamics call, replaced by compile_dynamics()
         self.latent_model: LatentActionAutoencoder | None = None
         self.flow: FlowDynamics | None = None
@@ -166,16 +166,16 @@ class WorldModel(nn.Module):
     def reprojects(self) -> bool:
         """``config.reproject``, where the encoder can do it (it needs a pixel decoder): rollouts then snap
         every prediction back onto encodable frames with :meth:`project_to_frames`."""
-        return self.config.reproject and hasattr(self.encoder, "decode") and hasattr(self.encoder, "encode_images")
+        return self.config.reproject and hasattr(self.encoder, "reproject")
 
     def project_to_frames(self, s: Tensor) -> Tensor:
         """ŝ → φ(decode(ŝ)), differentiable: keeps open-loop rollouts on the manifold of real frames.
 
         Without it small errors compound off-distribution (on Wall, horizon-5 error vs copy-last
-        falls from 0.49 to 0.25 with it); see README "World models".
+        falls from 0.49 to 0.25 with it); see README "World models". The encoder decides which of its
+        decoders re-projects (``ConvEncoderConfig.reprojector``).
         """
-        images = self.encoder.decode(self.denormalize(s)).permute(0, 3, 1, 2)
-        return self.normalize(self.encoder.encode_images(images))
+        return self.normalize(self.encoder.reproject(self.denormalize(s)))
 
     def scale_actions(self, a: Tensor) -> Tensor:
         """Sim-unit action chunks [..., A] → [-1, 1], the range the dynamics were trained on."""
@@ -207,7 +207,7 @@ class WorldModel(nn.Module):
         return use_bf16(self.precision, self.device)
 
     def autocast(self):
-        """bf16 autocast for the dynamics where it pays (CUDA), per ``precision``; outputs come back fp32."""
+        """bf16 autocast for the dynamics where it pays (CUDA, AMX CPUs), per ``precision``; outputs come back fp32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16)
 
     def compile_dynamics(self, backend: str = "inductor", **kwargs) -> "WorldModel":

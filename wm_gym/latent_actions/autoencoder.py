@@ -16,7 +16,7 @@ from torch import Tensor
 
 from wm_gym.latent_actions.regularizers import REGULARIZERS, LatentBottleneck
 from wm_gym.latent_actions.seq_delta_repa import SeqDeltaRepa
-from wm_gym.nn import TokenEmbedding, Transformer, check_shape, group_tokens, to_floats, ungroup_tokens
+from wm_gym.nn import TokenEmbedding, Transformer, check_shape, group_tokens, grouped_shape, to_floats, ungroup_tokens
 
 ENCODER_INPUTS = ("residual", "pair")
 
@@ -82,7 +82,7 @@ class LatentActionDecoder(nn.Module):
     def __init__(self, config: LatentActionConfig):
         super().__init__()
         self.group = config.dec_group
-        group_dim, n_groups = config.dim * self.group ** 2, config.n_tokens // self.group ** 2
+        n_groups, group_dim = grouped_shape(config.n_tokens, config.dim, self.group)
         self.embed = TokenEmbedding(group_dim, config.width, n_groups)
         self.z_embed = TokenEmbedding(config.latent_dim, config.width, config.n_latents)
         self.transformer = Transformer(config.width, config.dec_depth, config.heads, config.mlp_ratio, context_dim=config.width)

@@ -37,6 +37,12 @@ def _as_uint8_tensor(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return frames
 
 
+def _frame_sampler(frames: torch.Tensor, batch_size: int, device: torch.device):
+    def sample(gen: torch.Generator) -> torch.Tensor:
+        return frames[torch.randint(len(frames), (batch_size,), generator=gen)].to(device)
+    return sample
+
+
 def conv_encoder_objective(model: "ConvEncoder", frames: torch.Tensor, batch_size: int, fg_weight: float = 100.0):
     """(loss_fn, sample_fn) for the shared training loop; also stores the background in ``model``.
 
@@ -46,14 +52,28 @@ def conv_encoder_objective(model: "ConvEncoder", frames: torch.Tensor, batch_siz
     background = background_frame(data).to(model.device)
     model.background.copy_(background.permute(2, 0, 1))
 
-    def sample(gen: torch.Generator) -> torch.Tensor:
-        return data[torch.randint(len(data), (batch_size,), generator=gen)].to(model.device)
-
     def loss(batch: torch.Tensor):
         recon = model.decode(model(batch), clamp=False)
         return reconstruction_loss(recon, batch.float() / 255.0, background, fg_weight), {}
 
-    return loss, sample
+    return loss, _frame_sampler(data, batch_size, model.device)
+
+
+def reprojector_objective(model: "ConvEncoder", frames: torch.Tensor, batch_size: int, fg_weight: float = 100.0):
+    """(loss_fn, sample_fn) that fit ``model.reprojector`` to decode the trained, frozen encoder's tokens, with
+    the encoder's own foreground-weighted loss. The encoder must be trained first (its background is set)."""
+    if model.reprojector is None:
+        raise ValueError("this encoder has no reprojector to fit (ConvEncoderConfig.reprojector is None)")
+    data = _as_uint8_tensor(frames)
+    background = model.background.permute(1, 2, 0)
+
+    def loss(batch: torch.Tensor):
+        with torch.no_grad():
+            tokens = model(batch)
+        recon = model.reprojection_decode(tokens, clamp=False).permute(0, 2, 3, 1)
+        return reconstruction_loss(recon, batch.float() / 255.0, background, fg_weight), {}
+
+    return loss, _frame_sampler(data, batch_size, model.device)
 
 
 def train_conv_encoder(
@@ -72,17 +92,34 @@ def train_conv_encoder(
 
     Same seed, data and device → same weights (init and batches come from ``seed``).
     ``steps=0`` returns the seeded random init, a baseline for probes.
-    ``log_dir`` writes TensorBoard scalars under ``losses/encoder/``.
+    ``log_dir`` writes TensorBoard scalars under ``losses/encoder/``. The reprojector, if the config has
+    one, is left at its init: :func:`fit_reprojector` fits it to the trained encoder.
     """
     device = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ConvEncoder(config or ConvEncoderConfig()).to(device)
     loss, sample = conv_encoder_objective(model, frames, batch_size, fg_weight)
-    trainer = Trainer(modules={"encoder": model}, checkpoint=None, device=device, seed=seed,
-                      log_dir=Path(log_dir) if log_dir is not None else None, progress=progress)
-    stage = StageConfig("encoder", steps, lr=lr, batch_size=batch_size, warmup=max(1, min(100, steps // 10)),
-                        grad_clip=0.0, log_every=10)
-    trainer.run(stage, model, loss, sample)
-    trainer.close()
+    _run_stage("encoder", model, model, loss, sample, steps, batch_size, lr, seed, progress, log_dir)
     return model.freeze()
+
+
+def fit_reprojector(encoder: ConvEncoder, frames: np.ndarray | torch.Tensor, steps: int = 800, batch_size: int = 32,
+                    lr: float = 2e-3, seed: int = 0, progress: bool = True, log_dir: str | Path | None = None,
+                    fg_weight: float = 100.0) -> ConvEncoder:
+    """Fit ``encoder.reprojector`` on uint8 frames [M, H, W, 3] with the rest of the encoder frozen (its tokens
+    do not change); returns the encoder, frozen. TensorBoard scalars go under ``losses/reprojector/``."""
+    loss, sample = reprojector_objective(encoder, frames, batch_size, fg_weight)
+    encoder.reprojector.requires_grad_(True)
+    _run_stage("reprojector", encoder, encoder.reprojector, loss, sample, steps, batch_size, lr, seed, progress, log_dir)
+    return encoder.freeze()
+
+
+def _run_stage(name: str, encoder: ConvEncoder, trainable: torch.nn.Module, loss, sample, steps: int, batch_size: int,
+               lr: float, seed: int, progress: bool, log_dir: str | Path | None) -> None:
+    trainer = Trainer(modules={"encoder": encoder}, checkpoint=None, device=encoder.device, seed=seed,
+                      log_dir=Path(log_dir) if log_dir is not None else None, progress=progress)
+    stage = StageConfig(name, steps, lr=lr, batch_size=batch_size, warmup=max(1, min(100, steps // 10)),
+                        grad_clip=0.0, log_every=10)
+    trainer.run(stage, trainable, loss, sample)
+    trainer.close()

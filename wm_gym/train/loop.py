@@ -198,7 +198,7 @@ class Trainer:
             gen.set_state(self._resume["generator"][self.distributed.rank])
             start, curve = self._resume["step"], list(self._resume["curve"])
 
-        bf16 = use_bf16(self.precision, self.device, training=True)
+        bf16 = use_bf16(self.precision, self.device)
         trainable.train()
         bar = tqdm(range(start, stage.steps), desc=stage.name, disable=not (self.progress and self.distributed.is_main),
                    initial=start, total=stage.steps, dynamic_ncols=True)

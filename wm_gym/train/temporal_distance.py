@@ -197,7 +197,7 @@ def fit_temporal_distance(model: WorldModel, data_dirs: Sequence[str | Path],
               "loss_last": float(np.mean(curve[-50:])) if curve else None,
               "episode_rank_correlation": episode_rank_correlation(head, features, lengths),
               "stage_seconds": {k: round(v, 1) for k, v in trainer.seconds.items()},
-              "precision": "bf16" if use_bf16(config.precision, model.device, training=True) else "fp32"}
+              "precision": "bf16" if use_bf16(config.precision, model.device) else "fp32"}
     model.meta.train_info["temporal_distance"] = report
     return report
 

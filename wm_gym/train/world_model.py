@@ -33,7 +33,7 @@ from wm_gym.data.windows import split_episodes
 from wm_gym.device import RankLayout, resolve_device, set_threads, use_bf16
 from wm_gym.encoders.cache import dataset_features, encode_frames
 from wm_gym.train.adversarial import FGSM
-from wm_gym.train.encoder import conv_encoder_objective
+from wm_gym.train.encoder import conv_encoder_objective, reprojector_objective
 from wm_gym.train.feature_windows import FeatureWindows
 from wm_gym.train.launch import launch_ranks
 from wm_gym.train.loop import Distributed, StageConfig, Trainer, setup_device
@@ -43,8 +43,8 @@ from wm_gym.world_model import WorldModel, WorldModelConfig, WorldModelMeta
 @dataclass
 class Preset:
     """Model sizes and stage budgets. ``tiny``: tests; ``small``: ≤30 min on 2 CPU cores; ``fast``: cheap
-    imagination on CPUs with small's agent quality (a width-16 encoder, a latent decoder over 2×2 token groups,
-    width-64 flow); ``base``: GPU."""
+    imagination on CPUs with small's agent quality (a width-16 encoder with a fitted patch reprojector, a latent
+    decoder and a one-block controller over 2×2 token groups, width-64 flow); ``base``: GPU."""
 
     encoder: dict
     latent: dict
@@ -57,12 +57,16 @@ class Preset:
 def _stages(encoder: int, latent: int, flow: int, controller: int, batch: int, lr: float = 3e-4) -> dict[str, StageConfig]:
     return {
         "encoder": StageConfig("encoder", encoder, lr=2e-3, batch_size=batch),
+        "reprojector": StageConfig("reprojector", encoder, lr=2e-3, batch_size=batch),  # encoders that have one
         "latent": StageConfig("latent", latent, lr=lr, batch_size=batch),
         "flow": StageConfig("flow", flow, lr=lr, batch_size=batch),
         "controller": StageConfig("controller", controller, lr=lr, batch_size=batch),
         "predictor": StageConfig("predictor", latent, lr=lr, batch_size=batch),
     }
 
+
+#: The training stages, in order (`--stage-steps STAGE=N` names one).
+STAGES = ("encoder", "reprojector", "latent", "flow", "controller", "predictor")
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -79,12 +83,13 @@ PRESETS: dict[str, Preset] = {
         predictor=dict(width=128, depth=3, heads=4),
         stages=_stages(encoder=600, latent=2500, flow=2500, controller=3000, batch=64),  # ~25 min on 2 CPU cores
     ),
-    "fast": Preset(  # ~2,000 imagined steps/s at batch 256 on 2 CPU cores (`wm-gym bench`), small ~550. The conv
-        # decoder (not the cheaper patch one) trains features that behaviour cloning and the hold reward need, and
-        # width 128 in the latent decoder and controller is what fidelity needs (docs/results.md, issue 29)
-        encoder=dict(grid=8, dim=32, width=16, decoder="conv"),
+    "fast": Preset(  # cheap imagination on CPUs (`wm-gym bench`). The conv decoder (not the cheaper patch one) trains
+        # features that behaviour cloning and the hold reward need; a patch decoder fitted afterwards re-projects; width
+        # 128 in the latent decoder and controller is what fidelity needs, 2×2 token groups make it cheap, and one
+        # controller block does as well as two on the agent table (docs/results.md, issue 29)
+        encoder=dict(grid=8, dim=32, width=16, decoder="conv", reprojector="patch"),
         latent=dict(n_latents=8, latent_dim=16, width=128, enc_depth=2, dec_depth=1, heads=4, dec_group=2),
-        flow=dict(width=64, depth=3, heads=2), controller=dict(width=128, depth=2, heads=4),
+        flow=dict(width=64, depth=3, heads=2), controller=dict(width=128, depth=1, heads=4, context_group=2),
         predictor=dict(width=64, depth=3, heads=2),
         stages=_stages(encoder=1500, latent=2500, flow=2500, controller=3000, batch=64),
     ),
@@ -103,8 +108,8 @@ class TrainConfig:
     data: list[str]                  # dataset directory (wm-gym collect / ingest); several of one sim are trained on
                                      # as one (random data for coverage plus demos for where agents go)
     out: str                         # world-model file to write
-    preset: str = "small"            # tiny: tests (~1 min CPU) | small: <=30 min on 2 CPU cores | fast: ~4x faster
-                                     # imagination on CPUs, small's agent quality (the zoo's wall) | base: GPU
+    preset: str = "small"            # tiny: tests (~1 min CPU) | small: <=30 min on 2 CPU cores | fast: ~5x faster
+                                     # imagination on CPUs, small's agent quality (the zoo's models) | base: GPU
     latent: str = "rla"              # rla: residual latent actions | lam: IDM latent actions | action: DINO-WM-style
                                      # action-conditioned baseline
     regularizer: str = "sparse"      # lam bottleneck: sparse | noisy | vq | none
@@ -402,7 +407,7 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
         "labelled_episodes": len(labelled), "action_labels": config.action_labels, "seed": config.seed,
         "adversarial": config.adversarial,
         "world_size": dist.world_size, "threads_per_rank": torch.get_num_threads(), "device": str(device),
-        "precision": "bf16" if use_bf16(config.precision, device, training=True) else "fp32",
+        "precision": "bf16" if use_bf16(config.precision, device) else "fp32",
         "stage_seconds": {k: round(v, 1) for k, v in trainer.seconds.items()},
         "replica_digests": trainer.replica_digests(model),
         "final_loss": {k: float(np.mean(v[-20:])) for k, v in trainer.history.items() if v},
@@ -536,3 +541,9 @@ def _train_conv_encoder(trainer: Trainer, model: WorldModel, frames: np.ndarray,
     model.encoder.requires_grad_(True)
     trainer.run(stage, model.encoder, loss, sample)
     model.encoder.freeze()
+    if model.encoder.reprojector is not None:  # fitted to the frozen encoder: the features stay the conv decoder's
+        stage = config.stage("reprojector", world_size)
+        loss, sample = reprojector_objective(model.encoder, torch.from_numpy(frames), stage.batch_size)
+        model.encoder.reprojector.requires_grad_(True)
+        trainer.run(stage, model.encoder.reprojector, loss, sample)
+        model.encoder.freeze()

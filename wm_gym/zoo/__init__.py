@@ -10,9 +10,9 @@ from pathlib import Path
 ZOO_DIR = Path(__file__).resolve().parent
 #: name -> file in this folder, with what it was trained on.
 MODELS: dict[str, str] = {
-    "wall": "wall.pt",            # `fast` preset, Wall-v1: the default (agents as good as the `small` model's, ~4x
+    "wall": "wall.pt",            # `fast` preset, Wall-v1: the default (agents as good as the `small` model's, ~6x
                                   # faster imagination on CPUs; docs/results.md, issue 29)
-    "pointmaze": "pointmaze.pt",  # `small` preset, history 3
+    "pointmaze": "pointmaze.pt",  # `fast` preset, history 3, PointMaze-v1 (its close view; random + expert data)
     "pusht": "pusht.pt",          # `fast` preset, history 3, PushT-v1 (collected on the "train" goal split)
 }
 DEFAULT = "wall"

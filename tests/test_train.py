@@ -354,9 +354,9 @@ def test_bf16_rollout_is_close_to_fp32_differentiable_and_returns_fp32(tiny_mode
     s = torch.randn(4, model.config.history, model.n_tokens, model.dim, generator=g)
     actions = (torch.rand(4, 3, model.config.action_dim, generator=g) * 2 - 1).requires_grad_(True)
     monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: True)
-    assert model.precision == "auto" and model.uses_bf16  # auto: bf16 on a CPU with AMX ...
+    assert model.precision == "auto" and model.uses_bf16 and model.precision_in_use == "bf16"  # auto: bf16 with AMX
     monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: False)
-    assert not model.uses_bf16  # ... fp32 on one without
+    assert not model.uses_bf16 and model.precision_in_use == "fp32"  # ... fp32 on a CPU without
     fp32 = model.rollout(s, actions)
     model.precision = "bf16"
     try:

@@ -101,7 +101,7 @@ def cmd_eval_wm(args: argparse.Namespace) -> dict[str, Any]:
     model.precision = args.precision
     result = evaluate_world_model(model, args.data, mode=args.mode, seed=args.seed, video_dir=args.video,
                                   max_windows=args.windows)
-    return {"precision": "bf16" if model.uses_bf16 else "fp32", **result}
+    return {"precision": model.precision_in_use, **result}
 
 
 # ----- plan ----------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
                              max_steps=args.max_steps, video_dir=args.video, budget=args.budget, look=args.look)
     steered = getattr(planner, "waypoint_fraction", None)  # share of planning calls' rows aimed at a waypoint
     return {"planner": args.planner, "mpc": args.mpc, "execute": _planner_config(args).execute,
-            "precision": "bf16" if model.uses_bf16 else "fp32",
+            "precision": model.precision_in_use,
             "terminal": args.terminal, "prior": args.prior, "seconds_per_plan": round(planner.seconds_per_plan, 4),
             "plans": len(planner.plan_seconds), **({"waypoint_fraction": round(sum(steered) / len(steered), 4)}
                                                    if steered else {}), **result}
@@ -259,7 +259,8 @@ def cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
                        "real sim = chunk + render + encoder; flops_per_step: one batched imagined step (matmuls, "
                        "convs, attention; 2 per multiply-add), flops_per_agent_step = that / batch; "
                        "fraction_of_peak = flops_per_agent_step x imagine cpu steps/s / gemm_peak_flops, the median "
-                       "CPU fp32 GEMM peak (also when precision says the dynamics ran in bf16) of the probes alternated with that model's repeats (top level: of all); "
+                       "CPU fp32 GEMM peak (also when precision says the dynamics ran in bf16) of the probes "
+                       "alternated with that model's repeats (top level: of all); "
                        "time_breakdown_ms: one batched CPU step, part by part; top-level imagine_steps_per_s, "
                        "repeats, feature_sim_steps_per_s, ratios, ppo_steps_per_s: the first model's")
     return result
@@ -292,13 +293,13 @@ def bench_model(name: str, args: argparse.Namespace, cuda_peaks: dict[str, float
     model.precision = args.precision  # every CPU measurement below steps this model
     runs = bench_repeats(model, args, first_pointmaze, pointmaze)
     out: dict[str, Any] = {"imagine_steps_per_s": {"cpu": float(np.median(runs["imagine_cpu"]))},
-                           "precision": {"cpu": "bf16" if model.uses_bf16 else "fp32"}}
+                           "precision": {"cpu": model.precision_in_use}}
     if torch.cuda.is_available() and args.device != "cpu":
         cuda_model = load_model(name, "cuda")
         cuda_model.precision = args.precision
         out["imagine_steps_per_s"]["cuda"] = bench.imagine_steps_per_s(cuda_model, args.batch, device="cuda",
                                                                        seed=args.seed)
-        out["precision"]["cuda"] = "bf16" if cuda_model.uses_bf16 else "fp32"
+        out["precision"]["cuda"] = cuda_model.precision_in_use
     out["repeats"] = runs
     sim, fs, cpu = model.meta.sim, model.config.frameskip, out["imagine_steps_per_s"]["cpu"]
     out["feature_sim_steps_per_s"] = {sim: bench.feature_sim_steps_per_s(model, seed=args.seed)}

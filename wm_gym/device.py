@@ -40,6 +40,11 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """``"bf16"`` or ``"fp32"``: what ``precision`` runs as on ``device`` (:func:`use_bf16`), as reports name it."""
+    return "bf16" if use_bf16(precision, device) else "fp32"
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
     """Whether to autocast to bf16. ``"bf16"``/``"fp32"`` force it; ``"auto"`` picks it where it was measured
     to pay and to lose nothing: CUDA, and a CPU with AMX bf16 units. On the 2-core Xeon, training

@@ -27,7 +27,7 @@ from wm_gym.dynamics.flow import FlowConfig, FlowDynamics
 from wm_gym.dynamics.predictor import ActionPredictor, PredictorConfig
 from wm_gym.encoders import ConvEncoder, ConvEncoderConfig, DinoV2Encoder, FrozenEncoder
 from wm_gym.data.demo_bank import DemoBank
-from wm_gym.device import use_bf16
+from wm_gym.device import resolved_precision, use_bf16
 from wm_gym.encoders.look_alignment import LookAlignment
 from wm_gym.io import atomic_torch_save
 from wm_gym.latent_actions.autoencoder import LatentActionAutoencoder, LatentActionConfig
@@ -205,6 +205,11 @@ class WorldModel(nn.Module):
     @property
     def uses_bf16(self) -> bool:
         return use_bf16(self.precision, self.device)
+
+    @property
+    def precision_in_use(self) -> str:
+        """``"bf16"`` or ``"fp32"``: what ``precision`` resolves to on this model's device (for reports)."""
+        return resolved_precision(self.precision, self.device)
 
     def autocast(self):
         """bf16 autocast for the dynamics where it pays (CUDA, AMX CPUs), per ``precision``; outputs come back fp32."""

@@ -101,7 +101,7 @@ class ConvEncoder(FrozenEncoder):
     def reprojection_decode(self, tokens: torch.Tensor, clamp: bool = True) -> torch.Tensor:
         """Tokens [B, grid², dim] → float images [B, 3, H, W] through the re-projection decoder (the reprojector
         when there is one, else the decoder); channels first, as :meth:`encode_images` reads them."""
-        images = self._decode_with(self.reprojector if self.reprojector is not None else self.decoder, tokens)
+        images = self._decode_with(self._reprojection_decoder, tokens)
         return images.clamp(0, 1) if clamp else images
 
     def reproject(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -112,9 +112,12 @@ class ConvEncoder(FrozenEncoder):
         to [−background, 1 − background], done in place. Every imagined step pays this, and on a CPU each
         full-resolution temporary of a batch costs more than the arithmetic (fp32: 21 ms against 32 at 256).
         """
-        decoder = self.reprojector if self.reprojector is not None else self.decoder
-        x = decoder(self._token_grid(tokens)).clamp_(-self.background, 1 - self.background)
+        x = self._reprojection_decoder(self._token_grid(tokens)).clamp_(-self.background, 1 - self.background)
         return self.encoder(x).flatten(2).transpose(1, 2)
+
+    @property
+    def _reprojection_decoder(self) -> nn.Module:
+        return self.reprojector if self.reprojector is not None else self.decoder
 
     def _decode_with(self, decoder: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
         return decoder(self._token_grid(tokens)) + self.background

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from wm_gym.calibrate import open_loop
 from wm_gym.data.dataset import load_episodes_for
-from wm_gym.device import use_bf16
+from wm_gym.device import resolved_precision
 from wm_gym.encoders.cache import episode_step_features
 from wm_gym.temporal_distance import TemporalDistance, TemporalDistanceConfig
 from wm_gym.train.loop import StageConfig, Trainer
@@ -197,7 +197,7 @@ def fit_temporal_distance(model: WorldModel, data_dirs: Sequence[str | Path],
               "loss_last": float(np.mean(curve[-50:])) if curve else None,
               "episode_rank_correlation": episode_rank_correlation(head, features, lengths),
               "stage_seconds": {k: round(v, 1) for k, v in trainer.seconds.items()},
-              "precision": "bf16" if use_bf16(config.precision, model.device) else "fp32"}
+              "precision": resolved_precision(config.precision, model.device)}
     model.meta.train_info["temporal_distance"] = report
     return report
 

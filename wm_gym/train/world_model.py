@@ -30,7 +30,7 @@ import torch
 
 from wm_gym.data.dataset import concat_episodes, load_episodes
 from wm_gym.data.windows import split_episodes
-from wm_gym.device import RankLayout, resolve_device, set_threads, use_bf16
+from wm_gym.device import RankLayout, resolve_device, resolved_precision, set_threads
 from wm_gym.encoders.cache import dataset_features, encode_frames
 from wm_gym.train.adversarial import FGSM
 from wm_gym.train.encoder import conv_encoder_objective, reprojector_objective
@@ -407,7 +407,7 @@ def train_on_this_rank(config: TrainConfig) -> WorldModel:
         "labelled_episodes": len(labelled), "action_labels": config.action_labels, "seed": config.seed,
         "adversarial": config.adversarial,
         "world_size": dist.world_size, "threads_per_rank": torch.get_num_threads(), "device": str(device),
-        "precision": "bf16" if use_bf16(config.precision, device) else "fp32",
+        "precision": resolved_precision(config.precision, device),
         "stage_seconds": {k: round(v, 1) for k, v in trainer.seconds.items()},
         "replica_digests": trainer.replica_digests(model),
         "final_loss": {k: float(np.mean(v[-20:])) for k, v in trainer.history.items() if v},

@@ -29,6 +29,10 @@ They all expose SB3's ``predict(obs) -> (actions, None)`` on the imagination env
 ``[the model's history of feature frames, goal features]``, so ``wm-gym evaluate``'s real-sim harness runs them unchanged.
 One ``predict`` plans for every row of the batch at once (50 episodes = one batch).
 
+``starts=K`` (GBP/GD) optimises K plans per row side by side, the start above and K − 1 random ones,
+and keeps the cheapest. The evaluation harness shows a planner only the episodes still running and
+calls ``keep_rows`` when some end, so finished episodes cost no planning.
+
 ``mpc=True`` replans after every ``execute`` chunks (1 by default; DINO-WM's MPC executes 5)
 and warm-starts from the previous plan shifted by what was executed; ``mpc=False`` plans once
 per ``horizon`` steps and executes the whole plan open loop. Planning happens in normalised
@@ -75,6 +79,8 @@ class PlannerConfig:
     lr: float = 0.2             # GBP Adam learning rate
     gd_lr: float = 1.0          # GD learning rate
     noise: float = 0.003        # Gaussian noise added to u after each Adam step (escapes flat spots)
+    starts: int = 1             # gbp/gd: plans optimised side by side per row (the warm start or prior, the rest
+                                # random); the cheapest is kept. More starts escape the corners one start sticks in
     seed: int = 0
     value_weight: float = 1.0   # weight of −V(last predicted frames, goal), when a value function is given
     terminal: str = "goal"      # per-frame cost against the goal: goal (feature MSE, goal_cost) | temporal (the
@@ -87,6 +93,8 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if self.terminal not in TERMINALS:
             raise ValueError(f"terminal must be one of {', '.join(TERMINALS)}, got {self.terminal!r}")
+        if self.starts < 1:
+            raise ValueError(f"starts must be >= 1, got {self.starts}")
         if not 0 <= self.prior_samples <= 1:
             raise ValueError(f"prior_samples is a share of the samples, in [0, 1], got {self.prior_samples}")
 
@@ -125,6 +133,17 @@ class Planner(ABC):
         self._hist: Tensor | None = None   # [B, H, N, C] past features (from the latest observation)
         self._planned: Tensor | None = None  # [B, k, N, C] predicted features of the queued actions
         self.expected: Tensor | None = None  # [B, N, C] what the model predicts after the action just returned
+
+    def keep_rows(self, keep: Tensor) -> None:
+        """Episodes ended: keep only the per-row state (warm start, queued actions) of rows where ``keep`` [B]
+        is True, so the next ``predict`` gets those rows' observations alone and plans for them only."""
+        keep = keep.to(self.model.device)
+        for name in ("_warm", "_queue", "_hist", "_planned", "expected"):
+            value = getattr(self, name)
+            if value is not None:
+                if value.shape[0] != keep.shape[0]:
+                    raise ValueError(f"keep_rows got {keep.shape[0]} rows, the planner holds {value.shape[0]}")
+                setattr(self, name, value[keep])
 
     # ----- SB3-style interface -------------------------------------------------------------------
     def predict(self, obs: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
@@ -281,7 +300,12 @@ class GradientPlanner(Planner):
     def plan(self, s_hist, goal, warm):
         s_hist, goal = s_hist.detach(), goal.detach()
         proposal = self.propose(s_hist, goal, 1)
-        u = self._start(s_hist, goal, warm, None if proposal is None else proposal[:, 0]).requires_grad_(True)
+        u = self._start(s_hist, goal, warm, None if proposal is None else proposal[:, 0])
+        b, k = u.shape[0], self.config.starts
+        if k > 1:  # row-major [B·K]: each row's first plan is its start, the others random
+            u = torch.cat([u[:, None], self._cold_start(b * (k - 1)).view(b, k - 1, *u.shape[1:])], 1).flatten(0, 1)
+            s_hist, goal = s_hist.repeat_interleave(k, 0), goal.repeat_interleave(k, 0)
+        u.requires_grad_(True)
         optimizer = self.optimizer([u])
         for _ in range(self.config.gbp_steps):
             loss = self.cost(s_hist, goal, u).sum()  # rows are independent: one backward for all
@@ -290,7 +314,12 @@ class GradientPlanner(Planner):
             optimizer.step()
             with torch.no_grad():
                 u.add_(self.config.noise * torch.randn(u.shape, generator=self.generator, device=u.device)).clamp_(-1, 1)
-        return u.detach()
+        u = u.detach()
+        if k == 1:
+            return u
+        with torch.no_grad():
+            best = self.cost(s_hist, goal, u).view(b, k).argmin(1)
+        return u.view(b, k, *u.shape[1:])[torch.arange(b, device=u.device), best]
 
     def _cold_start(self, b: int) -> Tensor:
         """[B, T, A] random plans (Gaussian, clipped to [−1, 1]): different rows start in different places."""

@@ -99,8 +99,10 @@ def atomic_sb3_save(agent, path: str | Path) -> None:
 
 
 def load_agent(path: str | Path, device: str = "cpu"):
-    """(SB3 agent, its sidecar dict) from ``train_agent``'s output; clear errors for bad files."""
-    path = Path(path)
+    """(SB3 agent, its sidecar dict) from ``train_agent``'s output or a zoo agent's name; clear errors for bad files."""
+    from wm_gym.zoo import resolve_agent
+
+    path = resolve_agent(path)
     if not path.is_file():
         raise FileNotFoundError(f"no agent file at {path}")
     meta = json.loads(sidecar_path(path).read_text()) if sidecar_path(path).is_file() else {}
@@ -111,6 +113,27 @@ def load_agent(path: str | Path, device: str = "cpu"):
         return _algo_class(algo).load(path, device=device), meta
     except Exception as err:  # zipfile.BadZipFile, KeyError, pickle errors: all "not a usable agent"
         raise ValueError(f"{path} is not a readable SB3 {algo.upper()} agent: {err}") from err
+
+
+#: What a trained agent keeps only to go on training: its last rollout's observations and episode statistics.
+TRAINING_STATE = ("_last_obs", "_last_original_obs", "_last_episode_starts", "ep_info_buffer", "ep_success_buffer")
+
+
+def export_agent(path: str | Path, out: str | Path, half: bool = True) -> Path:
+    """Write ``path``'s agent (and its sidecar) to ``out`` for acting only: no optimizer moments, no training state,
+    and with ``half`` the weights stored in fp16 (SB3 loads them back into its fp32 networks). A third of the size
+    or less: what the zoo ships. ``train_agent --resume`` cannot continue from the copy."""
+    agent, meta = load_agent(path)
+    policy = agent.policy
+    if half:
+        policy.half()
+    policy.optimizer = type(policy.optimizer)(policy.parameters(), **policy.optimizer.defaults)  # empty moments
+    out = Path(out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        agent.save(f, exclude=list(TRAINING_STATE))
+    with atomic_path(sidecar_path(out)) as tmp:
+        Path(tmp).write_text(json.dumps({**meta, "exported_from": str(path), "exported_half": half}, indent=2))
+    return out
 
 
 def value_function(agent) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -167,6 +167,9 @@ class WaypointPlanner:
     def reset(self) -> None:
         self.planner.reset()
 
+    def keep_rows(self, keep: Tensor) -> None:
+        self.planner.keep_rows(keep)
+
     @property
     def expected(self) -> Tensor | None:
         return self.planner.expected

@@ -12,7 +12,9 @@ that was cut (collection continues, training passes `--resume`, the head fit res
    exactly where an agent will go;
 4. attach the demo bank and calibrate the success threshold on the held-out set;
 5. fit the temporal-distance head (learned steps to a goal) on the random and expert episodes;
-6. write the fp16 copy into the package.
+6. write the fp16 copy into the package;
+7. where the recipe has a plan: record it as the model's `wm-gym plan` defaults, and train, export and ship
+   the agent that seeds those plans (NAME-prior.zip).
 
 At the end it prints the per-stage time table (seconds and share of the total) and records it in
 the zoo model's ``train_info["recipe_seconds"]``.
@@ -46,13 +48,23 @@ from wm_gym.io import atomic_path
 #: fitted on one of them maps the other's actions to wrong latents (h1 error 3x copy-last, docs/results.md).
 #: rollout_finetune: (steps, lr, horizon) of each `wm-gym finetune --horizon` on the dynamics data after the demo
 #: stage, in turn: they train the controller through open-loop rollouts (PointMaze h5/copy-last 0.72 -> 0.52 -> 0.47).
+#: plan: the model's `wm-gym plan` recipe (its meta.plan_defaults); with plan_prior, the `wm-gym train-agent` flags
+#: of the agent that seeds those plans (TD-MPC2's policy prior), trained on the shipped model and shipped beside it
+#: as NAME-prior.zip (fp16, no optimizer state). Wall: MPC-GBP on the temporal head's steps to go, seeded by BC + PPO
+#: whose imagined episodes run on after success; PointMaze the same planner with no prior (a prior adds nothing
+#: there: 0.975 with, 0.980 without; docs/results.md, issue 28). plan_prior's "{real}" stands for the model's
+#: real-encoding success threshold (`train_info["real_success_threshold"]`).
 RECIPES = {
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="fast", base_dynamics=100,
-                 distance_steps=6000, distance_imagined=0.0),
+                 distance_steps=6000, distance_imagined=0.0,
+                 plan=dict(planner="gbp", mpc=True, terminal="temporal", gbp_steps=30, budget="dino-wm"),
+                 plan_prior=("--steps", "61440", "--num-envs", "128", "--n-steps", "32", "--seed", "0",
+                             "--success-threshold", "0")),
     "pointmaze": dict(episodes=2000, heldout=100, expert=600, bank=500, history=3, preset="fast", base_dynamics=100,
                       distance_steps=6000, distance_imagined=0.5, base_data=("random", "expert"),
                       dynamics_data=("random", "expert"), base_history=3,
-                      rollout_finetune=((1000, 1e-4, 3), (1000, 1e-4, 5))),
+                      rollout_finetune=((1000, 1e-4, 3), (1000, 1e-4, 5)),
+                      plan=dict(planner="gbp", mpc=True, terminal="temporal", gbp_steps=30, budget="dino-wm")),
     "pusht": dict(episodes=2000, heldout=100, expert=1000, bank=500, history=3, preset="fast", base_dynamics=100,
                   distance_steps=6000, distance_imagined=0.5),
     "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=500, history=3, preset="small",
@@ -189,6 +201,20 @@ def main() -> None:
     model.meta.train_info["recipe"] = {"sim": sim, "preset": preset, **r, "frame_stride": stride}
     model.meta.train_info["recipe_seconds"] = dict(times.seconds)
     model.save(ZOO_DIR / zoo_file, half=True)
+    if r.get("plan"):
+        model.meta.plan_defaults = dict(r["plan"])
+        if r.get("plan_prior"):  # trained on the shipped (fp16) file: the model it will plan with
+            from wm_gym.agents.train_agent import export_agent
+
+            agent = Path(f"{stem}-prior.zip")
+            real = str(model.meta.train_info.get("real_success_threshold"))  # "{real}": the real-encoding threshold
+            flags = [real if flag == "{real}" else flag for flag in r["plan_prior"]]
+            times.step("plan prior (agent)", done(agent), "train-agent", "--model", str(ZOO_DIR / zoo_file),
+                       "--out", str(agent), *flags, "--device", "cpu", "--precision", args.precision)
+            export_agent(agent, ZOO_DIR / f"{name}-prior.zip")
+            model.meta.plan_defaults["prior"] = f"{name}-prior"
+        model.meta.train_info["recipe_seconds"] = dict(times.seconds)
+        model.save(ZOO_DIR / zoo_file, half=True)
     size = (ZOO_DIR / zoo_file).stat().st_size / 1e6
     print("\n" + times.table())
     print(f"this run: {time.perf_counter() - started:.1f} s wall-clock (a resumed run counts only what it ran)")

@@ -348,24 +348,29 @@ def test_evaluate_policy_batches_do_not_change_results_and_videos(model, tmp_pat
 
 class ShadowExpert:
     """An oracle: it replays each episode in its own copy of the Wall sim (same seeds, same actions) to read
-    the true state, and steers with the noiseless Wall expert. The observation is ignored."""
+    the true state, and steers with the noiseless Wall expert. The observation is ignored; the harness says
+    (keep_rows) which episodes it still shows, as it tells planners."""
 
     def __init__(self, seeds, frameskip: int):
         self.frameskip = frameskip
         self.sims = [reset_wall(s)[0] for s in seeds]
         self.success = np.zeros(len(seeds), bool)
         self.length = np.zeros(len(seeds), int)
+        self.rows = np.arange(len(seeds))  # the episodes the observation's rows are
+
+    def keep_rows(self, keep):
+        self.rows = self.rows[keep.numpy()]
 
     def predict(self, obs, deterministic=True):
+        assert len(obs) == len(self.rows)
         chunks = np.zeros((len(obs), self.frameskip * 2), np.float32)
-        for i, sim in enumerate(self.sims):
-            if self.success[i]:
-                continue
+        for j, i in enumerate(self.rows):
+            sim = self.sims[i]
             for k in range(self.frameskip):  # plan each sim step from the state it will start from
                 target = expert_waypoint(sim.pos[None], sim.goal[None], sim.geometry)[0]
                 direction = (target - sim.pos) / STEP_SCALE
-                chunks[i, 2 * k:2 * k + 2] = direction / max(1.0, np.abs(direction).max())
-                _, _, terminated, _, _ = sim.step(chunks[i, 2 * k:2 * k + 2])
+                chunks[j, 2 * k:2 * k + 2] = direction / max(1.0, np.abs(direction).max())
+                _, _, terminated, _, _ = sim.step(chunks[j, 2 * k:2 * k + 2])
                 if terminated:  # ActionChunk stops here too; the rest of the chunk stays zero and unplayed
                     self.success[i] = True
                     break

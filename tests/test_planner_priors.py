@@ -293,3 +293,52 @@ def test_load_prior_takes_only_goal_agents_acting_in_sim_chunks(prior_agent, tmp
         copy_path.with_suffix(".json").write_text(json.dumps(sidecar))
         with pytest.raises(ValueError, match=message):
             load_prior(copy_path)
+
+
+def test_export_agent_keeps_the_policy_and_drops_what_only_training_needs(prior_agent, tmp_path):
+    """The zoo's copy of an agent: the same actions (fp16 weights: to 1e-2 of the action range), no optimizer
+    moments, a sidecar saying where it came from, and a file well under half the size."""
+    import zipfile
+
+    from wm_gym.agents.train_agent import export_agent, load_agent
+
+    original, meta = load_agent(prior_agent)
+    original.policy.optimizer.step()  # give the optimizer moments to drop (an untrained agent has none yet)
+    for p in original.policy.parameters():
+        p.grad = torch.ones_like(p)
+    original.policy.optimizer.step()
+    original.save(tmp_path / "trained.zip")
+    (tmp_path / "trained.json").write_text(json.dumps(meta))
+    out = export_agent(tmp_path / "trained.zip", tmp_path / "exported.zip")
+    exported, exported_meta = load_agent(out)
+    assert exported_meta["exported_from"] == str(tmp_path / "trained.zip") and exported_meta["task"] == meta["task"]
+    assert next(exported.policy.parameters()).dtype == torch.float32  # fp16 on disk, fp32 to act
+    obs = np.random.default_rng(0).normal(size=(32, *original.observation_space.shape)).astype(np.float32)
+    span = original.action_space.high - original.action_space.low
+    diff = np.abs(exported.predict(obs, deterministic=True)[0] - original.predict(obs, deterministic=True)[0])
+    assert diff.max() < 1e-2 * span.max()
+    sizes = {name: zipfile.ZipFile(path).getinfo("policy.optimizer.pth").file_size
+             for name, path in (("before", tmp_path / "trained.zip"), ("after", out))}
+    assert sizes["after"] < 0.01 * sizes["before"]
+    assert out.stat().st_size < 0.5 * (tmp_path / "trained.zip").stat().st_size
+    exported_full = export_agent(tmp_path / "trained.zip", tmp_path / "full.zip", half=False)
+    full, _ = load_agent(exported_full)
+    np.testing.assert_allclose(full.predict(obs, deterministic=True)[0], original.predict(obs, deterministic=True)[0],
+                               atol=1e-6)
+
+
+def test_the_shipped_wall_plans_with_its_shipped_prior_by_default():
+    """`wm-gym plan --model wall` takes the model's recipe: MPC-GBP with the learned cost-to-go, seeded by the zoo's
+    wall-prior agent, which fits the model (observations and action chunks)."""
+    from wm_gym.agents.planners import check_prior, load_prior
+    from wm_gym.zoo import load_model, resolve_agent
+
+    model = load_model("wall", "cpu")
+    recipe = model.meta.plan_defaults
+    assert recipe["planner"] == "gbp" and recipe["mpc"] and recipe["terminal"] == "temporal"
+    assert recipe["prior"] == "wall-prior" and resolve_agent("wall-prior").is_file()
+    check_prior(load_prior(recipe["prior"], model=model), model)
+    with pytest.raises(ValueError, match="unknown model"):
+        load_model("wall-prior")  # an agent is not a world model
+    pointmaze = load_model("pointmaze", "cpu").meta.plan_defaults  # the same planner; a prior added nothing there
+    assert pointmaze["terminal"] == "temporal" and pointmaze["mpc"] and "prior" not in pointmaze

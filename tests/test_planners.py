@@ -181,3 +181,115 @@ def test_value_function_adds_a_cost_to_go_of_the_plans_last_frames(setup):
         ends = [model.rollout(s_hist, p.to_sim(p.plan(s_hist, goal, None)))[:, -1] for p in (plain, contrary)]
     dist = [((e - goal) ** 2).mean((1, 2)) for e in ends]
     assert torch.all(dist[1] > dist[0]), dist
+
+
+def test_gbp_starts_keep_the_cheapest_of_the_warm_start_and_random_plans(setup):
+    """starts=K optimises K plans per row side by side and returns each row's cheapest. With no gradient step the
+    candidates are the warm start and K − 1 random plans drawn from the planner's generator, so the choice can be
+    checked exactly; the warm start here (every action at the top of its range) is a poor plan."""
+    model, obs = setup
+    s_hist, goal = split_observation(model, torch.as_tensor(obs))
+    k, horizon, a = 8, 3, model.config.action_dim
+    planner = make_planner("gbp", model, PlannerConfig(horizon=horizon, gbp_steps=0, starts=k, seed=5))
+    warm = torch.ones(3, horizon, a)
+    planner.generator.manual_seed(5)
+    chosen = planner.plan(s_hist, goal, warm)
+    g = torch.Generator().manual_seed(5)
+    candidates = torch.cat([warm[:, None], torch.randn(3 * (k - 1), horizon, a, generator=g).clamp(-1, 1)
+                            .view(3, k - 1, horizon, a)], 1)  # [B, K, T, A], as the planner builds them
+    with torch.no_grad():
+        costs = planner.cost(s_hist.repeat_interleave(k, 0), goal.repeat_interleave(k, 0),
+                             candidates.flatten(0, 1)).view(3, k)
+    expected = candidates[torch.arange(3), costs.argmin(1)]
+    torch.testing.assert_close(chosen, expected)
+    assert not torch.equal(chosen, warm)  # some row found a cheaper random start
+    with torch.no_grad():
+        assert torch.all(planner.cost(s_hist, goal, chosen) <= planner.cost(s_hist, goal, warm) + 1e-6)
+    one = make_planner("gbp", model, PlannerConfig(horizon=horizon, gbp_steps=0, starts=1))
+    torch.testing.assert_close(one.plan(s_hist, goal, warm), warm)  # one start: the warm start itself
+    with pytest.raises(ValueError, match="starts"):
+        PlannerConfig(starts=0)
+
+
+def test_keep_rows_drops_ended_episodes_and_keeps_the_others_queued_chunks(setup):
+    """MPC executing 3 chunks per plan: after episode 1 ends, the next predict sees rows 0 and 2 only and returns
+    their second planned chunk, without replanning."""
+    model, obs = setup
+    planner = make_planner("cem", model, PlannerConfig(horizon=3, execute=3, samples=16, elites=4, iterations=2))
+    first, _ = planner.predict(obs)
+    queued = planner.to_sim(planner._queue).detach().numpy()  # [3, 2, A]: chunks 2 and 3 of each row's plan
+    planner.keep_rows(torch.tensor([True, False, True]))
+    second, _ = planner.predict(obs[[0, 2]])
+    assert second.shape == (2, model.config.action_dim) and len(planner.plan_seconds) == 1
+    np.testing.assert_allclose(second, queued[[0, 2], 0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="keep_rows got 3 rows"):
+        planner.keep_rows(torch.tensor([True, False, True]))
+
+
+def test_the_harness_stops_showing_ended_episodes_to_the_policy(setup, monkeypatch):
+    """Episode 1 succeeds on its first chunk: from then on the policy is asked about episodes 0 and 2 only (their
+    goals, in their order), and a policy with per-row state hears which rows were kept."""
+    import wm_gym.real_episodes as harness
+
+    model, _ = setup
+    real_run_chunk = harness.run_chunk
+    calls = {"n": 0}
+
+    def episode_1_succeeds_at_once(env, chunk, budget, sim_steps):
+        obs, steps, success = real_run_chunk(env, chunk, budget, sim_steps)
+        calls["n"] += 1
+        return (obs, steps, steps) if calls["n"] == 2 else (obs, steps, None)  # the 2nd env stepped is episode 1
+
+    class KeepingPolicy:
+        def __init__(self):
+            self.seen, self.kept = [], []
+
+        def predict(self, obs, deterministic=True):
+            self.seen.append(np.array(obs))
+            return np.zeros((len(obs), model.config.action_dim), np.float32), None
+
+        def keep_rows(self, keep):
+            self.kept.append(keep.tolist())
+
+    monkeypatch.setattr(harness, "run_chunk", episode_1_succeeds_at_once)
+    policy = KeepingPolicy()
+    result = harness.evaluate_policy(policy, model, episodes=3, seed=3, max_steps=3)
+    assert [len(s) for s in policy.seen] == [3, 2, 2]
+    assert policy.kept == [[True, False, True]]
+    goal_part = model.n_tokens * model.dim
+    np.testing.assert_array_equal(policy.seen[1][:, -goal_part:], policy.seen[0][[0, 2], -goal_part:])
+    assert [e["length"] for e in result["per_episode"]] == [3, 1, 3]
+
+
+def test_plan_cli_takes_the_models_recipe_where_no_flag_is_given(tiny_imagine_world, capsys, tmp_path):
+    """A model's plan_defaults are the bare command's settings; every flag given overrides its entry (--no-mpc
+    too), --max-steps overrides the recipe's budget, and a recipe naming what plan does not take is refused."""
+    import json
+
+    from wm_gym.cli import main
+    from wm_gym.world_model import WorldModel
+
+    model = WorldModel.load(tiny_imagine_world.path)
+    model.meta.plan_defaults = {"planner": "cem", "mpc": True, "samples": 8, "elites": 2, "iterations": 1,
+                                "budget": "swm"}
+    model.save(tmp_path / "recipe.pt")
+
+    def plan(*flags):
+        rc = main(["plan", "--model", str(tmp_path / "recipe.pt"), "--episodes", "2", "--device", "cpu", "--json",
+                   *flags])
+        assert rc == 0
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    bare = plan()
+    assert bare["planner"] == "cem" and bare["mpc"] and bare["execute"] == 5 and bare["budget"] == "swm"
+    assert bare["model_recipe"] == model.meta.plan_defaults and bare["plans"] == 2  # 50 sim steps: 2 plans of 5
+    given = plan("--planner", "gbp", "--gbp-steps", "1", "--no-mpc", "--horizon", "2", "--max-steps", "2")
+    assert given["planner"] == "gbp" and not given["mpc"] and given["execute"] == 1 and given["budget"] != "swm"
+    assert given["model_recipe"] == {"samples": 8, "elites": 2, "iterations": 1}
+    assert [e["length"] for e in given["per_episode"]] == [2, 2]
+
+    model.meta.plan_defaults = {"episodes_per_round": 3}
+    model.save(tmp_path / "bad.pt")
+    rc = main(["plan", "--model", str(tmp_path / "bad.pt"), "--episodes", "1", "--device", "cpu", "--json"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "plan recipe names episodes_per_round" in err

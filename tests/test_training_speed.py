@@ -242,19 +242,30 @@ def run_recipe(sim: str, tmp_path: Path, monkeypatch, run) -> Path:
     return data
 
 
-def test_train_zoo_rerun_skips_finished_steps_and_keeps_the_stage_table(tmp_path, monkeypatch, one_rank):
+def test_train_zoo_rerun_skips_finished_steps_and_keeps_the_stage_table(tmp_path, monkeypatch, one_rank,
+                                                                         tiny_imagine_world):
     data = tmp_path / "data"
     data.mkdir()
     one_rank.meta.train_info["stage_seconds"] = {"latent": 1.0}
     for suffix in ("", "-ft", "-ft-cal", "-ft-cal-td"):
         one_rank.save(data / f"wall-rla-fast{suffix}.pt")
     (data / "wall-rla-fast-recipe-seconds.json").write_text(json.dumps({"collect random": 3.0}))
+    from wm_gym.agents.train_agent import AgentConfig, train_agent
+
+    train_agent(AgentConfig(model=str(tiny_imagine_world.path), out=str(data / "wall-rla-fast-prior.zip"), steps=0,
+                            num_envs=4, n_steps=32, batch_size=64, device="cpu", progress=False, bc_data=None,
+                            log_dir=str(tmp_path / "tb")))  # the plan prior, trained before
     calls = []
     run_recipe("wall", tmp_path, monkeypatch, lambda *args: calls.append(args) or {})
     assert calls == []                                           # nothing re-collected, re-trained or re-fitted
     shipped = WorldModel.load(tmp_path / "zoo" / "wall.pt")
     assert shipped.meta.train_info["recipe_seconds"] == {"collect random": 3.0}
     assert shipped.meta.train_info["recipe"]["distance_imagined"] == 0.0
+    # the recipe's plan becomes the model's `wm-gym plan` defaults, its prior shipped beside it (exported)
+    assert shipped.meta.plan_defaults == {"planner": "gbp", "mpc": True, "terminal": "temporal", "gbp_steps": 30,
+                                          "budget": "dino-wm", "prior": "wall-prior"}
+    exported = json.loads((tmp_path / "zoo" / "wall-prior.json").read_text())
+    assert exported["exported_from"] == str(data / "wall-rla-fast-prior.zip") and exported["exported_half"]
 
 
 def test_pointmaze_recipe_trains_on_random_and_expert_data_then_fine_tunes_open_loop(tmp_path, monkeypatch, one_rank):

@@ -127,7 +127,7 @@ def _planner_value(args: argparse.Namespace):
 def _planner_prior(args: argparse.Namespace, model):
     """The --prior agent (its policy proposes plans on ``model``), or None. A latent-action agent proposes
     through its grounding map: online's --grounding, else the one its sidecar records."""
-    if args.prior is None:
+    if args.prior in (None, "none"):  # "none": plan without the prior a model's recipe names
         return None
     from wm_gym.agents.planners import load_prior
 
@@ -155,11 +155,27 @@ def _cli_planner(args: argparse.Namespace):
     return build
 
 
+def _apply_model_recipe(args: argparse.Namespace, recipe: dict[str, Any], command: str) -> dict[str, Any]:
+    """Set the model's recommended settings (``meta.plan_defaults``) where the command line gave none, so the bare
+    command reproduces the model's reported figure; returns what was set. A flag given always wins."""
+    unknown = sorted(dest for dest in recipe if not hasattr(args, dest) or dest in ("model", "device"))
+    if unknown:
+        raise ValueError(f"the model's {command} recipe names {', '.join(unknown)}, which `wm-gym {command}` does not "
+                         "take from a model")
+    yields = {"budget": "max_steps"}  # a recipe's budget gives way to --max-steps (the harness takes one of them)
+    applied = {dest: value for dest, value in recipe.items()
+               if dest not in args.given and yields.get(dest) not in args.given}
+    for dest, value in applied.items():
+        setattr(args, dest, value)
+    return applied
+
+
 def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.real_episodes import evaluate_policy
     from wm_gym.zoo import load_model
 
     model = load_model(args.model, args.device)
+    recipe = _apply_model_recipe(args, model.meta.plan_defaults, "plan")
     model.precision = args.precision
     planner = _cli_planner(args)(model)
     result = evaluate_policy(planner, model, args.env, episodes=args.episodes, seed=args.seed, batch=args.episodes,
@@ -168,7 +184,8 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     return {"planner": args.planner, "mpc": args.mpc, "execute": _planner_config(args).execute,
             "precision": model.precision_in_use,
             "terminal": args.terminal, "prior": args.prior, "seconds_per_plan": round(planner.seconds_per_plan, 4),
-            "plans": len(planner.plan_seconds), **({"waypoint_fraction": round(sum(steered) / len(steered), 4)}
+            "seconds_first_plan": round(planner.plan_seconds[0], 4), "plans": len(planner.plan_seconds),
+            "model_recipe": recipe, **({"waypoint_fraction": round(sum(steered) / len(steered), 4)}
                                                    if steered else {}), **result}
 
 
@@ -184,7 +201,7 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
                          f"{'it' if len(ignored) == 1 else 'them'}, or drop --agent to plan")
     if args.retrain_steps and not args.agent:
         raise ValueError("--retrain-steps retrains an agent: give the starting one with --agent AGENT.zip")
-    if args.grounding and not (args.agent or args.prior):
+    if args.grounding and not (args.agent or args.prior not in (None, "none")):
         raise ValueError("--grounding grounds a latent-action agent: give it with --agent or --prior AGENT.zip")
     if args.agent and args.retrain_steps:  # the loop loads each round's agent itself
         from wm_gym.agents.online_agent import AgentRetrainer

@@ -213,8 +213,10 @@ class PlannerOptions:
     value_agent: str | None = None  # a PPO agent (train-agent .zip) on this model: its critic adds a learned
                                     # cost-to-go, -w·V(end of plan, goal), to the goal cost (w: --value-weight)
     prior: str | None = None        # a policy prior (TD-MPC2 style): this train-agent agent (task goal, on this
-                                    # model) acts in the model over the horizon; its plan is a start (GBP/GD begin
-                                    # from it, CEM/MPPI's first mean, where cheaper than the MPC warm start)
+                                    # model; a .zip or a zoo agent's name, e.g. wall-prior) acts in the model over
+                                    # the horizon; its plan is a start (GBP/GD begin from it, CEM/MPPI's first mean,
+                                    # where cheaper than the MPC warm start); none: no prior, also when the model's
+                                    # recipe names one
     waypoints: str | None = None    # dataset folder(s) (wm-gym collect; random data covers most states) whose
                                     # frames form a graph in feature space; the planner then aims at the waypoint
                                     # --waypoint-lookahead steps along the shortest path to the goal instead of at
@@ -263,6 +265,8 @@ class Cli:
     positional: bool = False
     nargs: str | None = None
     const: Any = None
+    negatable: bool = False         # a bool flag off by default that also takes --no-x (a model's recipe may turn
+                                    # it on: wm-gym plan)
     omit: str = ""                  # not on the command line: why
 
 
@@ -296,7 +300,8 @@ FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
     PlannerOptions: {"planner": Cli(choices=PLANNERS), "prior": Cli(metavar="AGENT.zip"),
                      "waypoints": Cli(metavar="DIR[,DIR]")},
     PlannerConfig: {
-        "mpc": Cli(default=False, help="replan after every executed chunk (warm-started); open loop without it"),
+        "mpc": Cli(default=False, negatable=True,
+                   help="replan after every executed chunk (warm-started); open loop without it"),
         "execute": Cli(default=None, help="with --mpc: chunks of each plan executed before replanning (default 1; 5 "
                        "under --budget dino-wm or swm, as DINO-WM's MPC and stable-worldmodel's receding horizon)"),
         "mode": Cli(choices=STEP_MODES), "terminal": Cli(choices=TERMINALS), "prior_samples": Cli(metavar="FRACTION"),
@@ -358,7 +363,7 @@ def _option(owner: type, path: str, f: Field, hint: Any, cli: Cli, help_text: st
     required = cli.required if cli.required is not None else default is MISSING
     kwargs: dict[str, Any] = {}
     if element is bool:
-        kwargs["action"] = argparse.BooleanOptionalAction if default is True else "store_true"
+        kwargs["action"] = argparse.BooleanOptionalAction if default is True or cli.negatable else "store_true"
     elif container is not None and (cli.positional or element is not str):
         kwargs.update(nargs="+", type=element)
     elif container is not None:
@@ -601,10 +606,12 @@ COMMANDS: tuple[Command, ...] = (
             "open loop or replanning with --mpc; reports success, seconds_per_plan and mp4s of real | planned | goal. "
             "--waypoints aims at waypoints from a graph search over a dataset's frames (also for `online`); "
             "--terminal temporal scores plans by the learned steps to go; --prior lets an imagination agent propose "
-            "the initial plan and a share of CEM's samples (TD-MPC2 style).",
+            "the initial plan and a share of CEM's samples (TD-MPC2 style). A model that carries a recipe plans with it "
+            "where no flag says otherwise (`wall`: MPC-GBP on the learned steps to go, seeded by its shipped agent, "
+            "under the dino-wm budget); the output's model_recipe lists what it set.",
             (PlanOptions, RealRunOptions, PlannerOptions, PlannerConfig),
             ("model", "planner", "mpc", "horizon", "execute", "budget", "episodes", "value_agent", "waypoints",
-             "terminal", "prior")),
+             "terminal", "prior", "starts")),
     Command("online", "online world modeling: act in the real sim, add the trajectories, fine-tune (and retrain the "
             "agent), repeat",
             "Online World Modeling's data-aggregation loop. Each round runs --episodes real episodes with a planner "

@@ -203,20 +203,29 @@ def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, vide
         frames = [[side_by_side(*([p, p] if planned else [p]), g)] for p, g in zip(pixels[:n_videos], goals[:n_videos])]
         if hasattr(policy, "reset"):  # planners keep warm starts per episode
             policy.reset()
-        history = None  # [B, H, N, C]: the policy sees the model's history of frames, as in imagination
+        # The policy sees the running episodes only (finished ones cost a planner nothing): rows = their indices,
+        # history [len(rows), H, N, C] the model's history of their frames, as in imagination.
+        rows, history = np.arange(len(envs)), None
         while active.any():
-            history = push_history(history, _encode(model, np.stack(pixels)), model.config.history)
-            obs = policy_observation(history, goal_feats)
+            if not active[rows].all():  # episodes ended: drop their rows, and tell a planner with per-row state
+                kept = active[rows]
+                if hasattr(policy, "keep_rows"):
+                    policy.keep_rows(torch.from_numpy(kept))
+                rows, history = rows[kept], history[torch.from_numpy(kept).to(history.device)]
+            feats = _encode(model, np.stack([pixels[i] for i in rows]))
+            history = push_history(history, feats, model.config.history)
+            obs = policy_observation(history, goal_feats[torch.from_numpy(rows).to(goal_feats.device)])
             actions, _ = policy.predict(obs, deterministic=deterministic)
-            imagined = model.decode_pixels(policy.expected[:n_videos]).cpu().numpy() if planned else None
-            for i in np.flatnonzero(active):
-                chunk = check_action(actions[i], action_space).reshape(fs, -1)
+            filmed = rows[rows < n_videos]  # video episodes come first, so they are the first rows
+            imagined = model.decode_pixels(policy.expected[:len(filmed)]).cpu().numpy() if planned else None
+            for j, i in enumerate(rows):
+                chunk = check_action(actions[j], action_space).reshape(fs, -1)
                 step_obs, sim_steps[i], success_step[i] = run_chunk(envs[i], chunk, budget, int(sim_steps[i]))
                 active[i] = success_step[i] is None and sim_steps[i] < budget.sim_steps
                 pixels[i] = step_obs["pixels"]
                 length[i] += 1
                 if i < n_videos:
-                    frames[i].append(side_by_side(*([pixels[i], imagined[i]] if planned else [pixels[i]]), goals[i]))
+                    frames[i].append(side_by_side(*([pixels[i], imagined[j]] if planned else [pixels[i]]), goals[i]))
                 if not active[i] and on_end:
                     on_end(i, envs[i].episode())
         for i in range(n_videos):

@@ -81,6 +81,10 @@ class WorldModelMeta:
     success_metric: str = "l1"
     dataset: str = ""                     # where it was trained
     train_info: dict = field(default_factory=dict)  # steps, seconds, losses, label fraction, ...
+    plan_defaults: dict = field(default_factory=dict)  # `wm-gym plan` settings this model plans best with (option
+                                                       # dest -> value, e.g. {"terminal": "temporal"}), used where
+                                                       # the command line gives none: the bare command reproduces
+                                                       # the model's reported planning figure
 
 
 def build_frozen_encoder(config: WorldModelConfig) -> FrozenEncoder:

@@ -16,6 +16,9 @@ MODELS: dict[str, str] = {
     "pusht": "pusht.pt",          # `fast` preset, history 3, PushT-v1 (collected on the "train" goal split)
 }
 DEFAULT = "wall"
+#: Agents ship beside the models as NAME.zip (SB3, with its .json sidecar; written by
+#: ``agents.train_agent.export_agent``) and load by NAME: a model's recipe names them, e.g. `wall`'s
+#: ``plan_defaults["prior"] = "wall-prior"``, the policy prior of `wm-gym plan --model wall` (issue 28).
 
 
 def available() -> list[str]:
@@ -36,6 +39,24 @@ def resolve_model(name_or_path: str | Path) -> Path:
     if path.is_file():
         return path
     raise ValueError(f"unknown model {text!r}: not a zoo name ({', '.join(MODELS)}) and no such file")
+
+
+def available_agents() -> list[str]:
+    """Zoo agent names shipped in this install."""
+    return sorted(p.stem for p in ZOO_DIR.glob("*.zip"))
+
+
+def resolve_agent(name_or_path: str | Path) -> Path:
+    """A zoo agent name ("wall-prior") or a path → the agent file (a path is returned as given: its loader says
+    when it is missing)."""
+    text = str(name_or_path)
+    if Path(text).suffix == "" and "/" not in text and "\\" not in text:
+        path = ZOO_DIR / f"{text}.zip"
+        if not path.is_file():
+            raise ValueError(f"no zoo agent {text!r} in this install; available: {', '.join(available_agents()) or 'none'} "
+                             "(or give the agent's .zip path)")
+        return path
+    return Path(text).expanduser()
 
 
 def load_model(name_or_path, device="auto"):

@@ -132,7 +132,7 @@ def export_agent(path: str | Path, out: str | Path, half: bool = True) -> Path:
     with atomic_path(out) as tmp, open(tmp, "wb") as f:
         agent.save(f, exclude=list(TRAINING_STATE))
     with atomic_path(sidecar_path(out)) as tmp:
-        Path(tmp).write_text(json.dumps({**meta, "exported_from": str(path), "exported_half": half}, indent=2))
+        tmp.write_text(json.dumps({**meta, "exported_from": str(path), "exported_half": half}, indent=2))
     return out
 
 

@@ -200,19 +200,18 @@ def main() -> None:
     model = WorldModel.load(final)
     model.meta.train_info["recipe"] = {"sim": sim, "preset": preset, **r, "frame_stride": stride}
     model.meta.train_info["recipe_seconds"] = dict(times.seconds)
+    model.meta.plan_defaults = dict(r.get("plan", {}))
     model.save(ZOO_DIR / zoo_file, half=True)
-    if r.get("plan"):
-        model.meta.plan_defaults = dict(r["plan"])
-        if r.get("plan_prior"):  # trained on the shipped (fp16) file: the model it will plan with
-            from wm_gym.agents.train_agent import export_agent
+    if r.get("plan_prior"):  # trained on the shipped (fp16) file: the model it will plan with
+        from wm_gym.agents.train_agent import export_agent
 
-            agent = Path(f"{stem}-prior.zip")
-            real = str(model.meta.train_info.get("real_success_threshold"))  # "{real}": the real-encoding threshold
-            flags = [real if flag == "{real}" else flag for flag in r["plan_prior"]]
-            times.step("plan prior (agent)", done(agent), "train-agent", "--model", str(ZOO_DIR / zoo_file),
-                       "--out", str(agent), *flags, "--device", "cpu", "--precision", args.precision)
-            export_agent(agent, ZOO_DIR / f"{name}-prior.zip")
-            model.meta.plan_defaults["prior"] = f"{name}-prior"
+        agent = Path(f"{stem}-prior.zip")
+        real = str(model.meta.train_info.get("real_success_threshold"))  # "{real}": the real-encoding threshold
+        flags = [real if flag == "{real}" else flag for flag in r["plan_prior"]]
+        times.step("plan prior (agent)", done(agent), "train-agent", "--model", str(ZOO_DIR / zoo_file),
+                   "--out", str(agent), *flags, "--device", "cpu", "--precision", args.precision)
+        export_agent(agent, ZOO_DIR / f"{name}-prior.zip")
+        model.meta.plan_defaults["prior"] = f"{name}-prior"
         model.meta.train_info["recipe_seconds"] = dict(times.seconds)
         model.save(ZOO_DIR / zoo_file, half=True)
     size = (ZOO_DIR / zoo_file).stat().st_size / 1e6

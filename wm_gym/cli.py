@@ -124,14 +124,20 @@ def _planner_value(args: argparse.Namespace):
     return value_function(load_agent(args.value_agent)[0])
 
 
+def _prior_path(args: argparse.Namespace) -> str | None:
+    """--prior's agent, or None for none given and for ``--prior none`` (plan without the prior a model's recipe
+    names)."""
+    return None if args.prior == "none" else args.prior
+
+
 def _planner_prior(args: argparse.Namespace, model):
     """The --prior agent (its policy proposes plans on ``model``), or None. A latent-action agent proposes
     through its grounding map: online's --grounding, else the one its sidecar records."""
-    if args.prior in (None, "none"):  # "none": plan without the prior a model's recipe names
+    if _prior_path(args) is None:
         return None
     from wm_gym.agents.planners import load_prior
 
-    return load_prior(args.prior, model=model, grounding=getattr(args, "grounding", None))
+    return load_prior(_prior_path(args), model=model, grounding=getattr(args, "grounding", None))
 
 
 def _cli_planner(args: argparse.Namespace):
@@ -201,7 +207,7 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
                          f"{'it' if len(ignored) == 1 else 'them'}, or drop --agent to plan")
     if args.retrain_steps and not args.agent:
         raise ValueError("--retrain-steps retrains an agent: give the starting one with --agent AGENT.zip")
-    if args.grounding and not (args.agent or args.prior not in (None, "none")):
+    if args.grounding and not (args.agent or _prior_path(args)):
         raise ValueError("--grounding grounds a latent-action agent: give it with --agent or --prior AGENT.zip")
     if args.agent and args.retrain_steps:  # the loop loads each round's agent itself
         from wm_gym.agents.online_agent import AgentRetrainer

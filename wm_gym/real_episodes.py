@@ -204,20 +204,20 @@ def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, vide
         if hasattr(policy, "reset"):  # planners keep warm starts per episode
             policy.reset()
         # The policy sees the running episodes only (finished ones cost a planner nothing): rows = their indices,
-        # history [len(rows), H, N, C] the model's history of their frames, as in imagination.
-        rows, history = np.arange(len(envs)), None
+        # history [len(rows), H, N, C] the model's history of their frames, as in imagination, goal their goals.
+        rows, history, goal = np.arange(len(envs)), None, goal_feats
         while active.any():
             if not active[rows].all():  # episodes ended: drop their rows, and tell a planner with per-row state
                 kept = active[rows]
+                keep = torch.from_numpy(kept).to(goal.device)
                 if hasattr(policy, "keep_rows"):
-                    policy.keep_rows(torch.from_numpy(kept))
-                rows, history = rows[kept], history[torch.from_numpy(kept).to(history.device)]
+                    policy.keep_rows(keep)
+                rows, history, goal = rows[kept], history[keep], goal[keep]
             feats = _encode(model, np.stack([pixels[i] for i in rows]))
             history = push_history(history, feats, model.config.history)
-            obs = policy_observation(history, goal_feats[torch.from_numpy(rows).to(goal_feats.device)])
-            actions, _ = policy.predict(obs, deterministic=deterministic)
-            filmed = rows[rows < n_videos]  # video episodes come first, so they are the first rows
-            imagined = model.decode_pixels(policy.expected[:len(filmed)]).cpu().numpy() if planned else None
+            actions, _ = policy.predict(policy_observation(history, goal), deterministic=deterministic)
+            filmed = int((rows < n_videos).sum())  # video episodes come first, so they are the first rows
+            imagined = model.decode_pixels(policy.expected[:filmed]).cpu().numpy() if planned else None
             for j, i in enumerate(rows):
                 chunk = check_action(actions[j], action_space).reshape(fs, -1)
                 step_obs, sim_steps[i], success_step[i] = run_chunk(envs[i], chunk, budget, int(sim_steps[i]))

@@ -16,6 +16,15 @@ replaces how the episode starts and what counts as success:
   The target sphere moves to the goal. Success = dm_control's "at target": mass-to-target
   distance ≤ target radius (0.015).
 * In both, starts that already satisfy success are redrawn.
+* ``standard_task=True``: dm_control's own task episode instead (the ``task`` budget, 1,000 steps):
+  the start and the target are drawn by the suite's own ``initialize_episode`` (reacher: random arm,
+  target at angle U[0, 2π), radius U[0.05, 0.20]; point_mass: mass uniform over the whole arena,
+  target fixed at the centre), nothing redrawn. The goal image shows the body at the target:
+  point_mass the mass at rest on it; reacher the arm, at rest, in the joint angles that put the
+  fingertip on it (two-link inverse kinematics; of the two elbow solutions, the one nearer the
+  start in joint space).
+* ``info["task_reward"]``: dm_control's own reward for the step (``task.get_reward``), whose sum
+  over a task episode is the return the suite's benchmarks report.
 
 State = ``[qpos (2), qvel (2), target_xy (2)]``; proprio = ``[qpos, qvel]``.
 
@@ -66,6 +75,7 @@ class DMCEnv(GoalImageEnv):
         seed: int = 0,
         max_goal_distance: float | None = 0.15,
         thick_bodies: bool = True,
+        standard_task: bool = False,
     ):
         if (domain, task) not in SUPPORTED:
             raise ValueError(f"unsupported dm_control task {domain}-{task}; expected one of: {', '.join(f'{d}-{t}' for d, t in SUPPORTED)}")
@@ -96,6 +106,7 @@ class DMCEnv(GoalImageEnv):
             lo, hi = self.physics.named.model.jnt_range["root_x"]
             self.arena = (float(lo) + 0.02, float(hi) - 0.02)
         self.max_goal_distance = max_goal_distance
+        self.standard_task = bool(standard_task)
 
         # Rendering: one renderer, dm_control's camera, visual-only tweaks swapped in per frame.
         model.vis.quality.shadowsize = 512  # 2048 by default: 3x slower at 64 px, same image
@@ -121,6 +132,18 @@ class DMCEnv(GoalImageEnv):
         state = np.asarray(state, np.float64)
         return self.fingertip(state[:2]) if self.domain == "reacher" else state[:2].copy()
 
+    def reach(self, target, near) -> np.ndarray:
+        """Reacher joint angles [shoulder, wrist] whose fingertip is at ``target`` (x, y): of the two elbow
+        solutions the one nearer ``near`` (joint angles) in joint space, the shoulder difference wrapped."""
+        (l1, l2), (x, y) = self.link_lengths, (float(target[0]), float(target[1]))
+        cos_wrist = np.clip((x * x + y * y - l1 * l1 - l2 * l2) / (2 * l1 * l2), -1.0, 1.0)
+        solutions = []
+        for wrist in (math.acos(cos_wrist), -math.acos(cos_wrist)):
+            shoulder = wrap_angle(math.atan2(y, x) - math.atan2(l2 * math.sin(wrist), l1 + l2 * math.cos(wrist)))
+            solutions.append(np.array([shoulder, wrist]))
+        cost = lambda q: abs(wrap_angle(q[0] - near[0])) + abs(q[1] - near[1])  # noqa: E731
+        return min(solutions, key=cost)
+
     def goal_from_state(self, state) -> np.ndarray:
         """A state's own position as the target: a state carries its episode's target in [4:6], which is
         not where that state is, so a state cannot serve as a goal unchanged."""
@@ -133,6 +156,8 @@ class DMCEnv(GoalImageEnv):
         return np.array([self.np_random.uniform(-np.pi, np.pi), self.np_random.uniform(*self.wrist_range)])
 
     def _sample_start_goal(self):
+        if self.standard_task:
+            return self._task_start_goal()
         if self.domain == "reacher":
             lo, hi = REACHER_TARGET_RADII
             while True:
@@ -154,6 +179,17 @@ class DMCEnv(GoalImageEnv):
             start = np.concatenate([xy, np.zeros(2), target])
             if not far and not self._is_success(start, goal):
                 return start, goal
+
+    def _task_start_goal(self):
+        """dm_control's own episode start (its ``initialize_episode``, seeded from ours) and the goal state
+        that shows its target (see the module docstring)."""
+        self._env.task._random = np.random.RandomState(int(self.np_random.integers(2**31)))
+        with self.physics.reset_context():
+            self._env.task.initialize_episode(self.physics)
+        start = self._get_state()
+        target = start[4:6]
+        q_goal = self.reach(target, start[:2]) if self.domain == "reacher" else target
+        return start, np.concatenate([q_goal, np.zeros(2), target])
 
     # ----- GoalImageEnv hooks ----------------------------------------------------------------
     def _set_state(self, state):
@@ -199,7 +235,8 @@ class DMCEnv(GoalImageEnv):
         return bool(np.linalg.norm(self.effector_xy(state) - goal[4:6]) <= self.success_radius)
 
     def _extra_info(self):
-        return {"distance": float(np.linalg.norm(self.effector_xy(self._get_state()) - self.goal[4:6]))}
+        return {"distance": float(np.linalg.norm(self.effector_xy(self._get_state()) - self.goal[4:6])),
+                "task_reward": float(self._env.task.get_reward(self.physics))}
 
     def close(self):
         if getattr(self, "_renderer", None) is not None:

@@ -61,15 +61,18 @@ def make_policy(env: gym.Env, kind: str, rng: np.random.Generator) -> Policy:
 
 def run_policy(env: gym.Env, kind: str, seed: int, policy_rng: np.random.Generator, steps: int,
                stop_on_success: bool = True) -> dict[str, Any]:
-    """Reset ``env`` with ``seed``, act with policy ``kind`` for up to ``steps`` steps; return the last info.
+    """Reset ``env`` with ``seed``, act with policy ``kind`` for up to ``steps`` steps; return the last info
+    (with ``task_return``, the steps' ``task_reward`` summed, for a sim that reports one: dm_control).
 
     Handy for measuring a collection policy (e.g. the noisy expert's success rate).
     """
     obs, info = env.reset(seed=seed)
     policy = make_policy(env, kind, policy_rng)
     policy.reset(obs, info)
+    task_return = 0.0
     for _ in range(steps):
         obs, _, terminated, truncated, info = env.step(policy(obs, info))
+        task_return += info.get("task_reward", 0.0)
         if (terminated and stop_on_success) or truncated:
             break
-    return info
+    return {**info, "task_return": task_return} if "task_reward" in info else info

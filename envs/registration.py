@@ -31,6 +31,9 @@ class SimSpec:
     #: Revision of the sim's default drawing. Datasets record it, so frames drawn by an older default
     #: view are never mixed with today's (PointMaze-v1 moved to a close camera at revision 2).
     view: int = 1
+    #: Sim steps of the sim's own task episode (its ``standard_task`` option: the suite's own starts and
+    #: targets, rewards summed to the end; the ``task`` budget), or None where the sim has no such task.
+    task_steps: int | None = None
 
 
 #: CLI short name -> the current version's registration. Episode lengths follow the DINO-WM data protocol.
@@ -43,8 +46,10 @@ SIMS: dict[str, SimSpec] = {
                          looks=POINTMAZE_LOOKS, view=2),
     "pusht": SimSpec("wm_gym/PushT-v1", "wm_gym.envs.pusht:PushTEnv", 100, kwargs=(("version", 1),), goal_splits=True,
                      looks=tuple(PUSHT_LOOKS)),
-    "dmc-reacher": SimSpec("wm_gym/DMC-reacher-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100, kwargs=(("domain", "reacher"), ("task", "easy"))),
-    "dmc-point_mass": SimSpec("wm_gym/DMC-point_mass-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100, kwargs=(("domain", "point_mass"), ("task", "easy"))),
+    "dmc-reacher": SimSpec("wm_gym/DMC-reacher-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100,
+                           kwargs=(("domain", "reacher"), ("task", "easy")), task_steps=1000),
+    "dmc-point_mass": SimSpec("wm_gym/DMC-point_mass-easy-v0", "wm_gym.envs.dmc:DMCEnv", 100,
+                              kwargs=(("domain", "point_mass"), ("task", "easy")), task_steps=1000),
 }
 
 #: Earlier versions, still registered (by full id only) so that models trained on them keep working.

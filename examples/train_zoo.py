@@ -34,7 +34,8 @@ from wm_gym.device import PRECISIONS
 from wm_gym.io import atomic_path
 
 #: One recipe per sim. episodes / heldout / expert: random, held-out and noisy-expert episodes; bank: demos
-#: in the model's bank; history: feature frames the dynamics read (PointMaze's ball has momentum: one frame
+#: in the model's bank (drawn from the expert episodes, or with demos=N from N more noisy-expert episodes collected
+#: at their own seed for the bank alone: dm_control point_mass's cloning needs thousands, docs/results.md); history: feature frames the dynamics read (PointMaze's ball has momentum: one frame
 #: cannot show its velocity); preset: model size (`fast`: the CPU-speed model; `--preset small --name wall-small` the wider one);
 #: base_dynamics: flow and controller steps of the random-data model (the demo stage retrains both, so they
 #: are kept short); distance_steps / distance_imagined: the temporal-distance head's steps and the fraction
@@ -67,8 +68,14 @@ RECIPES = {
                       plan=dict(planner="gbp", mpc=True, terminal="temporal", gbp_steps=30, budget="dino-wm")),
     "pusht": dict(episodes=2000, heldout=100, expert=1000, bank=500, history=3, preset="fast", base_dynamics=100,
                   distance_steps=6000, distance_imagined=0.5),
-    "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=500, history=3, preset="small",
+    "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=2400, demos=2400, history=3, preset="small",
                            base_dynamics=100, distance_steps=6000, distance_imagined=0.5),
+    # the arm swings (fingertip ~0.8 m per random episode) and keeps its momentum: PointMaze's recipe (random +
+    # expert data in both stages, history 3, open-loop fine-tunes), the `small` preset like point_mass
+    "dmc-reacher": dict(episodes=1500, heldout=100, expert=600, bank=500, history=3, preset="small", base_dynamics=100,
+                        distance_steps=6000, distance_imagined=0.5, base_data=("random", "expert"),
+                        dynamics_data=("random", "expert"), base_history=3,
+                        rollout_finetune=((1000, 1e-4, 3), (1000, 1e-4, 5))),
 }
 
 
@@ -158,9 +165,11 @@ def main() -> None:
     started = time.perf_counter()
 
     base_dynamics = args.base_dynamics_steps if args.base_dynamics_steps is not None else r["base_dynamics"]
-    for label, episodes, seed, policy, workers in (("random", r["episodes"], 0, "random", args.workers),
-                                                   ("heldout", r["heldout"], 1, "random", 1),
-                                                   ("expert", r["expert"], 3, "noisy-expert", args.workers)):
+    collections = [("random", r["episodes"], 0, "random", args.workers), ("heldout", r["heldout"], 1, "random", 1),
+                   ("expert", r["expert"], 3, "noisy-expert", args.workers)]
+    if r.get("demos"):  # the bank's own demos
+        collections.append(("demos", r["demos"], 5, "noisy-expert", args.workers))
+    for label, episodes, seed, policy, workers in collections:
         out = d / f"{sim}-{label}{data_tag}"
         times.step(f"collect {label}", done(out / "meta.json"), "collect", "--env", sim, "--episodes", str(episodes),
                    "--out", str(out), "--seed", str(seed), "--policy", policy, "--workers", str(workers),
@@ -188,7 +197,8 @@ def main() -> None:
                    "--horizon", str(horizon), "--device", args.device, "--out", str(target))
         rolled = target
     times.step("calibration", done(calibrated), "calibrate", "--model", str(rolled), "--data", data_dir("heldout"),
-               "--demos", data_dir("expert"), "--demo-episodes", str(r["bank"]), "--out", str(calibrated))
+               "--demos", data_dir("demos" if r.get("demos") else "expert"), "--demo-episodes", str(r["bank"]),
+               "--out", str(calibrated))
     head = times.step("temporal-distance head", done(final), "train-distance", "--model", str(calibrated),
                "--data", data_dir("random"), "--data", data_dir("expert"),
                "--steps", str(r["distance_steps"]), "--imagined-fraction", str(r["distance_imagined"]),

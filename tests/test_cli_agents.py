@@ -114,6 +114,8 @@ def test_evaluate_cli_reports_success_in_the_real_sim(capsys, cli_agent):
     assert swm["budget"] == "swm" and swm["budget_sim_steps"] == 50 and swm["success_check_every"] == 1
     rc, _, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "1", "--budget", "lots")
     assert rc == 2 and "budget" in err
+    rc, _, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "1", "--budget", "task")
+    assert rc == 2 and "task episode" in err  # Wall has no task episode of its own (dm_control has)
 
 
 def test_evaluate_cli_errors_are_rc_2(capsys, cli_agent, tmp_path):

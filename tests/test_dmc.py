@@ -202,3 +202,58 @@ def test_noisy_expert_reaches_most_goals(domain, request):
 def test_unsupported_task_raises():
     with pytest.raises(ValueError, match="unsupported dm_control task cheetah-run"):
         DMCEnv("cheetah", "run")
+
+
+def test_reach_puts_the_fingertip_on_the_target_with_the_nearer_elbow(reacher):
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        while True:  # an arm whose fingertip lies in dm_control's target annulus, as the task's targets do
+            q = np.array([rng.uniform(-np.pi, np.pi), rng.uniform(*reacher.wrist_range)])
+            target = reacher.fingertip(q)
+            if 0.05 <= np.linalg.norm(target) <= 0.20:
+                break
+        np.testing.assert_allclose(reacher.reach(target, q), q, atol=1e-9)  # asked near itself: itself
+        ray = math.atan2(target[1], target[0])
+        other = np.array([math.remainder(2 * ray - q[0], 2 * np.pi), -q[1]])  # the other elbow, mirrored about the ray
+        np.testing.assert_allclose(reacher.fingertip(other), target, atol=1e-9)
+        np.testing.assert_allclose(reacher.reach(target, other), other, atol=1e-9)
+
+
+@pytest.mark.parametrize("domain", ["reacher", "point_mass"])
+def test_standard_task_episodes_are_dm_controls_own(domain):
+    """The `task` budget's episodes: the suite's own start and target (point_mass: target at the centre, start
+    anywhere in the arena), the goal the body on the target, the reward dm_control's, all fixed by the seed."""
+    env = DMCEnv(domain, "easy", standard_task=True)
+    starts = []
+    for seed in range(30):
+        _, info = env.reset(seed=seed)
+        start, goal = info["state"], info["goal"]
+        starts.append(start)
+        assert np.array_equal(start[4:], goal[4:]) and np.all(goal[2:4] == 0) and np.all(start[2:4] == 0)
+        np.testing.assert_allclose(env.effector_xy(goal), goal[4:], atol=1e-9)  # the goal image shows the target reached
+        assert info["task_reward"] == env._env.task.get_reward(env.physics)
+        if domain == "point_mass":
+            assert np.array_equal(goal[4:], [0.0, 0.0])  # point_mass.xml's fixed target
+        else:
+            assert 0.05 - 1e-9 <= np.linalg.norm(goal[4:]) <= 0.20 + 1e-9
+    _, again = env.reset(seed=7)
+    np.testing.assert_array_equal(again["state"], starts[7])
+    starts = np.array(starts)
+    if domain == "point_mass":  # the whole arena, not only within max_goal_distance (0.15) of the target
+        assert np.max(np.linalg.norm(starts[:, :2], axis=1)) > 0.2
+    # At the target the reward is dm_control's full 1 (reacher: the at-target indicator).
+    _, info = env.reset(seed=0, options={"start_state": env.goal, "goal_state": env.goal})
+    assert info["task_reward"] == pytest.approx(1.0) and info["is_success"]
+    env.close()
+
+
+def test_the_expert_earns_most_of_a_task_episodes_return_and_random_torques_do_not():
+    """run_policy sums dm_control's reward over a 1,000-step task episode (examples/expert_success.py --task):
+    the noisy PD expert reaches the centre and holds it (893 on seeds 1000-1004); random forces rarely pass by."""
+    env = DMCEnv("point_mass", "easy", standard_task=True)
+    env.skip_pixels = True  # the policies read states
+    expert = [run_policy(env, "noisy-expert", s, np.random.default_rng(s), 1000, stop_on_success=False) for s in (0, 1)]
+    random = [run_policy(env, "random", s, np.random.default_rng(s), 1000, stop_on_success=False) for s in (0, 1)]
+    assert all(info["task_return"] > 700 for info in expert), [info["task_return"] for info in expert]
+    assert all(info["task_return"] < 100 for info in random), [info["task_return"] for info in random]
+    env.close()

@@ -235,10 +235,10 @@ def test_the_harness_stops_showing_ended_episodes_to_the_policy(setup, monkeypat
     real_run_chunk = harness.run_chunk
     calls = {"n": 0}
 
-    def episode_1_succeeds_at_once(env, chunk, budget, sim_steps):
-        obs, steps, success = real_run_chunk(env, chunk, budget, sim_steps)
+    def episode_1_succeeds_at_once(env, chunk, budget, sim_steps, success_step=None):
+        obs, steps, _, reward = real_run_chunk(env, chunk, budget, sim_steps, success_step)
         calls["n"] += 1
-        return (obs, steps, steps) if calls["n"] == 2 else (obs, steps, None)  # the 2nd env stepped is episode 1
+        return (obs, steps, steps if calls["n"] == 2 else None, reward)  # the 2nd env stepped is episode 1
 
     class KeepingPolicy:
         def __init__(self):

@@ -231,7 +231,7 @@ def run_recipe(sim: str, tmp_path: Path, monkeypatch, run) -> Path:
     import wm_gym.zoo
 
     data = tmp_path / "data"
-    for label in ("random", "heldout", "expert"):
+    for label in ("random", "heldout", "expert", "demos"):
         (data / f"{sim}-{label}").mkdir(parents=True, exist_ok=True)
         (data / f"{sim}-{label}" / "meta.json").write_text("{}")
     monkeypatch.setattr(train_zoo, "run", run)
@@ -291,6 +291,36 @@ def test_pointmaze_recipe_trains_on_random_and_expert_data_then_fine_tunes_open_
     assert flag(tune5, "--model") == flag(tune3, "--out") and flag(calibrate, "--model") == flag(tune5, "--out")
     seconds = WorldModel.load(tmp_path / "zoo" / "pointmaze.pt").meta.train_info["recipe_seconds"]
     assert {"rollout fine-tune 1 (horizon 3)", "rollout fine-tune 2 (horizon 5)"} <= set(seconds)
+
+
+def test_a_recipe_with_its_own_demos_collects_them_and_builds_the_bank_from_them(tmp_path, monkeypatch, one_rank):
+    """dm_control point_mass's bank comes from its own noisy-expert collection (demos=N, seed 5), not from the
+    expert episodes the dynamics train on; a recipe without demos banks its expert episodes (PointMaze)."""
+    one_rank.meta.train_info["stage_seconds"] = {"latent": 1.0}
+
+    def fake_run(*args):
+        calls.append(args)
+        one_rank.save(args[args.index("--out") + 1])
+        return {"stage_seconds": {}}
+
+    for sim, bank_folder in (("dmc-point_mass", "dmc-point_mass-demos"), ("pointmaze", "pointmaze-expert")):
+        calls = []
+        data = run_recipe(sim, tmp_path / sim, monkeypatch, fake_run)
+        calibrate = next(args for args in calls if args[0] == "calibrate")
+        assert calibrate[calibrate.index("--demos") + 1] == str(data / bank_folder)
+    import train_zoo as tz
+
+    assert calibrate[calibrate.index("--demo-episodes") + 1] == str(tz.RECIPES["pointmaze"]["bank"])
+    recipe = tz.RECIPES["dmc-point_mass"]
+    # a fresh data folder: the demos are collected like the other sets, at their own seed
+    collected = []
+    monkeypatch.setattr(tz, "run", lambda *args: collected.append(args) if args[0] == "collect" else fake_run(*args))
+    monkeypatch.setattr(sys, "argv", ["train_zoo.py", "dmc-point_mass", "--data", str(tmp_path / "fresh"), "--device", "cpu"])
+    calls = []
+    tz.main()
+    demos = next(args for args in collected if args[args.index("--out") + 1].endswith("dmc-point_mass-demos"))
+    flag = lambda name: demos[demos.index(name) + 1]  # noqa: E731
+    assert (flag("--episodes"), flag("--seed"), flag("--policy")) == (str(recipe["demos"]), "5", "noisy-expert")
 
 
 # ----- collection on a native vector env -------------------------------------------------------------------------

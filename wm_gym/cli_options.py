@@ -53,8 +53,9 @@ T = TypeVar("T")
 SIM_HELP = ("real sim: wall, pointmaze, pusht, dmc-reacher, dmc-point_mass (v1, DINO-WM parity), or a full id such as "
             "wm_gym/Wall-v0 for an older version")
 BUDGET_HELP = ("evaluation protocol: dino-wm (success checked every 5 chunks, reported after 2/4/10/20 replans = "
-               "50/100/250/500 sim steps), swm (50 sim steps, success at any step) or a number of sim steps (default: "
-               "the sim's episode length); see docs/protocol.md")
+               "50/100/250/500 sim steps), swm (50 sim steps, success at any step), task (the sim's own task episode run to "
+               "its end, with its reward summed: dm_control's 1,000 steps from the suite's own starts and targets) or a "
+               "number of sim steps (default: the sim's episode length); see docs/protocol.md")
 LOOK_HELP = ("draw the sim another way, the physics unchanged ("
              + "; ".join(f"{name}: {', '.join(spec.looks)}" for name, spec in SIMS.items() if spec.looks)
              + "; the other sims have none yet): video of a changed look, to test or adapt a model on")
@@ -122,7 +123,7 @@ class FinetuneOptions:
 
 @dataclass
 class EvalWmOptions:
-    model: str                      # world-model file or zoo name (wall, pointmaze)
+    model: str                      # world-model file or zoo name (e.g. wall, pointmaze, dmc-reacher)
     data: str                       # dataset directory (ideally held-out episodes from a fresh seed)
     mode: str = "controller"        # how z is produced: the controller from the recorded actions, or the flow
     windows: int = 256              # rollout windows evaluated
@@ -296,7 +297,7 @@ FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
     },
     EvaluateOptions: {"grounding": Cli(metavar="G.pt")},
     RealRunOptions: {"env": Cli(help=SIM_HELP + " (default: the model's sim)"),
-                     "budget": Cli(metavar="dino-wm|swm|STEPS", help=BUDGET_HELP), "look": Cli(help=LOOK_HELP)},
+                     "budget": Cli(metavar="dino-wm|swm|task|STEPS", help=BUDGET_HELP), "look": Cli(help=LOOK_HELP)},
     PlannerOptions: {"planner": Cli(choices=PLANNERS), "prior": Cli(metavar="AGENT.zip"),
                      "waypoints": Cli(metavar="DIR[,DIR]")},
     PlannerConfig: {
@@ -598,7 +599,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("evaluate", "success rate of an agent in the REAL sim",
             "Run an agent in the real simulator: render -> world-model encoder -> policy -> action chunk (a latent-"
             "action agent through its grounding map). Success is the sim's own criterion: success_rate, episodes, "
-            "mean_episode_length (under --budget dino-wm also success_after_replans), and mp4s. --look evaluates "
+            "mean_episode_length (under --budget dino-wm also success_after_replans; under --budget task the task's "
+            "mean_task_return with its 95 % interval), and mp4s. --look evaluates "
             "in the sim drawn another way (a changed look, the same physics).",
             (EvaluateOptions, RealRunOptions), ("grounding", "env", "episodes", "seed", "budget", "video", "look")),
     Command("plan", "plan with the world model (CEM, GBP, GD, MPPI) and act in the REAL sim",

@@ -8,8 +8,9 @@ agent trained in imagination, or a planner from :mod:`wm_gym.agents.planners`.
 
 How long an episode runs and when its success is checked is a :class:`Budget`, the same for
 agents and planners: ``dino-wm`` (DINO-WM's MPC protocol: success checked after every 5 chunks
-and reported after 2, 4, 10 and 20 replans), ``swm`` (stable-worldmodel's 50 sim steps) or a
-number of sim steps; ``docs/protocol.md`` explains each.
+and reported after 2, 4, 10 and 20 replans), ``swm`` (stable-worldmodel's 50 sim steps), ``task``
+(the sim's own task episode, run to its end with the task's reward summed: dm_control's 1,000
+steps) or a number of sim steps; ``docs/protocol.md`` explains each.
 
 Episodes run in lockstep batches (one φ call and one ``predict`` per step for the batch), so
 planners that batch across episodes get all of them at once. With ``record``, every sim step
@@ -43,6 +44,8 @@ DINO_WM_REPORT_REPLANS = (2, 4, 10, 20)
 #: stable-worldmodel's fixed evaluation budget, in sim steps.
 SWM_SIM_STEPS = 50
 BUDGETS = ("dino-wm", "swm")
+#: The budget of a sim's own task episode (``SimSpec.task_steps``): not a replanning protocol.
+TASK_BUDGET = "task"
 
 
 @dataclass(frozen=True)
@@ -50,14 +53,16 @@ class Budget:
     """How long a real episode runs and when its success is checked: the protocol a success rate belongs to.
 
     Success is checked after every ``check_every``-th sim step and latched once seen; the
-    episode stops there. ``report_at`` lists the sim-step counts whose success rates are
-    reported, all from the same run (the last is ``sim_steps``).
+    episode stops there unless ``to_end`` (a task episode, whose return counts every step).
+    ``report_at`` lists the sim-step counts whose success rates are reported, all from the
+    same run (the last is ``sim_steps``).
     """
 
     name: str
     sim_steps: int
     check_every: int = 1
     report_at: tuple[int, ...] = ()
+    to_end: bool = False
 
     def __post_init__(self) -> None:
         if self.sim_steps < 1 or self.check_every < 1:
@@ -77,13 +82,16 @@ def chunks_per_plan(spec: str | int | Budget | None) -> int:
     return DINO_WM_REPLAN_CHUNKS if name in BUDGETS else 1
 
 
-def make_budget(spec: str | int | Budget | None, frameskip: int, default_sim_steps: int) -> Budget:
-    """``dino-wm`` | ``swm`` | a number of sim steps | None (the sim's episode length) → a :class:`Budget`.
+def make_budget(spec: str | int | Budget | None, frameskip: int, default_sim_steps: int,
+                task_steps: int | None = None) -> Budget:
+    """``dino-wm`` | ``swm`` | ``task`` | a number of sim steps | None (the sim's episode length) → a :class:`Budget`.
 
     * ``dino-wm``: DINO-WM's MPC protocol. Success is checked at the end of each replan (every
       5 chunks = 25 sim steps at frameskip 5) and reported after 2, 4, 10 and 20 replans
       (50 / 100 / 250 / 500 sim steps), since DINO-WM itself plans until every episode succeeds.
     * ``swm``: stable-worldmodel's 50 sim steps, success at any step.
+    * ``task``: the sim's own task episode (``task_steps`` sim steps: dm_control's 1,000), run to its
+      end whatever happens, so that the task's reward can be summed (success is still its first step).
     * ``N``: N sim steps, success at any step.
     """
     if isinstance(spec, Budget):
@@ -96,10 +104,22 @@ def make_budget(spec: str | int | Budget | None, frameskip: int, default_sim_ste
                       tuple(r * replan for r in DINO_WM_REPORT_REPLANS))
     if spec == "swm":
         return Budget("swm", SWM_SIM_STEPS)
+    if spec == TASK_BUDGET:
+        if task_steps is None:
+            raise ValueError("budget 'task' is the sim's own task episode, and this sim has none "
+                             "(the dm_control sims have: 1,000 steps)")
+        return Budget(TASK_BUDGET, int(task_steps), to_end=True)
     text = str(spec)
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"budget must be one of {', '.join(BUDGETS)} or a positive number of sim steps, got {spec!r}")
+        raise ValueError(f"budget must be one of {', '.join(BUDGETS + (TASK_BUDGET,))} or a positive number of "
+                         f"sim steps, got {spec!r}")
     return Budget(f"{int(text)} steps", int(text))
+
+
+def sim_budget(spec: str | int | Budget | None, env_id: str, frameskip: int) -> Budget:
+    """:func:`make_budget` with the sim's own episode and task lengths (its registration)."""
+    sim = sim_spec(env_id)
+    return make_budget(spec, frameskip, sim.max_episode_steps, sim.task_steps)
 
 
 def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes: int = 50, seed: int = 1000,
@@ -123,7 +143,7 @@ def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes:
     if max_steps is not None and budget is not None:
         raise ValueError("give either budget or max_steps, not both")
     fs = model.config.frameskip
-    budget = make_budget(max_steps * fs if max_steps is not None else budget, fs, sim_spec(env_id).max_episode_steps)
+    budget = sim_budget(max_steps * fs if max_steps is not None else budget, env_id, fs)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     todo = [i for i in range(episodes) if i not in skip]
@@ -148,10 +168,20 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
+def mean_interval(values, z: float = 1.96) -> tuple[float, float]:
+    """95 % normal interval of a mean (e.g. a task's return over episodes): mean ± z·s/√n, NaN for n < 2."""
+    values = np.asarray(values, float)
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    half = z * values.std(ddof=1) / np.sqrt(len(values))
+    return float(values.mean() - half), float(values.mean() + half)
+
+
 def summarize(results: list[dict[str, Any]], budget: Budget, frameskip: int) -> dict[str, Any]:
     """Success rate (at the budget's end and at each reporting point) and lengths of per-episode results."""
     n = len(results)
     steps = np.array([r["success_step"] if r["success_step"] is not None else np.inf for r in results], float)
+    returns = np.array([r["task_return"] for r in results if "task_return" in r], float)
     lengths = np.array([r["length"] for r in results], float)
     rate = lambda limit: float((steps <= limit).mean()) if n else float("nan")  # noqa: E731
     out = {"success_rate": rate(budget.sim_steps), "episodes": n,
@@ -162,31 +192,40 @@ def summarize(results: list[dict[str, Any]], budget: Budget, frameskip: int) -> 
            "success_at_sim_steps": {str(k): rate(k) for k in budget.report_at}}
     if budget.name == "dino-wm":
         out["success_after_replans"] = dict(zip(map(str, DINO_WM_REPORT_REPLANS), out["success_at_sim_steps"].values()))
+    if budget.to_end and len(returns):  # the task's return: mean, its 95 % interval, and the spread
+        out.update(mean_task_return=float(returns.mean()), task_return_ci95=list(mean_interval(returns)),
+                   task_return_std=float(returns.std()))
     return out
 
 
-def run_chunk(env, chunk: np.ndarray, budget: Budget, sim_steps: int) -> tuple[dict, int, int | None]:
+def run_chunk(env, chunk: np.ndarray, budget: Budget, sim_steps: int,
+              success_step: int | None = None) -> tuple[dict, int, int | None, float]:
     """Step ``env`` through one action chunk [frameskip, A] under ``budget``.
 
     Success is checked only after sim steps that are multiples of ``budget.check_every``, and
-    the chunk stops at the first success seen or at the budget's end. Returns (the last obs,
-    the sim steps taken so far, the sim step of the success or None).
+    the chunk stops at the first success seen (unless ``budget.to_end``) or at the budget's end.
+    ``success_step``: the episode's success so far. Returns (the last obs, the sim steps taken so
+    far, the sim step of the first success or None, the sim's ``task_reward`` summed over the chunk).
     """
-    obs = None
+    obs, reward = None, 0.0
     for sim_action in chunk:
         obs, _, _, _, info = env.step(sim_action)
         sim_steps += 1
-        if budget.checks(sim_steps) and info["is_success"]:
-            return obs, sim_steps, sim_steps
+        reward += float(info.get("task_reward", 0.0))
+        if success_step is None and budget.checks(sim_steps) and info["is_success"]:
+            success_step = sim_steps
+            if not budget.to_end:
+                break
         if sim_steps >= budget.sim_steps:
             break
-    return obs, sim_steps, None
+    return obs, sim_steps, success_step, reward
 
 
 def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, video_dir, n_videos, on_end=None,
                look: str | None = None) -> list[dict[str, Any]]:
     fs = model.config.frameskip
-    envs = [make_sim(env_id, model.meta.image_size, look=look).unwrapped for _ in seeds]
+    task = budget.name == TASK_BUDGET  # the sim's own task episode: its own starts and goals
+    envs = [make_sim(env_id, model.meta.image_size, look=look, task=task).unwrapped for _ in seeds]
     envs = [EpisodeRecorder(e) if on_end else e for e in envs]
     action_space = chunk_space(envs[0].action_space, fs)
     try:
@@ -196,7 +235,7 @@ def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, vide
             pixels.append(obs["pixels"]), goals.append(env.unwrapped.goal_pixels)
         goal_feats = _encode(model, np.stack(goals))
         active = np.ones(len(envs), bool)
-        sim_steps, length = np.zeros(len(envs), int), np.zeros(len(envs), int)
+        sim_steps, length, task_return = np.zeros(len(envs), int), np.zeros(len(envs), int), np.zeros(len(envs))
         success_step: list[int | None] = [None] * len(envs)
         # planners say what they expect to see next: videos then show real | planned (decoded) | goal
         planned = n_videos > 0 and hasattr(policy, "expected") and hasattr(model.encoder, "decode")
@@ -220,8 +259,10 @@ def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, vide
             imagined = model.decode_pixels(policy.expected[:filmed]).cpu().numpy() if planned else None
             for j, i in enumerate(rows):
                 chunk = check_action(actions[j], action_space).reshape(fs, -1)
-                step_obs, sim_steps[i], success_step[i] = run_chunk(envs[i], chunk, budget, int(sim_steps[i]))
-                active[i] = success_step[i] is None and sim_steps[i] < budget.sim_steps
+                step_obs, sim_steps[i], success_step[i], reward = run_chunk(envs[i], chunk, budget, int(sim_steps[i]),
+                                                                            success_step[i])
+                task_return[i] += reward
+                active[i] = (success_step[i] is None or budget.to_end) and sim_steps[i] < budget.sim_steps
                 pixels[i] = step_obs["pixels"]
                 length[i] += 1
                 if i < n_videos:
@@ -231,7 +272,8 @@ def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, vide
         for i in range(n_videos):
             write_mp4(Path(video_dir) / f"episode_{seeds[i]}.mp4", np.stack(frames[i]))
         return [{"seed": s, "success": success_step[i] is not None, "success_step": success_step[i],
-                 "length": int(length[i]), "sim_steps": int(sim_steps[i])} for i, s in enumerate(seeds)]
+                 "length": int(length[i]), "sim_steps": int(sim_steps[i]),
+                 **({"task_return": float(task_return[i])} if task else {})} for i, s in enumerate(seeds)]
     finally:
         for env in envs:
             env.close()

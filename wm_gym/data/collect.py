@@ -45,20 +45,25 @@ def episode_seeds(seed: int, index: int) -> tuple[int, np.random.Generator]:
     return int(reset_ss.generate_state(1, np.uint32)[0]), np.random.default_rng(policy_ss)
 
 
-def make_sim(env_id: str, image_size: int = 64, goal_split: str | None = None, look: str | None = None):
+def make_sim(env_id: str, image_size: int = 64, goal_split: str | None = None, look: str | None = None,
+             task: bool = False):
     """``gym.make`` one of our sims (importing wm_gym registers them); ``goal_split`` for sims with recorded goal
-    sets, ``look`` (a name of its ``SimSpec.looks``) for sims that can be drawn differently."""
+    sets, ``look`` (a name of its ``SimSpec.looks``) for sims that can be drawn differently, ``task`` for the
+    sim's own task episodes (``SimSpec.task_steps``: dm_control's starts and targets)."""
     import gymnasium as gym
 
     import wm_gym  # noqa: F401  (registers the env ids, also in spawned workers)
     from wm_gym.envs.registration import resolve_env_id, sim_spec
 
     env_id = resolve_env_id(env_id)  # a short name ("wall") works too
-    looks = sim_spec(env_id).looks
-    if look is not None and look not in looks:
-        raise ValueError(f"{env_id} has {'the looks ' + ', '.join(looks) if looks else 'no look options'}; "
+    spec = sim_spec(env_id)
+    if look is not None and look not in spec.looks:
+        raise ValueError(f"{env_id} has {'the looks ' + ', '.join(spec.looks) if spec.looks else 'no look options'}; "
                          f"got look={look!r}")
-    options = {**({"goal_split": goal_split} if goal_split else {}), **({"look": look} if look else {})}
+    if task and spec.task_steps is None:
+        raise ValueError(f"{env_id} has no task episode of its own (the dm_control sims have)")
+    options = {**({"goal_split": goal_split} if goal_split else {}), **({"look": look} if look else {}),
+               **({"standard_task": True} if task else {})}
     return gym.make(env_id, image_size=image_size, **options)
 
 

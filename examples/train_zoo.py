@@ -35,8 +35,8 @@ from wm_gym.io import atomic_path
 
 #: One recipe per sim. episodes / heldout / expert: random, held-out and noisy-expert episodes; bank: demos
 #: in the model's bank (drawn from the expert episodes, or with demos=N from N more noisy-expert episodes collected
-#: at their own seed for the bank alone: dm_control point_mass's cloning needs thousands, docs/results.md); history: feature frames the dynamics read (PointMaze's ball has momentum: one frame
-#: cannot show its velocity); preset: model size (`fast`: the CPU-speed model; `--preset small --name wall-small` the wider one);
+#: at their own seed for the bank alone: dm_control point_mass's cloning needs thousands, docs/results.md);
+#: history: feature frames the dynamics read (PointMaze's ball has momentum: one frame cannot show its velocity); preset: model size (`fast`: the CPU-speed model; `--preset small --name wall-small` the wider one);
 #: base_dynamics: flow and controller steps of the random-data model (the demo stage retrains both, so they
 #: are kept short); distance_steps / distance_imagined: the temporal-distance head's steps and the fraction
 #: of its training states taken from the model's own open-loop predictions (every episode is rolled out for
@@ -165,9 +165,10 @@ def main() -> None:
     started = time.perf_counter()
 
     base_dynamics = args.base_dynamics_steps if args.base_dynamics_steps is not None else r["base_dynamics"]
+    bank_data = "demos" if r.get("demos") else "expert"  # the bank's own demos, or the expert episodes
     collections = [("random", r["episodes"], 0, "random", args.workers), ("heldout", r["heldout"], 1, "random", 1),
                    ("expert", r["expert"], 3, "noisy-expert", args.workers)]
-    if r.get("demos"):  # the bank's own demos
+    if bank_data == "demos":
         collections.append(("demos", r["demos"], 5, "noisy-expert", args.workers))
     for label, episodes, seed, policy, workers in collections:
         out = d / f"{sim}-{label}{data_tag}"
@@ -197,8 +198,7 @@ def main() -> None:
                    "--horizon", str(horizon), "--device", args.device, "--out", str(target))
         rolled = target
     times.step("calibration", done(calibrated), "calibrate", "--model", str(rolled), "--data", data_dir("heldout"),
-               "--demos", data_dir("demos" if r.get("demos") else "expert"), "--demo-episodes", str(r["bank"]),
-               "--out", str(calibrated))
+               "--demos", data_dir(bank_data), "--demo-episodes", str(r["bank"]), "--out", str(calibrated))
     head = times.step("temporal-distance head", done(final), "train-distance", "--model", str(calibrated),
                "--data", data_dir("random"), "--data", data_dir("expert"),
                "--steps", str(r["distance_steps"]), "--imagined-fraction", str(r["distance_imagined"]),

@@ -11,7 +11,8 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
 * optionally (``scratch-temporal``, ``bc-ppo-temporal``) the same with the learned temporal-progress
   reward (a model with a ``wm-gym train-distance`` head);
 * optionally (``bc-ppo-temporal-success``) BC + PPO whose imagined episodes end where the model's temporal head
-  reads less than one model step to the goal (a model with a ``wm-gym train-distance`` head);
+  reads less than one model step to the goal (a model with a ``wm-gym train-distance`` head), and with the head
+  as reward too (``scratch-temporal-success``, ``bc-ppo-temporal-both``): no feature-distance threshold at all;
 * optionally (``bc-ppo-real-threshold``) BC + PPO whose imagined episodes end at the success threshold
   calibrated on real encodings instead of on imagined ones (where the imagined calibration cannot tell
   success apart, e.g. PushT's: its threshold lets almost every imagined step count as a success).
@@ -66,6 +67,12 @@ AGENTS = {
     # frames are too blurred for a feature-distance goal test (PointMaze-v1's imagined calibration precision 0.2)
     "bc-ppo-temporal-success": ("BC + PPO, episodes end where the temporal head reads < 1 step to go",
                                 dict(success_metric="temporal", success_threshold=1.0)),
+    # the temporal head as both the reward's progress term and the success test: no feature-distance threshold at all
+    "scratch-temporal-success": ("PPO from scratch, temporal reward and success test",
+                                 dict(bc_data=None, log_std_init=0.0, reward="temporal", success_metric="temporal",
+                                      success_threshold=1.0)),
+    "bc-ppo-temporal-both": ("BC + PPO, demo + temporal reward, temporal success test",
+                             dict(reward="demo+temporal", success_metric="temporal", success_threshold=1.0)),
 }
 
 

@@ -127,6 +127,20 @@ def test_the_temporal_success_row_ends_episodes_by_the_head(tmp_path):
     assert row.out != configs["bc-ppo"].out
 
 
+def test_the_temporal_rows_pair_the_heads_reward_with_its_success_test(tmp_path):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    names = ["bc-ppo-temporal", "bc-ppo-temporal-both", "scratch-temporal", "scratch-temporal-success"]
+    rows = agent_table.agent_configs(names, str(model), tmp_path, 61_440, 0)
+    for name in ("bc-ppo-temporal-both", "scratch-temporal-success"):
+        assert (rows[name].success_metric, rows[name].success_threshold) == ("temporal", 1.0)
+    for name in ("bc-ppo-temporal", "scratch-temporal"):  # the same rewards with the model's calibrated test
+        assert (rows[name].success_metric, rows[name].success_threshold) == (None, None)
+    assert rows["bc-ppo-temporal-both"].reward == "demo+temporal" and rows["bc-ppo-temporal-both"].bc_data == "auto"
+    assert rows["scratch-temporal-success"].reward == "temporal" and rows["scratch-temporal-success"].bc_data is None
+    assert len({r.out for r in rows.values()}) == 4
+
+
 def test_main_trains_once_per_setting_and_labels_the_trained_steps(tmp_path, monkeypatch):
     """A re-run with another --ppo-steps trains a new agent instead of relabelling the old one."""
     model = tmp_path / "m.pt"

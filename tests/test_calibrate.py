@@ -152,6 +152,24 @@ def test_from_dataset_cuts_each_demo_at_its_first_success(tiny_imagine_world):
         np.testing.assert_array_equal(bank.start_states[e], data.states[e][0])
 
 
+def test_a_bank_costs_its_compressed_size_in_the_model_file_and_older_files_still_load(tiny_imagine_world, tmp_path):
+    rng = np.random.default_rng(0)  # incompressible frames: half their bytes are above 127
+    noise = [rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8) for _ in range(20)]
+    bank = DemoBank.from_videos(noise)
+    stream = len(zlib.compress(bank.frames.tobytes(), 6))
+    model = WorldModel.load(tiny_imagine_world.path)
+    model.bank = None
+    model.save(tmp_path / "without.pt")
+    model.bank = bank
+    model.save(tmp_path / "with.pt")
+    grew = (tmp_path / "with.pt").stat().st_size - (tmp_path / "without.pt").stat().st_size
+    assert grew < stream + 20_000            # pickled as bytes (protocol 2) it grew ~1.5x the stream
+    np.testing.assert_array_equal(WorldModel.load(tmp_path / "with.pt").bank.frames, bank.frames)
+    older = {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in bank.to_dict().items()}  # numpy arrays ...
+    older["frames"] = zlib.compress(bank.frames.tobytes(), 6)                                # ... and bytes
+    np.testing.assert_array_equal(DemoBank.from_dict(older).frames, bank.frames)
+
+
 def test_corrupt_bank_bytes_raise_value_error(tiny_imagine_world):
     d = DemoBank.from_videos([video(3), video(4)]).to_dict()
     with pytest.raises(ValueError, match="corrupt"):

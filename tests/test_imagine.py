@@ -550,13 +550,13 @@ def test_shipped_pusht_model_passes_the_env_checker_offline():
 def test_shipped_dm_control_models_pass_the_env_checker_offline(name, env_id):
     from wm_gym.zoo import ZOO_DIR, available
 
-    assert name in available() and (ZOO_DIR / f"{name}.pt").stat().st_size < 27e6  # point_mass: a 2,400-demo bank
+    assert name in available() and (ZOO_DIR / f"{name}.pt").stat().st_size < 27e6  # 2,400- and 2,000-demo banks
     env = gym.make("WMImagine-v0", model=name, device="cpu")
     wm = env.unwrapped.model
     assert wm.meta.env_id == env_id and wm.config.history == 3 and wm.meta.train_info["preset"] == "small"
     assert wm.bank is not None and wm.bank.actions is not None and wm.temporal_distance is not None
     assert wm.meta.success_threshold is not None and wm.meta.train_info["recipe_seconds"]
-    assert len(wm.bank) == {"dmc-point_mass": 2400, "dmc-reacher": 500}[name]
+    assert len(wm.bank) == {"dmc-point_mass": 2400, "dmc-reacher": 2000}[name]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the unbounded Box warns; that is expected of a feature obs
         check_env(env.unwrapped)

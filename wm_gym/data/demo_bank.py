@@ -99,14 +99,24 @@ class DemoBank:
 
     # ----- storage (inside the world-model file) ---------------------------------------------------
     def to_dict(self) -> dict:
-        return {"frames": zlib.compress(self.frames.tobytes(), 6), "shape": list(self.frames.shape),
-                "lengths": self.lengths, "heldout": self.heldout,
-                "start_states": self.start_states, "goal_states": self.goal_states, "actions": self.actions}
+        """Tensors only: ``torch.save`` stores a tensor's bytes as they are, but pickles ``bytes`` and numpy
+        arrays with protocol 2, which writes each byte above 127 as two (a zlib stream grew 1.6x in the file)."""
+        import torch  # local: building a bank from videos or a dataset needs no torch
+
+        def tensor(a: np.ndarray | None):
+            return None if a is None else torch.from_numpy(np.ascontiguousarray(a))
+
+        stream = np.frombuffer(bytearray(zlib.compress(self.frames.tobytes(), 6)), np.uint8)  # writable
+        return {"frames": tensor(stream), "shape": list(self.frames.shape),
+                "lengths": tensor(self.lengths), "heldout": tensor(self.heldout),
+                "start_states": tensor(self.start_states), "goal_states": tensor(self.goal_states),
+                "actions": tensor(self.actions)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DemoBank":
-        try:
-            frames = np.frombuffer(zlib.decompress(d["frames"]), np.uint8).reshape(d["shape"])
+        try:  # a uint8 tensor of the zlib stream, or the bytes themselves (files written before the tensors)
+            stream = d["frames"] if isinstance(d["frames"], bytes) else np.asarray(d["frames"]).tobytes()
+            frames = np.frombuffer(zlib.decompress(stream), np.uint8).reshape(d["shape"])
         except (zlib.error, ValueError, KeyError) as err:
             raise ValueError(f"the model's demo bank is corrupt: {err}") from err
         actions = d.get("actions")

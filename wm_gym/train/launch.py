@@ -54,12 +54,26 @@ def _rank_main(rank: int, ranks: int, port: int, threads: int, errors: str, fn: 
     set_threads(threads)
     try:
         fn(*args)
+        _leave_process_group()
     except BaseException as err:  # hand the original exception to the launcher, then fail this rank
         try:
             (Path(errors) / f"rank{rank:03d}.pkl").write_bytes(pickle.dumps(err))
         except Exception:  # an unpicklable exception still fails the rank below
             pass
         raise
+
+
+def _leave_process_group() -> None:
+    """Wait for every rank, then close gloo's connections before the interpreter exits.
+
+    A rank that exits while a peer's gloo threads still hold its sockets can abort that peer at teardown
+    (``terminate called without an active exception``) after the training itself succeeded.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _first_error(errors: Path) -> BaseException | None:

@@ -15,7 +15,7 @@ MODELS: dict[str, str] = {
     "pointmaze": "pointmaze.pt",  # `fast` preset, history 3, PointMaze-v1 (its close view; random + expert data)
     "pusht": "pusht.pt",          # `fast` preset, history 3, PushT-v1 (collected on the "train" goal split)
     "dmc-point_mass": "dmc-point_mass.pt",  # `small` preset, history 3, dm_control point_mass-easy (2,400-demo bank)
-    "dmc-reacher": "dmc-reacher.pt",        # `small` preset, history 3, dm_control reacher-easy (random + expert data)
+    "dmc-reacher": "dmc-reacher.pt",        # `small` preset, history 3, dm_control reacher-easy (2,000-demo bank)
 }
 DEFAULT = "wall"
 #: Agents ship beside the models as NAME.zip (SB3, with its .json sidecar; written by

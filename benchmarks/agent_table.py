@@ -37,16 +37,15 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 
 import wm_gym  # noqa: F401  (registers the sims)
 from wm_gym.agents.evaluate import evaluate_agent
 from wm_gym.agents.train_agent import AgentConfig, train_agent
+from wm_gym.data.collect import make_sim
 from wm_gym.device import PRECISIONS
-from wm_gym.envs import sim_spec
 from wm_gym.envs.policies import make_policy
-from wm_gym.real_episodes import Budget, make_budget, wilson_interval
+from wm_gym.real_episodes import Budget, mean_interval, sim_budget, wilson_interval
 from wm_gym.zoo import load_model, resolve_model
 
 #: name -> (label, AgentConfig overrides). The imagined-step budget is --ppo-steps.
@@ -117,21 +116,41 @@ def agent_configs(names: list[str], model: str, out: Path, ppo_steps: int, agent
 
 
 def expert_success(env_id: str, seeds: list[int], budget: Budget, policy: str = "noisy-expert") -> dict:
-    """The collection policy's success on ``seeds`` under ``budget`` (success checked as the budget says)."""
-    env = gym.make(env_id).unwrapped
-    wins = 0
+    """The collection policy's success on ``seeds`` under ``budget`` (success checked as the budget says). Under a
+    task budget the sim's own task episodes run to their end and the row adds their mean return, like an agent's."""
+    env = make_sim(env_id, task=budget.to_end).unwrapped  # no TimeLimit cut: the budget says when to stop
+    env.skip_pixels = True  # the experts read states; drawing frames nobody looks at only costs time
+    success_steps, returns = [], []
     for seed in seeds:
         obs, info = env.reset(seed=seed)
         act = make_policy(env, policy, np.random.default_rng(seed))
         act.reset(obs, info)
+        success_step, task_return = None, 0.0
         for step in range(1, budget.sim_steps + 1):
             obs, _, _, _, info = env.step(act(obs, info))
-            if budget.checks(step) and info["is_success"]:
-                wins += 1
+            task_return += float(info.get("task_reward", 0.0))
+            if success_step is None and budget.checks(step) and info["is_success"]:
+                success_step = step
+            if success_step is not None and not budget.to_end:
                 break
+        success_steps.append(success_step)
+        returns.append(task_return)
     env.close()
-    return {"success_rate": wins / len(seeds), "success_ci95": list(wilson_interval(wins, len(seeds))),
-            "episodes": len(seeds)}
+    wins = sum(step is not None for step in success_steps)
+    out = {"success_rate": wins / len(seeds), "success_ci95": list(wilson_interval(wins, len(seeds))),
+           "episodes": len(seeds)}
+    if budget.to_end:
+        out.update(mean_task_return=float(np.mean(returns)), task_return_ci95=list(mean_interval(returns)))
+    return out
+
+
+def table_cell(result: dict) -> str:
+    """Success with its interval, and under a task budget the mean task return with its own."""
+    cell = f"{result['success_rate']:.3f} ({result['success_ci95'][0]:.3f}–{result['success_ci95'][1]:.3f})"
+    if "mean_task_return" in result:
+        lo, hi = result["task_return_ci95"]
+        cell += f"; return {result['mean_task_return']:.1f} ({lo:.1f}–{hi:.1f})"
+    return cell
 
 
 def main() -> None:
@@ -140,7 +159,8 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=200, help="fresh real episodes per cell")
     parser.add_argument("--seed", type=int, default=1000, help="episode i resets with seed + i")
     parser.add_argument("--budgets", nargs="+", default=["default", "dino-wm"],
-                        help="default (the sim's episode length) | dino-wm | swm | STEPS")
+                        help="default (the sim's episode length) | dino-wm | swm | task (dm_control's own 1,000-step "
+                        "episode, with its return) | STEPS")
     parser.add_argument("--agents", nargs="+", default=["bc", "bc-ppo", "scratch"], choices=list(AGENTS))
     parser.add_argument("--ppo-steps", type=int, default=61_440, help="imagined agent steps of the PPO rows")
     parser.add_argument("--agent-seed", type=int, default=0)
@@ -154,7 +174,7 @@ def main() -> None:
     model = load_model(args.model, "cpu")
     env_id, fs = model.meta.env_id, model.config.frameskip
     seeds = [args.seed + i for i in range(args.episodes)]
-    budgets = [make_budget(None if b == "default" else b, fs, sim_spec(env_id).max_episode_steps) for b in args.budgets]
+    budgets = [sim_budget(None if b == "default" else b, env_id, fs) for b in args.budgets]
 
     rows: dict[str, dict] = {"expert": {"label": "noisy expert (recorded the demos)", "imagined_steps": 0}}
     configs = agent_configs(args.agents, args.model, out, args.ppo_steps, args.agent_seed,
@@ -179,8 +199,7 @@ def main() -> None:
     header = "| agent | imagined steps | " + " | ".join(f"real success, {b.name} (95 % CI)" for b in budgets) + " |"
     lines = [header, "|" + "---|" * (2 + len(budgets))]
     for row in rows.values():
-        cells = [f"{row[b.name]['success_rate']:.3f} ({row[b.name]['success_ci95'][0]:.3f}–"
-                 f"{row[b.name]['success_ci95'][1]:.3f})" for b in budgets]
+        cells = [table_cell(row[b.name]) for b in budgets]
         lines.append(f"| {row['label']} | {row['imagined_steps']:,} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines)
     (out / "table.md").write_text(markdown + "\n")

@@ -1,14 +1,14 @@
-"""Adapt a video-first Wall model to a changed look from unlabelled video of that look.
+"""Adapt a video-first model to a changed look from unlabelled video of that look.
 
 stable-worldmodel measured DINO-WM on PushT falling from 94 % to 10 % when the background colour
 changes. This script measures the same for the model of examples/video_first.py, and what
 unlabelled video of the new look buys back. It runs after video_first.py, on its --data and
---repa-weight (the base run's settings are read from there). For --look L (a Wall look:
-blue-floor, green-walls, big-dot, checker-floor; `wm-gym collect --help`):
+--repa-weight (the base run's settings, its sim included, are read from there). For --look L (a
+look of that sim, e.g. on Wall blue-floor, green-walls, big-dot, checker-floor; `wm-gym collect --help`):
 
 1. unadapted  the base run's agent and grounding in the real sim drawn in look L
               (`wm-gym evaluate --look L`), on the base run's evaluation seeds;
-2. record*    new-look video: --adapt-random random and --adapt-expert noisy-expert Wall episodes
+2. record*    new-look video: --adapt-random random and --adapt-expert noisy-expert episodes
               drawn in look L (`wm-gym collect --look L`, seeds no base episode used, so no
               trajectory is seen in both looks), written as folders of PNG frames (--format png,
               lossless, as the deployed camera delivers them) or mp4s; their actions go nowhere;
@@ -39,7 +39,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # video_first's pipeline sits beside this script
 import video_first  # noqa: E402
-from video_first import SIM, Pipeline, Settings, evaluation_row, export_episodes, model_folder  # noqa: E402
+from video_first import (SIMS, Pipeline, Settings, default_root, evaluation_row, export_episodes,  # noqa: E402
+                         model_folder)
 
 #: New-look collections: (policy, seed). Seeds unlike video_first.SOURCES' so no trajectory appears in both looks.
 NEW_LOOK_SOURCES = {"random": ("random", 20), "expert": ("noisy-expert", 23)}
@@ -57,13 +58,14 @@ def base_settings(root: Path, repa_weight: float) -> Settings:
 
 
 def record_new_look(p: Pipeline, look: str, counts: dict[str, int], workers: int, fmt: str) -> dict[str, list[str]]:
-    """Collect Wall episodes drawn in ``look`` and write them as PNG frame folders or mp4s (videos/<look>-<kind>-<fmt>)."""
+    """Collect the sim's episodes drawn in ``look``; write them as PNG frame folders or mp4s
+    (videos/<look>-<kind>-<fmt>)."""
     names = {}
     for kind, (policy, seed) in NEW_LOOK_SOURCES.items():
         if counts[kind] == 0:
             continue
         dataset = p.root / f"sim-{look}-{kind}"
-        video_first.run("collect", "--env", SIM, "--episodes", str(counts[kind]), "--policy", policy, "--seed",
+        video_first.run("collect", "--env", p.s.sim, "--episodes", str(counts[kind]), "--policy", policy, "--seed",
                         str(seed), "--look", look, "--out", str(dataset), "--workers", str(workers))
         names[kind] = export_episodes(dataset, new_look_folder(p, look, kind, fmt), f"{look}-{kind}", fmt)
     return names
@@ -95,9 +97,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--look", required=True, help="the new look (a Wall look other than default)")
-    parser.add_argument("--data", default=None, help="video_first.py's --data (default: data/video-first, "
-                        "data/video-first-quick with --quick)")
+    parser.add_argument("--look", required=True, help="the new look (a look of the base run's sim other than default)")
+    parser.add_argument("--data", default=None, help="video_first.py's --data (default: its default for --sim)")
+    parser.add_argument("--sim", default="wall", choices=SIMS, help="the base run's sim, to find its default --data")
     parser.add_argument("--quick", action="store_true", help="adapt video_first.py --quick's run (4 + 4 new videos)")
     parser.add_argument("--repa-weight", type=float, default=0.0, help="which of video_first.py's models to adapt")
     parser.add_argument("--adapt-random", type=int, default=None,
@@ -119,11 +121,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="stop after step 1: the base agent's success in the new look (a cheap row per look)")
     parser.add_argument("--device", default="auto", help="training and imagination device: auto | cpu | cuda")
     args = parser.parse_args(argv)
-    from wm_gym.envs.registration import sim_spec
-
-    looks = [name for name in sim_spec(SIM).looks if name != "default"]
-    if args.look not in looks:
-        parser.error(f"--look must be one of {', '.join(looks)}, got {args.look!r}")
     args.adapt_random = (4 if args.quick else 500) if args.adapt_random is None else args.adapt_random
     args.adapt_expert = (4 if args.quick else 100) if args.adapt_expert is None else args.adapt_expert
     args.repeat = (2 if args.quick else 8) if args.repeat is None else args.repeat
@@ -136,8 +133,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    root = Path(args.data or ("data/video-first-quick" if args.quick else "data/video-first"))
+    root = Path(args.data) if args.data else default_root(args.sim, args.quick)
     s, look, started = base_settings(root, args.repa_weight), args.look, time.perf_counter()
+    from wm_gym.envs.registration import sim_spec
+
+    looks = [name for name in sim_spec(s.sim).looks if name != "default"]
+    if look not in looks:
+        raise SystemExit(f"--look must be a {s.sim} look: one of {', '.join(looks)}, got {look!r}")
     base = Pipeline(root, s, args.device)
     p = Pipeline(root, s, args.device)
     method = f"retrain-x{args.repeat}" if args.retrain else "align"
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     write_json_atomic(path, counts)
 
     b = base.models
-    for needed in (b / "agent-latent.zip", b / "grounding.pt", b / "wall-video-bank.pt"):
+    for needed in (b / "agent-latent.zip", b / "grounding.pt", base.model_file("-bank")):
         if not needed.exists():
             raise SystemExit(f"{needed} does not exist: finish examples/video_first.py --data {root} first")
     unadapted = p.evaluate("evaluate-unadapted", b / "agent-latent.zip", b / "grounding.pt", look)
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     if not (found := p.done("record", new_look_folder(p, look, "expert", args.format), p.models)):
         found = p.keep("record", {"names": record_new_look(p, look, counts, s.workers, args.format), **counts}, p.models)
-    new_frames = sum(counts.values()) * (sim_spec(SIM).max_episode_steps + 1)
+    new_frames = sum(counts.values()) * (sim_spec(s.sim).max_episode_steps + 1)
     summary.update(models=str(p.models), method=method, format=args.format, new_look_videos=counts,
                    new_look_frames=new_frames, new_look_minutes_at_10_fps=round(new_frames / 600, 1))
     new_folders = [new_look_folder(p, look, kind, args.format) for kind in found["names"]]
@@ -174,8 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         new_data = f"{look}-random-{args.format}"
         p.ingest(new_data, [new_look_folder(p, look, "random", args.format)], None)
-        aligned = p.models / "wall-video-aligned.pt"
-        fit = p.step("align", aligned, "align", "--model", str(b / "wall-video-bank.pt"), "--old",
+        aligned = p.model_file("-aligned")
+        fit = p.step("align", aligned, "align", "--model", str(base.model_file("-bank")), "--old",
                      str(root / "video"), "--new", str(root / new_data), "--look", look, "--max-episodes",
                      str(counts["random"]), "--out", str(aligned), "--device", args.device)
         adapted = p.evaluate("evaluate-aligned", b / "agent-latent.zip", b / "grounding.pt", look, model=aligned)
@@ -193,11 +195,11 @@ def retrain(p: Pipeline, root: Path, s: Settings, look: str, counts: dict[str, i
     folders = [p.videos / "random", p.videos / "expert", *new_folders]
     folders += repeated_videos(new_folders, repeat) if repeat > 1 else []
     p.ingest(data_name, folders, None)
-    model, with_bank, grounding, agent = (p.models / "wall-video.pt", p.models / "wall-video-bank.pt",
-                                          p.models / "grounding.pt", p.models / "agent-latent.zip")
+    model, with_bank, grounding, agent = (p.model_file(), p.model_file("-bank"), p.models / "grounding.pt",
+                                          p.models / "agent-latent.zip")
     trained = p.train(root / data_name, model)
     bank = p.bank(model, root / data_name, with_bank, {"expert": s.bank, f"{look}-expert": counts["expert"]})
-    with_head = p.models / "wall-video-td.pt"
+    with_head = p.model_file("-td")
     p.distance(with_bank, root / data_name, with_head)
     fit = p.ground("ground", model, root / "video-labelled", grounding)
     trained_agent = p.agent(with_head, grounding, agent)

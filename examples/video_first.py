@@ -1,13 +1,14 @@
-"""Video first on Wall: a world model learned from mp4s with no action labels, an agent trained in its latent
-actions, grounded with the actions of 10 % of the demos, evaluated in the real Wall-v1 sim.
+"""Video first on Wall or PointMaze: a world model learned from mp4s with no action labels, an agent trained in its
+latent actions, grounded with the actions of 10 % of the episodes, evaluated in the real sim (Wall-v1, PointMaze-v1).
 
 Every step but two (marked *) is a `wm-gym` command. Re-running the script skips each step whose
 output exists and resumes an interrupted one (collection, ingestion and training continue):
 
-1. record*  real Wall-v1 episodes as mp4 files: random-policy episodes (coverage) and noisy-expert
+1. record*  real --sim episodes as mp4 files: random-policy episodes (coverage) and noisy-expert
             demos, rolled out by `wm-gym collect` and written by `wm_gym.media.write_mp4` (256 px,
             H.264, lossy like any video), plus LABELS.npz, the actions of only a seeded `--labelled`
-            fraction of the expert episodes, and a held-out random sim dataset for `eval-wm`.
+            fraction of the expert episodes (`--labelled-from all`: of every recording's episodes),
+            and a held-out random sim dataset for `eval-wm`.
             Nothing after this step reads the collected training datasets;
 2. ingest   the mp4s twice: every video with no labels (the world model's data), and the labelled
             videos alone with their labels (`wm-gym ingest --labels`, the grounding's data);
@@ -25,7 +26,8 @@ output exists and resumes an interrupted one (collection, ingestion and training
             episodes end where it reads < --success-steps model steps to the goal;
 8. agent    behaviour cloning on the demos' own latent actions, then PPO in imagination
             (`wm-gym train-agent --action-space latent --grounding --success-metric temporal`);
-9. evaluate in the real Wall-v1 sim on fresh seeds, with the Wilson 95 % interval (`wm-gym evaluate`).
+9. evaluate in the real sim on fresh seeds, with the Wilson 95 % interval (`wm-gym evaluate`), under the sim's
+            default budget and DINO-WM's (`--budget dino-wm`).
    --reference adds the same model and agent grounded on every episode's labels (a second labels
    file and ingestion; no retraining): what the 10 % label budget costs.
 
@@ -33,7 +35,8 @@ The recorded data (steps 1-2) lives in --data; everything that depends on the mo
 lives in --data/model-repa<W>/, so the REPA ablation (`--repa-weight 0` vs another weight) trains
 two models on the same videos. Prints one JSON summary last.
 
-    python examples/video_first.py                      # the full run (CPU: see docs/results.md)
+    python examples/video_first.py                      # the full run on Wall (CPU: see docs/results.md)
+    python examples/video_first.py --sim pointmaze      # the same on PointMaze-v1 (2,000 + 600 episodes, history 3)
     python examples/video_first.py --repa-weight 0.5    # the same videos, a model with Seq-Δ-REPA
     python examples/video_first.py --quick              # smoke run: a few episodes, --preset tiny, ~1 min
 """
@@ -52,7 +55,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_zoo's helpers sit beside this script
 from train_zoo import resume_flag, run  # noqa: E402
 
-SIM = "wall"
+SIMS = ("wall", "pointmaze")
 
 
 def option(default, help: str):
@@ -62,14 +65,22 @@ def option(default, help: str):
 
 @dataclass(frozen=True)
 class Settings:
-    """How big each step is; ``--quick`` swaps in :data:`QUICK`, and any option given overrides either."""
+    """How big each step is; ``--quick`` swaps in :data:`QUICK`, --sim its :data:`SIM_DEFAULTS`, and any option given
+    overrides them."""
 
+    sim: str = option("wall", "the sim recorded, trained on and evaluated in: " + " | ".join(SIMS))
     random: int = option(1920, "random-policy episodes recorded (the world model's coverage; train_zoo's count)")
     expert: int = option(1000, "noisy-expert episodes recorded (demos)")
-    labelled: float = option(0.1, "fraction of the expert episodes whose actions go into the labels file")
+    labelled: float = option(0.1, "fraction of the episodes whose actions go into the labels file (of each recording "
+                             "--labelled-from names)")
+    labelled_from: str = option("expert", "recordings the labelled episodes are drawn from: expert (demos only) | all "
+                                "(random and expert: on PointMaze a grounding from the demos alone learned nothing, "
+                                "their action chunks being mostly per-step noise)")
     bank: int = option(500, "expert videos in the demo bank")
     heldout: int = option(100, "held-out random sim episodes (a fresh seed) for eval-wm")
     preset: str = option("small", "`wm-gym train --preset`")
+    history: int = option(1, "frames the model reads per state (`wm-gym train --history`; PointMaze's ball needs its "
+                          "velocity: 3)")
     repa_weight: float = option(0.0, "`wm-gym train --repa-weight` (Seq-Δ-REPA in the latent stage; 0 = off)")
     train_steps: int | None = option(None, "steps of every training stage (None: the preset's)")
     dynamics_steps: int = option(100, "flow z-prior steps (a latent agent never uses it; planning does)")
@@ -88,6 +99,9 @@ class Settings:
 QUICK = Settings(random=6, expert=6, heldout=3, bank=6, preset="tiny", train_steps=20, dynamics_steps=20, ground_epochs=5,
                  distance_steps=20,
                  agent_steps=64, num_envs=8, n_steps=8, batch_size=64, eval_episodes=4, workers=1)
+#: What a sim changes in the defaults (the train_zoo recipe's episode counts and history), --quick or not.
+SIM_DEFAULTS = {"wall": {}, "pointmaze": dict(random=2000, expert=600, history=3, labelled_from="all")}
+QUICK_SIM_DEFAULTS = {"wall": {}, "pointmaze": dict(history=3, labelled_from="all")}
 
 
 # ----- the two steps that are not wm-gym commands ---------------------------------------------------------
@@ -160,7 +174,9 @@ def attach_bank(model: Path, videos: Path, out: Path, counts: dict[str, int]) ->
 #: Where each sim policy's episodes come from: (policy, collection seed), as examples/train_zoo.py.
 SOURCES = {"random": ("random", 0), "expert": ("noisy-expert", 3)}
 #: The settings the recorded videos and labels depend on; the rest only changes what is trained on them.
-DATA_SETTINGS = ("random", "expert", "heldout", "labelled")
+DATA_SETTINGS = ("sim", "random", "expert", "heldout", "labelled", "labelled_from")
+#: --labelled-from: the recordings whose episodes the labelled fraction is drawn from.
+LABELLED_FROM = {"expert": ("expert",), "all": ("random", "expert")}
 
 
 def model_folder(settings: Settings) -> str:
@@ -178,6 +194,10 @@ class Pipeline:
         self.models = root / model_folder(settings)
         self.videos = root / "videos"
 
+    def model_file(self, suffix: str = "") -> Path:
+        """MODELS/<sim>-video<suffix>.pt: the trained model ("") and what is built on it ("-bank", "-td", ...)."""
+        return self.models / f"{self.s.sim}-video{suffix}.pt"
+
     def check_settings(self) -> None:
         """Write settings.json on the first run; later runs must match it (or the steps would mix data):
         --data holds the data settings, the model folder all of them."""
@@ -186,8 +206,8 @@ class Pipeline:
         now = asdict(self.s)
         for folder, keys in ((self.root, DATA_SETTINGS), (self.models, tuple(now))):
             path, wanted = folder / "settings.json", {k: now[k] for k in keys}
-            if path.exists():
-                old = json.loads(path.read_text())
+            if path.exists():  # a setting added since the run was recorded had its default then
+                old = {k: getattr(Settings(), k) for k in wanted} | json.loads(path.read_text())
                 diff = {k: (old.get(k), v) for k, v in wanted.items() if old.get(k) != v}
                 if diff:
                     raise SystemExit(f"{folder} holds a run with other settings "
@@ -222,19 +242,21 @@ class Pipeline:
         datasets, names = {}, {}
         for kind, (policy, seed) in SOURCES.items():
             datasets[kind] = self.root / f"sim-{kind}"
-            run("collect", "--env", SIM, "--episodes", str(counts[kind]), "--policy", policy, "--seed", str(seed),
-                "--out", str(datasets[kind]), "--workers", str(self.s.workers))
+            run("collect", "--env", self.s.sim, "--episodes", str(counts[kind]), "--policy", policy, "--seed",
+                str(seed), "--out", str(datasets[kind]), "--workers", str(self.s.workers))
             names[kind] = export_episodes(datasets[kind], self.videos / kind, kind)
-        labelled = write_labels(self.root / "labels.npz", [datasets["expert"]], [names["expert"]], self.s.labelled)
+        kinds = LABELLED_FROM[self.s.labelled_from]
+        labelled = write_labels(self.root / "labels.npz", [datasets[k] for k in kinds], [names[k] for k in kinds],
+                                self.s.labelled)
         write_labels(self.root / "labels-full.npz", list(datasets.values()), list(names.values()), 1.0)
-        return self.keep("record", {"videos": str(self.videos), **counts, "labelled_expert_episodes": len(labelled),
+        return self.keep("record", {"videos": str(self.videos), **counts, "labelled_episodes": len(labelled),
                                     "labelled_names": labelled}, self.root)
 
     def heldout(self) -> Path:
         """Random sim episodes on a seed no video came from: eval-wm's held-out data (states for the probe)."""
         out = self.root / "sim-heldout"
-        self.step("heldout", out, "collect", "--env", SIM, "--episodes", str(self.s.heldout), "--policy", "random",
-                  "--seed", "1", "--out", str(out), "--workers", "1", folder=self.root)
+        self.step("heldout", out, "collect", "--env", self.s.sim, "--episodes", str(self.s.heldout), "--policy",
+                  "random", "--seed", "1", "--out", str(out), "--workers", "1", folder=self.root)
         return out
 
     def ingest(self, name: str, inputs: list[Path], labels: str | None) -> dict:
@@ -249,7 +271,8 @@ class Pipeline:
         steps = ["--steps", str(s.train_steps)] if s.train_steps else []
         repa = ["--repa-weight", f"{s.repa_weight:g}"] if s.repa_weight else []
         return self.step("train", out, "train", "--data", str(data), "--out", str(out), "--preset", s.preset,
-                         "--latent", "rla", *repa, *steps, "--stage-steps", f"flow={s.dynamics_steps}",
+                         "--latent", "rla", "--history", str(s.history), *repa, *steps,
+                         "--stage-steps", f"flow={s.dynamics_steps}",
                          "--log-dir", str(self.models / "tb" / out.stem), "--device", self.device, *resume_flag(out))
 
     def eval_wm(self, model: Path, data: Path) -> dict:
@@ -286,13 +309,14 @@ class Pipeline:
                          "--device", self.device, *resume)
 
     def evaluate(self, name: str, agent: Path, grounding: Path, look: str | None = None,
-                 model: Path | None = None) -> dict:
-        """Real Wall-v1 episodes on seeds 1000, 1001, ... (drawn in ``look``, a `wm-gym evaluate --look`; through
-        ``model`` instead of the agent's own, e.g. an aligned one)."""
+                 model: Path | None = None, budget: str | None = None) -> dict:
+        """Real episodes on seeds 1000, 1001, ... (drawn in ``look``, a `wm-gym evaluate --look`; through ``model``
+        instead of the agent's own, e.g. an aligned one; under ``budget``, a `wm-gym evaluate --budget`)."""
         return self.step(name, self.models / "steps" / f"{name}.json", "evaluate", "--agent", str(agent),
-                         "--grounding", str(grounding), "--env", SIM, "--episodes", str(self.s.eval_episodes),
+                         "--grounding", str(grounding), "--env", self.s.sim, "--episodes", str(self.s.eval_episodes),
                          "--seed", "1000", *(["--look", look] if look else []),
-                         *(["--model", str(model)] if model else []), "--device", self.device)
+                         *(["--model", str(model)] if model else []), *(["--budget", budget] if budget else []),
+                         "--device", self.device)
 
 
 def evaluation_row(result: dict, grounding: dict) -> dict:
@@ -309,7 +333,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None,
                         help="folder for videos, datasets, models, agents and step records (default: data/video-first, "
-                        "data/video-first-quick with --quick)")
+                        "data/video-first-quick with --quick; -pointmaze after either for --sim pointmaze)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 6 + 6 episodes, --preset tiny, 20 training steps per stage, 64 PPO steps, "
                         "4 evaluation episodes (success means nothing; it checks the wiring)")
@@ -318,11 +342,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
                         "expert): the reference row for the label budget")
     parser.add_argument("--device", default="auto", help="training and imagination device: auto | cpu | cuda")
     for f in fields(Settings):
-        kind = {"labelled": float, "repa_weight": float, "success_steps": float, "preset": str}.get(f.name, int)
+        kind = {"labelled": float, "repa_weight": float, "success_steps": float, "preset": str, "sim": str,
+                "labelled_from": str}.get(f.name, int)
+        by_sim = lambda table: "".join(f", {sim} {d[f.name]}" for sim, d in table.items() if f.name in d)  # noqa: E731
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                            help=f"{f.metadata['help']} (default: {f.default}; --quick: {getattr(QUICK, f.name)})")
+                            choices={"sim": SIMS, "labelled_from": tuple(LABELLED_FROM)}.get(f.name),
+                            help=f"{f.metadata['help']} (default: {f.default}{by_sim(SIM_DEFAULTS)}; "
+                            f"--quick: {getattr(QUICK, f.name)}{by_sim(QUICK_SIM_DEFAULTS)})")
     args = parser.parse_args(argv)
-    base = QUICK if args.quick else Settings()
+    sim = args.sim or Settings.sim
+    base = replace(QUICK, sim=sim, **QUICK_SIM_DEFAULTS[sim]) if args.quick else Settings(sim=sim, **SIM_DEFAULTS[sim])
     settings = replace(base, **{f.name: getattr(args, f.name) for f in fields(Settings)
                                 if getattr(args, f.name) is not None})
     if not 0 < settings.labelled <= 1:
@@ -332,33 +361,40 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     return args, settings
 
 
+def default_root(sim: str, quick: bool) -> Path:
+    """Where a run keeps everything unless --data says otherwise (Wall's keeps its first name)."""
+    return Path("data/video-first" + ("-quick" if quick else "") + ("" if sim == "wall" else f"-{sim}"))
+
+
 def main(argv: list[str] | None = None) -> dict:
     args, s = parse_args(argv)
-    root = Path(args.data or ("data/video-first-quick" if args.quick else "data/video-first"))
+    root = Path(args.data) if args.data else default_root(s.sim, args.quick)
     p, started = Pipeline(root, s, args.device), time.perf_counter()
     p.check_settings()
     m = p.models
-    model, with_bank, grounding, agent = (m / "wall-video.pt", m / "wall-video-bank.pt", m / "grounding.pt",
-                                          m / "agent-latent.zip")
+    model, with_bank = p.model_file(), p.model_file("-bank")
+    grounding, agent = m / "grounding.pt", m / "agent-latent.zip"
     recorded = p.record()
     heldout = p.heldout()
     unlabelled = p.ingest("video", [p.videos / "random", p.videos / "expert"], None)
-    p.ingest("video-labelled", [p.videos / "expert" / f"{n}.mp4" for n in recorded["labelled_names"]], "labels.npz")
+    p.ingest("video-labelled", [p.videos / n.rsplit("_", 1)[0] / f"{n}.mp4" for n in recorded["labelled_names"]],
+             "labels.npz")
     trained = p.train(root / "video", model)
     fidelity = p.eval_wm(model, heldout)
     bank = p.bank(model, root / "video", with_bank)
-    with_head = m / "wall-video-td.pt"
+    with_head = p.model_file("-td")
     head = p.distance(with_bank, root / "video", with_head)
     fit = p.ground("ground", model, root / "video-labelled", grounding)
     trained_agent = p.agent(with_head, grounding, agent)
     result = p.evaluate("evaluate", agent, grounding)
+    dino_wm = p.evaluate("evaluate-dino-wm", agent, grounding, budget="dino-wm")
     from wm_gym.world_model import WorldModel
 
     info = {**trained["train_info"], **WorldModel.load(model).meta.train_info}  # the model's own record is complete
-    summary = {"root": str(root), "models": str(m), "quick": args.quick, "repa_weight": s.repa_weight,
+    summary = {"root": str(root), "sim": s.sim, "models": str(m), "quick": args.quick, "repa_weight": s.repa_weight,
                "success_steps": s.success_steps,
                "episodes_recorded": {"random": recorded["random"], "expert": recorded["expert"]},
-               "labelled_expert_episodes": recorded["labelled_expert_episodes"],
+               "labelled_from": s.labelled_from, "labelled_episodes": recorded["labelled_episodes"],
                "ingested": {k: unlabelled[k] for k in ("episodes", "frames", "labelled_episodes")},
                "model": str(with_bank), "model_labelled_episodes": info.get("labelled_episodes"),
                "train_seconds": info.get("seconds"), "stage_seconds": info.get("stage_seconds"),
@@ -366,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
                "bank": bank["demos"], "distance_seconds": head.get("stage_seconds"),
                "agent": str(agent), "agent_steps": trained_agent.get("steps"),
                "imagined_success": trained_agent.get("final_imagined_success"),
-               "video_first": evaluation_row(result, fit)}
+               "video_first": evaluation_row(result, fit), "video_first_dino_wm": evaluation_row(dino_wm, fit)}
     if args.reference:
         p.ingest("video-full", [p.videos / "random", p.videos / "expert"], "labels-full.npz")
         full_fit = p.ground("ground-full", model, root / "video-full", m / "grounding-full.pt")

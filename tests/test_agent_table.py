@@ -40,7 +40,8 @@ class OnlyBetween:
 
     def step(self, action):
         self.step_count += 1
-        return None, 0.0, False, False, {"is_success": self.seed <= self.step_count <= self.seed + 2}
+        return None, 0.0, False, False, {"is_success": self.seed <= self.step_count <= self.seed + 2,
+                                         "task_reward": float(self.step_count)}
 
     def close(self):
         pass
@@ -55,7 +56,7 @@ class Idle:
 
 
 def test_success_between_checks_does_not_count(monkeypatch):
-    monkeypatch.setattr(agent_table.gym, "make", lambda env_id: OnlyBetween())
+    monkeypatch.setattr(agent_table, "make_sim", lambda env_id, task=False: OnlyBetween())
     monkeypatch.setattr(agent_table, "make_policy", lambda env, policy, rng: Idle())
     seeds = list(range(1, 11))  # successful at steps 1-3, 2-4, ..., 10-12
     rate = lambda budget: agent_table.expert_success("stub", seeds, budget)["success_rate"]  # noqa: E731
@@ -65,6 +66,38 @@ def test_success_between_checks_does_not_count(monkeypatch):
     assert rate(Budget("every 25th", 50, check_every=25)) == 0.0
     dino = make_budget("dino-wm", 5, 50)  # checked after every 25 sim steps only
     assert dino.check_every == 25 and rate(dino) == 0.0
+
+
+def test_a_task_budget_runs_every_episode_to_its_end_and_sums_the_task_reward(monkeypatch):
+    made = []
+    monkeypatch.setattr(agent_table, "make_sim", lambda env_id, task=False: made.append(task) or OnlyBetween())
+    monkeypatch.setattr(agent_table, "make_policy", lambda env, policy, rng: Idle())
+    task = agent_table.expert_success("stub", [1, 2, 30], Budget("task", 10, to_end=True))
+    assert made == [True] and task["success_rate"] == 2 / 3  # seed 30 is a success only at steps 30-32
+    assert task["mean_task_return"] == sum(range(1, 11))  # no episode stopped at its success
+    short = agent_table.expert_success("stub", [1, 2, 30], Budget("10 steps", 10))
+    assert made == [True, False] and short["success_rate"] == 2 / 3 and "mean_task_return" not in short
+
+
+def test_the_budgets_are_the_sims_own(monkeypatch, tmp_path):
+    """--budgets task is dm_control's own 1,000-step episode; a sim without one refuses it by name."""
+    seen = []
+    model = SimpleNamespace(meta=SimpleNamespace(env_id="wm_gym/DMC-reacher-easy-v0", train_info={}),
+                            config=SimpleNamespace(frameskip=5))
+    monkeypatch.setattr(agent_table, "load_model", lambda name, device: model)
+    monkeypatch.setattr(agent_table, "expert_success", lambda env, seeds, budget: seen.append(budget) or
+                        {"success_rate": 1.0, "success_ci95": [0.9, 1.0], "mean_task_return": 900.0,
+                         "task_return_ci95": [880.0, 920.0]})
+    argv = ["agent_table", "--model", "m.pt", "--agents", "bc", "--episodes", "2", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", [*argv, "--budgets", "default", "task"])
+    monkeypatch.setattr(agent_table, "agent_configs", lambda *a: {})
+    monkeypatch.setattr(agent_table, "model_fingerprint", lambda path: "sha")
+    agent_table.main()
+    assert [(b.name, b.sim_steps, b.to_end) for b in seen] == [("100 steps", 100, False), ("task", 1000, True)]
+    assert "return 900.0 (880.0–920.0)" in (tmp_path / "table.md").read_text()
+    model.meta.env_id = "wm_gym/Wall-v1"
+    with pytest.raises(ValueError, match="no task episode|has none"):
+        agent_table.main()
 
 
 # ----- agents keyed by model content and settings ------------------------------------------------------

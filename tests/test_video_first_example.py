@@ -197,6 +197,23 @@ def test_options_default_to_the_full_run_or_quick_and_override_both(video_first)
     assert args.quick and settings.preset == "fast" and settings.eval_episodes == 3 and settings.random == 6
     with pytest.raises(SystemExit):
         video_first.parse_args(["--labelled", "0"])
+    with pytest.raises(SystemExit):
+        video_first.parse_args(["--sim", "pusht"])
+
+
+def test_a_sim_brings_its_recipe_counts_and_history_and_its_own_folder(video_first):
+    """--sim pointmaze: train_zoo's episode counts and history 3 (the ball's speed needs frames), quick or not; any
+    option still overrides them; each sim keeps its own default folder, Wall's the name it always had."""
+    _, wall = video_first.parse_args([])
+    _, maze = video_first.parse_args(["--sim", "pointmaze"])
+    assert (wall.sim, wall.random, wall.expert, wall.history) == ("wall", 1920, 1000, 1)
+    assert (maze.sim, maze.random, maze.expert, maze.history) == ("pointmaze", 2000, 600, 3)
+    assert (wall.labelled_from, maze.labelled_from) == ("expert", "all")
+    assert video_first.parse_args(["--sim", "pointmaze", "--labelled-from", "expert"])[1].labelled_from == "expert"
+    _, quick = video_first.parse_args(["--sim", "pointmaze", "--quick", "--history", "2"])
+    assert (quick.random, quick.preset, quick.history) == (6, "tiny", 2)
+    assert video_first.default_root("wall", False) == Path("data/video-first")
+    assert video_first.default_root("pointmaze", True) == Path("data/video-first-quick-pointmaze")
 
 
 def test_quick_run_end_to_end_then_resumes_by_skipping(video_first, tmp_path, monkeypatch, capsys):
@@ -216,15 +233,16 @@ def test_quick_run_end_to_end_then_resumes_by_skipping(video_first, tmp_path, mo
             "--dynamics-steps", "4", "--eval-episodes", "2", "--reference", "--device", "cpu"]
     with pytest.warns(UserWarning, match="skipped the controller"):
         summary = video_first.main(argv)
-    model_steps = ["train", "eval-wm", "train-distance", "ground", "train-agent", "evaluate"]
+    model_steps = ["train", "eval-wm", "train-distance", "ground", "train-agent", "evaluate", "evaluate"]
     assert calls == ["collect", "collect", "collect", "ingest", "ingest", *model_steps, "ingest", "ground", "evaluate"]
-    assert summary["labelled_expert_episodes"] == 1 and summary["ingested"]["labelled_episodes"] == 0
+    assert summary["labelled_episodes"] == 1 and summary["ingested"]["labelled_episodes"] == 0
     assert summary["model_labelled_episodes"] == 0  # the world model saw no label at all
     assert WorldModel.load(summary["model"]).meta.train_info["controller"] == "skipped: no action labels"
     assert summary["ingested"]["episodes"] == 8 and summary["bank"] == 4 and summary["agent_steps"] == 64
     assert set(summary["eval_wm"]["latent_open_loop"]["mse_by_horizon"]) == {"1", "5", "10"}
-    for row in ("video_first", "reference_full_labels"):
+    for row in ("video_first", "video_first_dino_wm", "reference_full_labels"):
         assert summary[row]["episodes"] == 2 and len(summary[row]["success_ci95"]) == 2
+    assert summary["video_first"]["budget"] == "50 steps" and summary["video_first_dino_wm"]["budget"] == "dino-wm"
     assert summary["video_first"]["grounding_episodes"] == 1  # the budget: 10 % of 4 expert episodes
     assert summary["reference_full_labels"]["grounding_episodes"] == 8  # every episode
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary  # one JSON line, last
@@ -240,6 +258,35 @@ def test_quick_run_end_to_end_then_resumes_by_skipping(video_first, tmp_path, mo
     assert repa["models"].endswith("model-repa1") and summary["models"].endswith("model-repa0")
     assert WorldModel.load(repa["model"]).meta.train_info["repa_window"] >= 1
     assert WorldModel.load(summary["model"]).latent_model.repa is None
+
+
+def test_a_pointmaze_run_records_trains_and_evaluates_pointmaze(video_first, tmp_path, monkeypatch):
+    """--sim pointmaze end to end (smaller than --quick): PointMaze-v1 videos, a label-free model reading 3 frames,
+    its files named for the sim, both budgets evaluated in the PointMaze sim."""
+    envs = []
+
+    def run(*argv: str) -> dict:
+        if "--env" in argv:
+            envs.append(argv[argv.index("--env") + 1])
+        rc, result, err = cli(*argv)
+        assert rc == 0, f"wm-gym {' '.join(argv)}: {err}"
+        return result
+
+    monkeypatch.setattr(video_first, "run", run)
+    with pytest.warns(UserWarning, match="skipped the controller"):
+        summary = video_first.main(["--quick", "--sim", "pointmaze", "--data", str(tmp_path / "pm"), "--random", "3",
+                                    "--expert", "3", "--heldout", "2", "--bank", "3", "--train-steps", "6",
+                                    "--dynamics-steps", "2", "--distance-steps", "4", "--eval-episodes", "2",
+                                    "--device", "cpu"])
+    assert envs == ["pointmaze"] * 5  # three collections, two evaluations
+    model = WorldModel.load(summary["model"])
+    assert Path(summary["model"]).name == "pointmaze-video-bank.pt" and model.config.history == 3
+    assert load_episodes(tmp_path / "pm" / "sim-random").meta["env_id"] == "wm_gym/PointMaze-UMaze-v1"
+    assert summary["video_first"]["budget"] == "100 steps" and summary["video_first_dino_wm"]["budget"] == "dino-wm"
+    # --labelled-from all (PointMaze's default): 10 % of each recording, so one random and one expert episode
+    assert summary["labelled_from"] == "all" and summary["labelled_episodes"] == 2
+    assert sorted(name.split("_")[0] for name in np.load(tmp_path / "pm" / "labels.npz").files) == ["expert", "random"]
+    assert load_episodes(tmp_path / "pm" / "video-labelled").labelled.sum() == 2
 
 
 def test_adapting_to_a_new_look_from_unlabelled_video(video_first, tmp_path, monkeypatch):

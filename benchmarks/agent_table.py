@@ -44,7 +44,7 @@ from wm_gym.agents.evaluate import evaluate_agent
 from wm_gym.agents.train_agent import AgentConfig, train_agent
 from wm_gym.data.collect import make_sim
 from wm_gym.device import PRECISIONS
-from wm_gym.envs.policies import make_policy
+from wm_gym.envs.policies import run_policy
 from wm_gym.real_episodes import Budget, mean_interval, sim_budget, wilson_interval
 from wm_gym.zoo import load_model, resolve_model
 
@@ -120,26 +120,14 @@ def expert_success(env_id: str, seeds: list[int], budget: Budget, policy: str = 
     task budget the sim's own task episodes run to their end and the row adds their mean return, like an agent's."""
     env = make_sim(env_id, task=budget.to_end).unwrapped  # no TimeLimit cut: the budget says when to stop
     env.skip_pixels = True  # the experts read states; drawing frames nobody looks at only costs time
-    success_steps, returns = [], []
-    for seed in seeds:
-        obs, info = env.reset(seed=seed)
-        act = make_policy(env, policy, np.random.default_rng(seed))
-        act.reset(obs, info)
-        success_step, task_return = None, 0.0
-        for step in range(1, budget.sim_steps + 1):
-            obs, _, _, _, info = env.step(act(obs, info))
-            task_return += float(info.get("task_reward", 0.0))
-            if success_step is None and budget.checks(step) and info["is_success"]:
-                success_step = step
-            if success_step is not None and not budget.to_end:
-                break
-        success_steps.append(success_step)
-        returns.append(task_return)
+    infos = [run_policy(env, policy, seed, np.random.default_rng(seed), budget.sim_steps,
+                        stop_on_success=not budget.to_end, check_every=budget.check_every) for seed in seeds]
     env.close()
-    wins = sum(step is not None for step in success_steps)
+    wins = sum(info["success_step"] is not None for info in infos)
     out = {"success_rate": wins / len(seeds), "success_ci95": list(wilson_interval(wins, len(seeds))),
            "episodes": len(seeds)}
     if budget.to_end:
+        returns = [info.get("task_return", 0.0) for info in infos]
         out.update(mean_task_return=float(np.mean(returns)), task_return_ci95=list(mean_interval(returns)))
     return out
 

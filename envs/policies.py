@@ -60,19 +60,23 @@ def make_policy(env: gym.Env, kind: str, rng: np.random.Generator) -> Policy:
 
 
 def run_policy(env: gym.Env, kind: str, seed: int, policy_rng: np.random.Generator, steps: int,
-               stop_on_success: bool = True) -> dict[str, Any]:
+               stop_on_success: bool = True, check_every: int = 1) -> dict[str, Any]:
     """Reset ``env`` with ``seed``, act with policy ``kind`` for up to ``steps`` steps; return the last info
-    (with ``task_return``, the steps' ``task_reward`` summed, for a sim that reports one: dm_control).
+    with ``success_step``, the first step (1-based) that is a multiple of ``check_every`` and a success (None if
+    none: an evaluation budget that looks only every k steps), and ``task_return``, the steps' ``task_reward``
+    summed, for a sim that reports one (dm_control). The episode stops at that success if ``stop_on_success``.
 
     Handy for measuring a collection policy (e.g. the noisy expert's success rate).
     """
     obs, info = env.reset(seed=seed)
     policy = make_policy(env, kind, policy_rng)
     policy.reset(obs, info)
-    task_return = 0.0
-    for _ in range(steps):
-        obs, _, terminated, truncated, info = env.step(policy(obs, info))
+    task_return, success_step = 0.0, None
+    for step in range(1, steps + 1):
+        obs, _, _, truncated, info = env.step(policy(obs, info))
         task_return += info.get("task_reward", 0.0)
-        if (terminated and stop_on_success) or truncated:
+        if success_step is None and step % check_every == 0 and info["is_success"]:
+            success_step = step
+        if (success_step is not None and stop_on_success) or truncated:
             break
-    return {**info, "task_return": task_return} if "task_reward" in info else info
+    return {**info, "success_step": success_step, **({"task_return": task_return} if "task_reward" in info else {})}

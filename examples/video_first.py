@@ -99,9 +99,11 @@ class Settings:
 QUICK = Settings(random=6, expert=6, heldout=3, bank=6, preset="tiny", train_steps=20, dynamics_steps=20, ground_epochs=5,
                  distance_steps=20,
                  agent_steps=64, num_envs=8, n_steps=8, batch_size=64, eval_episodes=4, workers=1)
-#: What a sim changes in the defaults (the train_zoo recipe's episode counts and history), --quick or not.
+#: What a sim changes in the defaults (the train_zoo recipe's episode counts and history); --quick keeps its own
+#: episode counts and takes the rest.
 SIM_DEFAULTS = {"wall": {}, "pointmaze": dict(random=2000, expert=600, history=3, labelled_from="all")}
-QUICK_SIM_DEFAULTS = {"wall": {}, "pointmaze": dict(history=3, labelled_from="all")}
+QUICK_SIM_DEFAULTS = {sim: {k: v for k, v in changes.items() if k not in ("random", "expert")}
+                      for sim, changes in SIM_DEFAULTS.items()}
 
 
 # ----- the two steps that are not wm-gym commands ---------------------------------------------------------

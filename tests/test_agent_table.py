@@ -57,7 +57,7 @@ class Idle:
 
 def test_success_between_checks_does_not_count(monkeypatch):
     monkeypatch.setattr(agent_table, "make_sim", lambda env_id, task=False: OnlyBetween())
-    monkeypatch.setattr(agent_table, "make_policy", lambda env, policy, rng: Idle())
+    monkeypatch.setattr("wm_gym.envs.policies.make_policy", lambda env, policy, rng: Idle())
     seeds = list(range(1, 11))  # successful at steps 1-3, 2-4, ..., 10-12
     rate = lambda budget: agent_table.expert_success("stub", seeds, budget)["success_rate"]  # noqa: E731
     assert rate(Budget("every step", 50)) == 1.0
@@ -71,7 +71,7 @@ def test_success_between_checks_does_not_count(monkeypatch):
 def test_a_task_budget_runs_every_episode_to_its_end_and_sums_the_task_reward(monkeypatch):
     made = []
     monkeypatch.setattr(agent_table, "make_sim", lambda env_id, task=False: made.append(task) or OnlyBetween())
-    monkeypatch.setattr(agent_table, "make_policy", lambda env, policy, rng: Idle())
+    monkeypatch.setattr("wm_gym.envs.policies.make_policy", lambda env, policy, rng: Idle())
     task = agent_table.expert_success("stub", [1, 2, 30], Budget("task", 10, to_end=True))
     assert made == [True] and task["success_rate"] == 2 / 3  # seed 30 is a success only at steps 30-32
     assert task["mean_task_return"] == sum(range(1, 11))  # no episode stopped at its success

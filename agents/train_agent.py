@@ -29,6 +29,8 @@ from wm_gym.device import check_precision
 from wm_gym.io import atomic_path
 
 ALGOS = ("ppo", "sac")
+#: What an agent may be distilled from before RL: the model's own `wm-gym plan` recipe (``meta.plan_defaults``).
+TEACHERS = ("plan",)
 
 
 @dataclass
@@ -41,8 +43,8 @@ class AgentConfig:
     seed: int = 0
     device: str = "auto"             # world model (imagination) device: auto | cpu | cuda
     policy_device: str = "cpu"       # where the SB3 policy runs (its MLPs are faster on CPU at these sizes)
-    precision: str = "auto"          # imagination's dynamics autocast: auto (bf16 on CUDA and AMX CPUs) | bf16
-                                     # (on a CPU with AMX ~1.7x faster steps, same agents on `wall`) | fp32
+    precision: str = "auto"          # imagination's dynamics autocast: auto (bf16 on CUDA and CPUs with bf16 units:
+                                     # ~1.7x faster steps, same agents on `wall`) | bf16 | fp32
     task: str = "goal"               # goal | demo (what the policy is shown besides its features)
     action_space: str = "sim"        # sim: real action chunks (needs a trained controller) | latent: the model's
                                      # standardised latent actions z (cloning targets are the demos' own z, no
@@ -74,6 +76,12 @@ class AgentConfig:
                                      # "none" on the command line)
     bc_epochs: int = 30              # behaviour-cloning epochs before RL
     bc_noise: float = 0.0            # std of the feature noise added to cloned observations (see clone_into)
+    teacher: str | None = None       # after cloning, before RL: "plan" distils the model's `wm-gym plan` recipe by
+                                     # DAgger in imagination (agents/distill.py; the planner labels imagined states)
+    teacher_rounds: int = 8          # DAgger rounds (the first follows the teacher, the rest the student)
+    teacher_episodes: int = 128      # imagined episodes per round, from the demo bank's starts
+    teacher_horizon: int = 30        # steps of each round's episodes, run on past success (so holding is taught)
+    teacher_epochs: int = 30         # refit epochs over all labels so far, after each round
     log_std_init: float = -1.6       # PPO's initial action noise (log std, std 0.2): small, to keep the cloned policy
     critic_warmup: int = 3           # PPO: first rollouts update only the value net, so a random critic's
                                      # advantages do not drag the cloned actor off the demos
@@ -172,11 +180,21 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
 
     if config.algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
+    if config.teacher is not None and config.teacher not in TEACHERS:
+        raise ValueError(f"teacher must be one of {', '.join(TEACHERS)} or None, got {config.teacher!r}")
+    if config.teacher and (config.action_space != "sim" or config.task != "goal"):
+        raise ValueError("a planner teacher labels real action chunks towards a goal: use action_space='sim', "
+                         "task='goal'")
     if config.grounding and config.action_space != "latent":
         raise ValueError("grounding maps latent actions to real ones: give it only with action_space='latent'")
     precision = check_precision(config.precision)
     world_model = load_model(config.model, config.device)
     world_model.precision = precision
+    teacher = None
+    if config.teacher:  # built now, so a model without a recipe fails before any work
+        from wm_gym.agents.distill import recipe_teacher
+
+        teacher = recipe_teacher(world_model, config.seed)
     if config.grounding:  # fail now, not after training, if it belongs to another model
         from wm_gym.grounding import Grounding
 
@@ -215,6 +233,9 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
         if latent_units:  # clone in the env's units: standardised z
             targets = (targets - latent_units["latent_mean"]) / latent_units["latent_std"]
         bc_losses = clone_into(agent, obs, targets, epochs=config.bc_epochs, seed=config.seed, noise=config.bc_noise)
+    distilled = None
+    if teacher is not None and not (config.resume and ckpt.is_file()):
+        distilled = distill(agent, teacher, world_model, config)
 
     curve: list[dict[str, float]] = []
 
@@ -249,7 +270,7 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
         tmp.write_text(json.dumps({"algo": config.algo, "model": str(config.model), "task": config.task,
                                    "action_space": config.action_space, "grounding": config.grounding,
                                    "config": asdict(config), "seconds": seconds, "curve": curve,
-                                   "bc_losses": bc_losses,
+                                   "bc_losses": bc_losses, "dagger": distilled,
                                    **{k: v.tolist() for k, v in latent_units.items()}}, indent=1))
     png = out.with_name(out.stem + "_curve.png")
     if curve:
@@ -260,7 +281,20 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
             "steps": int(agent.num_timesteps), "seconds": round(seconds, 1),
             "imagined_steps_per_s": round((agent.num_timesteps - start_steps) / seconds, 1) if remaining > 0 else None,
             "final_imagined_return": last.get("return"), "final_imagined_success": last.get("success"),
-            "curve_png": str(png) if curve else None, "log_dir": log_dir}
+            "curve_png": str(png) if curve else None, "log_dir": log_dir,
+            **({"dagger": distilled} if distilled else {})}
+
+
+def distill(agent, teacher, world_model, config: AgentConfig) -> dict[str, Any]:
+    """DAgger from ``teacher`` in imagination (:func:`wm_gym.agents.distill.dagger`), on episodes that run
+    ``teacher_horizon`` steps past any success; refits ``agent`` in place."""
+    from wm_gym.agents.distill import dagger
+    from wm_gym.imagine import WMImagineVectorEnv
+
+    env = WMImagineVectorEnv(num_envs=config.teacher_episodes, model=world_model, task="goal",
+                             horizon=config.teacher_horizon, success_threshold=0.0, render_mode=None)
+    return dagger(agent, teacher, env, config.teacher_rounds, config.teacher_horizon, config.teacher_epochs,
+                  seed=config.seed, progress=config.progress)
 
 
 def latent_action_units(env) -> dict[str, np.ndarray]:

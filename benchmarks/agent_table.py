@@ -13,6 +13,8 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
 * optionally (``bc-ppo-temporal-success``) BC + PPO whose imagined episodes end where the model's temporal head
   reads less than one model step to the goal (a model with a ``wm-gym train-distance`` head), and with the head
   as reward too (``scratch-temporal-success``, ``bc-ppo-temporal-both``): no feature-distance threshold at all;
+* optionally (``bc-dagger-plan``) BC, then DAgger in imagination with the model's `wm-gym plan` recipe as
+  the teacher (a model that has one): the planner labels the states the policy reaches, no RL;
 * optionally (``bc-ppo-real-threshold``) BC + PPO whose imagined episodes end at the success threshold
   calibrated on real encodings instead of on imagined ones (where the imagined calibration cannot tell
   success apart, e.g. PushT's: its threshold lets almost every imagined step count as a success).
@@ -41,10 +43,11 @@ import numpy as np
 
 import wm_gym  # noqa: F401  (registers the sims)
 from wm_gym.agents.evaluate import evaluate_agent
-from wm_gym.agents.train_agent import AgentConfig, train_agent
+from wm_gym.agents.train_agent import AgentConfig, load_agent, train_agent
 from wm_gym.data.collect import make_sim
 from wm_gym.device import PRECISIONS
 from wm_gym.envs.policies import run_policy
+from wm_gym.imagined_episodes import IMAGINED_TESTS, evaluate_in_imagination
 from wm_gym.real_episodes import Budget, mean_interval, sim_budget, wilson_interval
 from wm_gym.zoo import load_model, resolve_model
 
@@ -72,6 +75,9 @@ AGENTS = {
                                       success_threshold=1.0)),
     "bc-ppo-temporal-both": ("BC + PPO, demo + temporal reward, temporal success test",
                              dict(reward="demo+temporal", success_metric="temporal", success_threshold=1.0)),
+    # the model's own `wm-gym plan` recipe as a teacher (agents/distill.py): DAgger in imagination, no RL; for a model
+    # that plans well where PPO cannot learn (PointMaze-v1: planner 0.98, PPO agents <= 0.79 under dino-wm)
+    "bc-dagger-plan": ("BC, then DAgger from the model's planner in imagination", dict(steps=0, teacher="plan")),
 }
 
 
@@ -154,6 +160,9 @@ def main() -> None:
     parser.add_argument("--agent-seed", type=int, default=0)
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="imagination's dynamics autocast while the PPO rows train (train-agent --precision)")
+    parser.add_argument("--imagined", nargs="*", default=[], choices=IMAGINED_TESTS,
+                        help="also each agent's success in imagination under each budget, by these tests (on the "
+                        "bank's held-out demos; `wm-gym evaluate --imagined`): the number to hold beside the real one")
     parser.add_argument("--out", default=None,
                         help="folder for agents and the table (default: out/agent_table/MODEL-SHA, by file content)")
     args = parser.parse_args()
@@ -178,16 +187,24 @@ def main() -> None:
         for name, config in configs.items():
             result = evaluate_agent(config.out, episodes=args.episodes, seed=args.seed, device="cpu", budget=budget)
             result.pop("per_episode")
+            if args.imagined:
+                agent = load_agent(config.out)[0]
+                result["imagined"] = {test: evaluate_in_imagination(agent, model, seed=args.seed, budget=budget,
+                                                                    test=test) for test in args.imagined}
             rows[name][budget.name] = result
 
     table = {"model": str(args.model), "model_sha256": model_fingerprint(args.model), "env": env_id,
              "episodes": args.episodes, "seeds": [seeds[0], seeds[-1]],
              "budgets": [b.name for b in budgets], "rows": rows}
     (out / "table.json").write_text(json.dumps(table, indent=1))
-    header = "| agent | imagined steps | " + " | ".join(f"real success, {b.name} (95 % CI)" for b in budgets) + " |"
-    lines = [header, "|" + "---|" * (2 + len(budgets))]
+    imagined = [(b.name, test) for b in budgets for test in args.imagined]
+    header = "| agent | imagined steps | " + " | ".join(f"real success, {b.name} (95 % CI)" for b in budgets) + \
+        "".join(f" | imagined, {name} ({test} test)" for name, test in imagined) + " |"
+    lines = [header, "|" + "---|" * (2 + len(budgets) + len(imagined))]
     for row in rows.values():
-        cells = [table_cell(row[b.name]) for b in budgets]
+        cells = [table_cell(row[b.name]) for b in budgets] + [
+            f"{row[name]['imagined'][test]['imagined_success_rate']:.3f}" if "imagined" in row[name] else "–"
+            for name, test in imagined]
         lines.append(f"| {row['label']} | {row['imagined_steps']:,} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines)
     (out / "table.md").write_text(markdown + "\n")

@@ -54,7 +54,10 @@ from wm_gym.io import atomic_path
 #: as NAME-prior.zip (fp16, no optimizer state). Wall: MPC-GBP on the temporal head's steps to go, seeded by BC + PPO
 #: whose imagined episodes run on after success; PointMaze the same planner with no prior (a prior adds nothing
 #: there: 0.975 with, 0.980 without; docs/results.md, issue 28). plan_prior's "{real}" stands for the model's
-#: real-encoding success threshold (`train_info["real_success_threshold"]`).
+#: real-encoding success threshold (`train_info["real_success_threshold"]`). agent: the model's `wm-gym train-agent`
+#: recipe (its meta.agent_defaults; PointMaze: its planner distilled by DAgger in imagination, 0.865 under dino-wm
+#: against PPO's <= 0.79). probe: calibration also fits a state probe (`calibrate --probe`), so `evaluate --imagined
+#: probe` can judge imagined episodes by the sim's own test.
 RECIPES = {
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="fast", base_dynamics=100,
                  distance_steps=6000, distance_imagined=0.0,
@@ -65,7 +68,8 @@ RECIPES = {
                       distance_steps=6000, distance_imagined=0.5, base_data=("random", "expert"),
                       dynamics_data=("random", "expert"), base_history=3,
                       rollout_finetune=((1000, 1e-4, 3), (1000, 1e-4, 5)),
-                      plan=dict(planner="gbp", mpc=True, terminal="temporal", gbp_steps=30, budget="dino-wm")),
+                      plan=dict(planner="gbp", mpc=True, terminal="temporal", gbp_steps=30, budget="dino-wm"),
+                      agent=dict(teacher="plan", steps=0), probe=True),
     "pusht": dict(episodes=2000, heldout=100, expert=1000, bank=500, history=3, preset="fast", base_dynamics=100,
                   distance_steps=6000, distance_imagined=0.5),
     "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=2400, demos=2400, history=3, preset="small",
@@ -136,7 +140,7 @@ def main() -> None:
     parser.add_argument("--data", default="data", help="where datasets and intermediate models go")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="training autocast of every stage (auto: bf16 on CUDA and on CPUs with AMX)")
+                        help="training autocast of every stage (auto: bf16 on CUDA and on CPUs with bf16 units: AMX or AVX-512 BF16)")
     parser.add_argument("--workers", type=int, default=2, help="collection processes")
     parser.add_argument("--preset", default=None, choices=["small", "fast"],
                         help="world-model size (`wm-gym train --preset`; default: the recipe's)")
@@ -199,7 +203,8 @@ def main() -> None:
                    "--horizon", str(horizon), "--device", args.device, "--out", str(target))
         rolled = target
     times.step("calibration", done(calibrated), "calibrate", "--model", str(rolled), "--data", data_dir("heldout"),
-               "--demos", data_dir(bank_data), "--demo-episodes", str(r["bank"]), "--out", str(calibrated))
+               "--demos", data_dir(bank_data), "--demo-episodes", str(r["bank"]), *(["--probe"] if r.get("probe") else []),
+               "--out", str(calibrated))
     head = times.step("temporal-distance head", done(final), "train-distance", "--model", str(calibrated),
                "--data", data_dir("random"), "--data", data_dir("expert"),
                "--steps", str(r["distance_steps"]), "--imagined-fraction", str(r["distance_imagined"]),
@@ -212,6 +217,7 @@ def main() -> None:
     model.meta.train_info["recipe"] = {"sim": sim, "preset": preset, **r, "frame_stride": stride}
     model.meta.train_info["recipe_seconds"] = dict(times.seconds)
     model.meta.plan_defaults = dict(r.get("plan", {}))
+    model.meta.agent_defaults = dict(r.get("agent", {}))
     model.save(ZOO_DIR / zoo_file, half=True)
     if r.get("plan_prior"):  # trained on the shipped (fp16) file: the model it will plan with
         from wm_gym.agents.train_agent import export_agent

@@ -53,7 +53,7 @@ def tiny_imagine_world(tmp_path_factory) -> TinyImagineWorld:
     model = train_world_model(TrainConfig(
         data=str(random_dir), out=str(root / "wm.pt"), preset="tiny", steps=30, device="cpu", progress=False,
         log_dir=str(root / "tb"), stage_overrides={"encoder": {"steps": 100}, "latent": {"steps": 80}},
-        precision="fp32"))  # one reference model on every CPU (auto trains in bf16 where AMX is present)
+        precision="fp32"))  # one reference model on every CPU (auto trains in bf16 where the CPU has bf16 units)
     model.config.reproject = False
     model.save(root / "nobank.pt")
     model.bank = DemoBank.from_dataset(expert_dir, model.config.frameskip, heldout_fraction=0.25, seed=0)

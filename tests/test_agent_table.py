@@ -174,6 +174,16 @@ def test_the_temporal_rows_pair_the_heads_reward_with_its_success_test(tmp_path)
     assert len({r.out for r in rows.values()}) == 4
 
 
+def test_the_dagger_row_clones_then_distils_the_models_plan_recipe_with_no_rl(tmp_path):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    rows = agent_table.agent_configs(["bc", "bc-dagger-plan"], str(model), tmp_path, 61_440, 0)
+    dagger = rows["bc-dagger-plan"]
+    assert (dagger.teacher, dagger.steps, dagger.bc_data) == ("plan", 0, "auto")
+    assert (rows["bc"].teacher, rows["bc"].steps) == (None, 0)  # the same clone, without the teacher
+    assert dagger.out != rows["bc"].out
+
+
 def test_main_trains_once_per_setting_and_labels_the_trained_steps(tmp_path, monkeypatch):
     """A re-run with another --ppo-steps trains a new agent instead of relabelling the old one."""
     model = tmp_path / "m.pt"

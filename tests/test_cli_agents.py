@@ -96,6 +96,28 @@ def test_train_agent_cli_writes_the_agent(cli_agent, world):
     assert result["steps"] == agent.num_timesteps >= 256
 
 
+def test_train_agent_cli_takes_the_models_agent_recipe_where_no_flag_is_given(capsys, world, tmp_path):
+    model = WorldModel.load(world.path)
+    model.meta.agent_defaults = {"steps": 0, "bc_epochs": 3}
+    model.save(tmp_path / "recipe.pt")
+
+    def train(name, *flags):
+        rc, result, err = run(capsys, "train-agent", "--model", str(tmp_path / "recipe.pt"), "--out",
+                              str(tmp_path / f"{name}.zip"), "--num-envs", "4", "--device", "cpu", "--json", *flags)
+        assert rc == 0, err
+        return result, json.loads(sidecar_path(tmp_path / f"{name}.zip").read_text())
+
+    bare, sidecar = train("bare")
+    assert bare["model_recipe"] == {"steps": 0, "bc_epochs": 3} and bare["steps"] == 0
+    assert sidecar["config"]["bc_epochs"] == 3 and len(sidecar["bc_losses"]) == 3
+    given, sidecar = train("given", "--bc-epochs", "2")  # a flag given wins over the recipe
+    assert given["model_recipe"] == {"steps": 0} and len(sidecar["bc_losses"]) == 2
+    model.meta.agent_defaults = {"out": "elsewhere.zip"}
+    model.save(tmp_path / "recipe.pt")
+    rc, _, err = run(capsys, "train-agent", "--model", str(tmp_path / "recipe.pt"), "--out", str(tmp_path / "x.zip"))
+    assert rc == 2 and "train-agent recipe names out" in err
+
+
 def test_evaluate_cli_reports_success_in_the_real_sim(capsys, cli_agent):
     _, _, folder = cli_agent
     rc, result, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "2", "--json")
@@ -116,6 +138,23 @@ def test_evaluate_cli_reports_success_in_the_real_sim(capsys, cli_agent):
     assert rc == 2 and "budget" in err
     rc, _, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "1", "--budget", "task")
     assert rc == 2 and "task episode" in err  # Wall has no task episode of its own (dm_control has)
+
+
+def test_evaluate_cli_imagined_sets_imagined_success_beside_the_real_one(capsys, cli_agent, world):
+    _, _, folder = cli_agent
+    rc, result, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "2", "--budget", "swm",
+                          "--imagined", "real", "--json")
+    assert rc == 0, err
+    imagined, model = result["imagined"], WorldModel.load(world.path)
+    assert (imagined["test"], imagined["budget"], imagined["split"]) == ("real", "swm", "heldout")
+    assert imagined["threshold"] == pytest.approx(model.meta.train_info["real_success_threshold"])
+    assert imagined["episodes"] == len(model.bank.indices("heldout")) and imagined["model_steps"] == 50 // 5
+    assert 0.0 <= imagined["imagined_success_rate"] <= 1.0 and result["episodes"] == 2
+    rc, _, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "1", "--imagined", "temporal")
+    assert rc == 2 and "temporal-distance head" in err  # said before any real episode runs
+    with pytest.raises(SystemExit) as exited:  # argparse refuses an unknown test by name
+        main(["evaluate", "--agent", str(folder / "a.zip"), "--imagined", "pixels"])
+    assert exited.value.code == 2 and "invalid choice: 'pixels'" in capsys.readouterr().err
 
 
 def test_evaluate_cli_errors_are_rc_2(capsys, cli_agent, tmp_path):

@@ -77,7 +77,7 @@ def test_losses_actually_drop(wall_data, tmp_path):
 
 def test_rollout_shapes_and_gradient_wrt_actions(tiny_model, monkeypatch):
     model, _ = tiny_model
-    monkeypatch.setattr(model, "precision", "fp32")  # compared with fp32 compositions below (auto is bf16 on AMX CPUs)
+    monkeypatch.setattr(model, "precision", "fp32")  # compared with fp32 compositions below (auto is bf16 on CPUs with bf16 units)
     s = torch.randn(3, 1, model.n_tokens, model.dim)
     actions = torch.zeros(3, 4, 10, requires_grad=True)
     preds = model.rollout(s, actions)
@@ -346,6 +346,19 @@ def test_eval_wm_video_for_a_dinov2_world_model(wall_data, tmp_path):
 
 
 # ----- bf16 autocast and torch.compile ----------------------------------------------------------------------------
+@pytest.mark.parametrize("flags, expected", [("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),  # AMD Zen 4/5
+                                             ("fpu avx512f amx_bf16 amx_tile amx_int8", True),    # Intel with AMX
+                                             ("fpu avx2 avx512f avx512_vnni", False),             # no bf16 units
+                                             (None, False)])                                      # no cpuinfo
+def test_auto_precision_finds_amx_and_avx512_bf16_units_in_cpuinfo(tmp_path, flags, expected):
+    from wm_gym.device import cpu_has_bf16_units
+
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_has_bf16_units(str(cpuinfo)) is expected
+
+
 def test_bf16_rollout_is_close_to_fp32_differentiable_and_returns_fp32(tiny_model, monkeypatch):
     from wm_gym import device
 
@@ -353,9 +366,9 @@ def test_bf16_rollout_is_close_to_fp32_differentiable_and_returns_fp32(tiny_mode
     g = torch.Generator().manual_seed(0)
     s = torch.randn(4, model.config.history, model.n_tokens, model.dim, generator=g)
     actions = (torch.rand(4, 3, model.config.action_dim, generator=g) * 2 - 1).requires_grad_(True)
-    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: True)
-    assert model.precision == "auto" and model.uses_bf16 and model.precision_in_use == "bf16"  # auto: bf16 with AMX
-    monkeypatch.setattr(device, "cpu_has_amx_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_bf16_units", lambda: True)
+    assert model.precision == "auto" and model.uses_bf16 and model.precision_in_use == "bf16"  # auto: bf16 with units
+    monkeypatch.setattr(device, "cpu_has_bf16_units", lambda: False)
     assert not model.uses_bf16 and model.precision_in_use == "fp32"  # ... fp32 on a CPU without
     fp32 = model.rollout(s, actions)
     model.precision = "bf16"

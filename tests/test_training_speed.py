@@ -289,8 +289,10 @@ def test_pointmaze_recipe_trains_on_random_and_expert_data_then_fine_tunes_open_
     assert list(tune3[3:7]) == both and flag(tune3, "--horizon") == "3" and flag(tune5, "--horizon") == "5"
     assert flag(tune3, "--model").endswith("pointmaze-rla-fast-ft.pt")
     assert flag(tune5, "--model") == flag(tune3, "--out") and flag(calibrate, "--model") == flag(tune5, "--out")
-    seconds = WorldModel.load(tmp_path / "zoo" / "pointmaze.pt").meta.train_info["recipe_seconds"]
-    assert {"rollout fine-tune 1 (horizon 3)", "rollout fine-tune 2 (horizon 5)"} <= set(seconds)
+    shipped = WorldModel.load(tmp_path / "zoo" / "pointmaze.pt")
+    assert {"rollout fine-tune 1 (horizon 3)", "rollout fine-tune 2 (horizon 5)"} <= set(shipped.meta.train_info["recipe_seconds"])
+    assert "--probe" in calibrate  # PointMaze's calibration fits the state probe; its best agent is the distilled one
+    assert shipped.meta.agent_defaults == {"teacher": "plan", "steps": 0}
 
 
 def test_a_recipe_with_its_own_demos_collects_them_and_builds_the_bank_from_them(tmp_path, monkeypatch, one_rank):

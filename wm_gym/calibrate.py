@@ -32,32 +32,46 @@ def labelled_pairs(model: WorldModel, data_dir: str | Path, metric: str = "l1",
 
     ``imagined=True`` replaces the first frame of each pair by the model's open-loop prediction.
     """
+    dist, label, episode = [], [], []
+    for e, (first, goal, success) in enumerate(episode_pairs(model, data_dir, max_episodes, imagined)):
+        dist.append(model.goal_distance(first, goal, metric).detach().cpu().numpy())
+        label.append(success), episode.append(np.full(len(success), e))
+    return {"distance": np.concatenate(dist), "success": np.concatenate(label), "episode": np.concatenate(episode)}
+
+
+def episode_pairs(model: WorldModel, data_dir: str | Path, max_episodes: int | None = None, imagined: bool = False):
+    """Per episode, its labelled pairs: (frame features [K, N, C], goal features [K, N, C], sim success [K] bool).
+
+    Pairs are frames (k, j ≥ k) at model-step times, labelled by the sim's own test on their true states, plus
+    each frame against the episode's goal image, labelled by the recorded flag. ``imagined=True``: frame k is the
+    model's open-loop prediction under the recorded actions (and frame 0, real in both, is left out).
+    """
     data = load_episodes_for(data_dir, model.meta.env_id, cache=False)
     sim = make_sim(model.meta.env_id, model.meta.image_size).unwrapped
     fs = data.frame_step(model.config.frameskip)  # stored frames per model step
-    dist, label, episode = [], [], []
-    for e in range(len(data) if max_episodes is None else min(max_episodes, len(data))):
-        times = np.arange(0, len(data.frames[e]), fs)
-        frames = np.concatenate([data.frames[e][times], data.goal_pixels[e][None]]) if data.goal_pixels is not None \
-            else data.frames[e][times]
-        with torch.no_grad():
-            feats = model.encode(torch.from_numpy(np.ascontiguousarray(frames)))
-            first = imagined_states(model, feats[:1], data.actions[e], len(times) - 1) if imagined else feats[: len(times)]
-        states = data.states[e][times]
-        k, j = np.triu_indices(len(times), 1 if not imagined else 0)  # the same or a later frame as the goal
-        if imagined:  # frame 0 is real in both: leave it out
-            keep = k > 0
-            k, j = k[keep], j[keep]
-        d = model.goal_distance(first[k], feats[j], metric).detach().cpu().numpy()
-        y = np.array([sim.is_success(states[a], sim.goal_from_state(states[b])) for a, b in zip(k, j)], bool)
-        if data.goal_pixels is not None:  # and the episode's own goal image, labelled by the recorded flag
-            rows = np.arange(1 if imagined else 0, len(times))
-            goal = feats[-1:].expand(len(rows), -1, -1)
-            d = np.concatenate([d, model.goal_distance(first[rows], goal, metric).detach().cpu().numpy()])
-            y = np.concatenate([y, data.success[e][times][rows]])
-        dist.append(d), label.append(y), episode.append(np.full(len(d), e))
-    sim.close()
-    return {"distance": np.concatenate(dist), "success": np.concatenate(label), "episode": np.concatenate(episode)}
+    try:
+        for e in range(len(data) if max_episodes is None else min(max_episodes, len(data))):
+            times = np.arange(0, len(data.frames[e]), fs)
+            frames = np.concatenate([data.frames[e][times], data.goal_pixels[e][None]]) \
+                if data.goal_pixels is not None else data.frames[e][times]
+            with torch.no_grad():
+                feats = model.encode(torch.from_numpy(np.ascontiguousarray(frames)))
+                first = imagined_states(model, feats[:1], data.actions[e], len(times) - 1) if imagined \
+                    else feats[: len(times)]
+            states = data.states[e][times]
+            k, j = np.triu_indices(len(times), 1 if not imagined else 0)  # the same or a later frame as the goal
+            if imagined:  # frame 0 is real in both: leave it out
+                keep = k > 0
+                k, j = k[keep], j[keep]
+            a, b = first[k], feats[j]
+            y = np.array([sim.is_success(states[p], sim.goal_from_state(states[q])) for p, q in zip(k, j)], bool)
+            if data.goal_pixels is not None:  # and the episode's own goal image, labelled by the recorded flag
+                rows = np.arange(1 if imagined else 0, len(times))
+                a, b = torch.cat([a, first[rows]]), torch.cat([b, feats[-1:].expand(len(rows), -1, -1)])
+                y = np.concatenate([y, data.success[e][times][rows]])
+            yield a, b, y
+    finally:
+        sim.close()
 
 
 def imagined_states(model: WorldModel, start: torch.Tensor, actions: np.ndarray, steps: int) -> torch.Tensor:

@@ -162,9 +162,10 @@ def _cli_planner(args: argparse.Namespace):
 
 
 def _apply_model_recipe(args: argparse.Namespace, recipe: dict[str, Any], command: str) -> dict[str, Any]:
-    """Set the model's recommended settings (``meta.plan_defaults``) where the command line gave none, so the bare
-    command reproduces the model's reported figure; returns what was set. A flag given always wins."""
-    unknown = sorted(dest for dest in recipe if not hasattr(args, dest) or dest in ("model", "device"))
+    """Set the model's recommended settings (``meta.plan_defaults`` for ``plan``, ``meta.agent_defaults`` for
+    ``train-agent``) where the command line gave none, so the bare command reproduces the model's reported figure;
+    returns what was set. A flag given always wins."""
+    unknown = sorted(dest for dest in recipe if not hasattr(args, dest) or dest in ("model", "device", "out"))
     if unknown:
         raise ValueError(f"the model's {command} recipe names {', '.join(unknown)}, which `wm-gym {command}` does not "
                          "take from a model")
@@ -397,6 +398,10 @@ def cmd_calibrate(args: argparse.Namespace) -> dict[str, Any]:
         result["demos"] = {"dataset": args.demos, "count": len(model.bank), "heldout": int(model.bank.heldout.sum())}
     result["calibration"] = calibrate_success(model, args.data, metric=args.metric)
     model.meta.train_info["calibration"] = result["calibration"]
+    if args.probe:
+        from wm_gym.state_probe import fit_state_probe
+
+        result["probe"] = model.meta.train_info["probe"] = fit_state_probe(model, args.data)
     model.save(args.out or resolve_model(args.model))
     return result
 
@@ -424,10 +429,13 @@ def cmd_train_distance(args: argparse.Namespace) -> dict[str, Any]:
 # ----- train-agent / evaluate ------------------------------------------------------------------
 def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.agents.train_agent import AgentConfig, train_agent
+    from wm_gym.world_model import WorldModel
+    from wm_gym.zoo import resolve_model
 
+    recipe = _apply_model_recipe(args, WorldModel.load(resolve_model(args.model)).meta.agent_defaults, "train-agent")
     config = config_from(args, AgentConfig, progress=not args.json,
                          bc_data=None if args.bc_data == "none" else args.bc_data)
-    return train_agent(config)
+    return {**train_agent(config), "model_recipe": recipe}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -435,7 +443,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     result = evaluate_agent(args.agent, env=args.env, model=args.model, episodes=args.episodes, seed=args.seed,
                             device=args.device, video_dir=args.video, max_steps=args.max_steps, budget=args.budget,
-                            look=args.look, grounding=args.grounding)
+                            look=args.look, grounding=args.grounding, imagined=args.imagined)
     if not args.per_episode:
         result.pop("per_episode")
     return result

@@ -34,7 +34,8 @@ from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from wm_gym.agents.planners import PLANNERS, TERMINALS, PlannerConfig
-from wm_gym.agents.train_agent import ALGOS, AgentConfig
+from wm_gym.agents.train_agent import ALGOS, TEACHERS, AgentConfig
+from wm_gym.imagined_episodes import IMAGINED_TESTS
 from wm_gym.device import PRECISIONS
 from wm_gym.encoders import ENCODERS
 from wm_gym.envs.registration import GOAL_SPLITS, SIMS
@@ -130,7 +131,7 @@ class EvalWmOptions:
     video: str | None = None        # folder for imagined-vs-true mp4 and PNG
     seed: int = 0
     device: str = "auto"
-    precision: str = "auto"         # the model's autocast in the rollouts (auto: bf16 on CUDA and AMX CPUs) | bf16 | fp32
+    precision: str = "auto"         # the model's autocast in the rollouts (auto: bf16 on CUDA and CPUs with bf16 units) | bf16 | fp32
 
 
 @dataclass
@@ -144,6 +145,9 @@ class CalibrateOptions:
                                     # deterministic: it fits on even episodes and reports on odd ones)
     metric: str = "l1"              # distance to the goal: a feature distance, or temporal, the learned steps to
                                     # go (needs `wm-gym train-distance` first)
+    probe: bool = False             # also fit a linear state probe on --data's frames and true states (saved with
+                                    # the model): the sim's own success test on probed states, reported on real and
+                                    # imagined pairs, and `evaluate --imagined probe`
     out: str | None = None          # write here instead of overwriting --model
 
 
@@ -185,6 +189,10 @@ class EvaluateOptions:
     grounding: str | None = None    # latent-action agents: the `wm-gym ground` file mapping (features, z) to real
                                     # action chunks (default: the one recorded at training)
     per_episode: bool = False       # include per-episode results
+    imagined: str | None = None     # also run the agent in its world model, on the demo bank's held-out demos under
+                                    # the same budget, success by this test: calibrated (the model's threshold) |
+                                    # real (the real-encoding threshold) | temporal (< 1 step to go by the head) |
+                                    # probe (the sim's own test on probed states: calibrate --probe)
 
 
 @dataclass
@@ -204,7 +212,7 @@ class RealRunOptions:
 @dataclass
 class PlanOptions:
     model: str = "wall"             # world model: zoo name or file
-    precision: str = "auto"         # the model's autocast while planning (auto: bf16 on CUDA and AMX CPUs) | bf16 | fp32
+    precision: str = "auto"         # the model's autocast while planning (auto: bf16 on CUDA and CPUs with bf16 units) | bf16 | fp32
 
 
 @dataclass
@@ -239,8 +247,8 @@ class BenchOptions:
     batch: int = 256                # imagined envs stepped together
     device: str = "auto"            # auto: CPU, plus CUDA when present; cpu: CPU only
     no_ppo: bool = False            # skip the SB3 PPO end-to-end timing
-    precision: str = "auto"         # the models' autocast in every imagination timing (auto: bf16 on CUDA and AMX
-                                    # CPUs, as imagination runs by default) | bf16 | fp32; reported per model
+    precision: str = "auto"         # the models' autocast in every imagination timing (auto: bf16 on CUDA and CPUs
+                                    # with bf16 units, as imagination runs by default) | bf16 | fp32; reported per model
     steps: int = 300                # steps timed per sim
     repeats: int = 3                # imagination and PointMaze pixel steps are timed alternately this many times;
                                     # medians are compared
@@ -293,9 +301,9 @@ FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
         "out": Cli(required=True), "algo": Cli(choices=ALGOS), "task": Cli(choices=TASKS),
         "action_space": Cli(choices=ACTION_SPACES), "metric": Cli(choices=METRICS), "grounding": Cli(metavar="G.pt"),
         "success_metric": Cli(choices=(*METRICS, "temporal")), "precision": Cli(choices=PRECISIONS),
-        "progress": Cli(omit="--json turns the progress bars off"),
+        "teacher": Cli(choices=TEACHERS), "progress": Cli(omit="--json turns the progress bars off"),
     },
-    EvaluateOptions: {"grounding": Cli(metavar="G.pt")},
+    EvaluateOptions: {"grounding": Cli(metavar="G.pt"), "imagined": Cli(choices=IMAGINED_TESTS)},
     RealRunOptions: {"env": Cli(help=SIM_HELP + " (default: the model's sim)"),
                      "budget": Cli(metavar="dino-wm|swm|task|STEPS", help=BUDGET_HELP), "look": Cli(help=LOOK_HELP)},
     PlannerOptions: {"planner": Cli(choices=PLANNERS), "prior": Cli(metavar="AGENT.zip"),
@@ -541,7 +549,7 @@ COMMANDS: tuple[Command, ...] = (
             "(rla/lam), flow dynamics and controller, or the action-conditioned baseline (--latent action). Atomic "
             "checkpoints go to OUT.train-state; --resume continues an interrupted run. Prints and records each stage's "
             "seconds (train_info stage_seconds). Uses every core (one torch thread each; --ranks N: N local DDP ranks "
-            "on gloo) and runs unchanged under torchrun; bf16 autocast on CUDA and on CPUs with AMX by default "
+            "on gloo) and runs unchanged under torchrun; bf16 autocast on CUDA and on CPUs with bf16 units by default "
             "(attention in fp32 on the CPU). Action-free data (`wm-gym ingest` without --labels) trains the "
             "encoder, the latent actions and the flow as a z-prior, and skips the controller (said in the output and "
             "in the model's train_info); with labels for some episodes, flow and controller train on those only. "
@@ -591,18 +599,23 @@ COMMANDS: tuple[Command, ...] = (
             "Train PPO or SAC (MlpPolicy on world-model features) in WMImagine-v0: batched imagined rollouts with "
             "video-aligned rewards; no simulator is touched. By default the agent first clones the model's demos, "
             "and PPO's first --critic-warmup updates train only the value net, so a random critic does not drag the "
-            "cloned actor off its demos. Writes AGENT.zip, AGENT.json (its world model and task), a learning-curve "
-            "PNG, TensorBoard logs and resumable checkpoints.",
+            "cloned actor off its demos. --teacher plan then distils the model's own `plan` recipe by DAgger in "
+            "imagination (the planner labels every imagined state the policy reaches) before any RL. Flags not given "
+            "take the model's agent recipe where it has one (`pointmaze`: --teacher plan --steps 0). Writes "
+            "AGENT.zip, AGENT.json (its world model and task), a learning-curve PNG, TensorBoard logs and resumable "
+            "checkpoints.",
             (AgentConfig,),
             ("model", "algo", "steps", "num_envs", "reward", "bc_data", "critic_warmup", "success_threshold",
-             "action_space", "grounding", "resume")),
+             "action_space", "grounding", "teacher", "resume")),
     Command("evaluate", "success rate of an agent in the REAL sim",
             "Run an agent in the real simulator: render -> world-model encoder -> policy -> action chunk (a latent-"
             "action agent through its grounding map). Success is the sim's own criterion: success_rate, episodes, "
             "mean_episode_length (under --budget dino-wm also success_after_replans; under --budget task the task's "
             "mean_task_return with its 95 % interval), and mp4s. --look evaluates "
-            "in the sim drawn another way (a changed look, the same physics).",
-            (EvaluateOptions, RealRunOptions), ("grounding", "env", "episodes", "seed", "budget", "video", "look")),
+            "in the sim drawn another way (a changed look, the same physics). --imagined TEST also runs the agent in "
+            "its world model under the same budget and reports that success beside the real one (imagined).",
+            (EvaluateOptions, RealRunOptions),
+            ("grounding", "env", "episodes", "seed", "budget", "video", "look", "imagined")),
     Command("plan", "plan with the world model (CEM, GBP, GD, MPPI) and act in the REAL sim",
             "Plan action chunks with the world model for all episodes in one batch and execute them in the real sim, "
             "open loop or replanning with --mpc; reports success, seconds_per_plan and mp4s of real | planned | goal. "

@@ -37,7 +37,7 @@ class TemporalDistanceConfig:
                                     # labels, through the latent actions of its real frames)
     imagined_episodes: int | None = None  # roll out only this many evenly spaced episodes per dataset for the
                                           # imagined states (None: all); each rollout costs a model step per frame
-    precision: str = "auto"   # training autocast: auto (bf16 on CUDA and AMX CPUs) | bf16 | fp32
+    precision: str = "auto"   # training autocast: auto (bf16 on CUDA and CPUs with bf16 units) | bf16 | fp32
     seed: int = 0
 
     def __post_init__(self) -> None:

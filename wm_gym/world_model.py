@@ -29,6 +29,7 @@ from wm_gym.encoders import ConvEncoder, ConvEncoderConfig, DinoV2Encoder, Froze
 from wm_gym.data.demo_bank import DemoBank
 from wm_gym.device import resolved_precision, use_bf16
 from wm_gym.encoders.look_alignment import LookAlignment
+from wm_gym.encoders.probe import StateProbe
 from wm_gym.io import atomic_torch_save
 from wm_gym.latent_actions.autoencoder import LatentActionAutoencoder, LatentActionConfig
 from wm_gym.nn import check_shape
@@ -38,6 +39,8 @@ from wm_gym.temporal_distance import TemporalDistance, TemporalDistanceConfig
 FORMAT = "wm-gym-world-model"
 VERSION = 1
 LATENTS = ("rla", "lam", "action")
+#: Weights ``save(half=True)`` keeps in fp32.
+FULL_PRECISION = ("encoder.", "state_probe.")
 STEP_MODES = ("controller", "flow")
 
 
@@ -57,6 +60,8 @@ class WorldModelConfig:
     reproject: bool = True               # re-encode each predicted state through the pixel decoder (conv only)
     distance_config: dict | None = None  # TemporalDistanceConfig fields of the temporal-distance head, if fitted
     look_alignment: str | None = None    # the look this model's encoding is aligned to read (`wm-gym align`), if any
+    probe_state_dim: int | None = None   # numbers of the sim state a linear probe reads from features, if fitted
+                                         # (`wm-gym calibrate --probe`: the sim's own success test in imagination)
 
     def __post_init__(self):
         if self.latent not in LATENTS:
@@ -85,6 +90,8 @@ class WorldModelMeta:
                                                        # dest -> value, e.g. {"terminal": "temporal"}), used where
                                                        # the command line gives none: the bare command reproduces
                                                        # the model's reported planning figure
+    agent_defaults: dict = field(default_factory=dict)  # `wm-gym train-agent` settings of this model's best agent
+                                                        # (e.g. {"teacher": "plan", "steps": 0}), the same way
 
 
 def build_frozen_encoder(config: WorldModelConfig) -> FrozenEncoder:
@@ -110,7 +117,7 @@ class WorldModel(nn.Module):
         self.register_buffer("action_high", high.repeat(config.frameskip).float())
         shared = dict(n_tokens=n, dim=c, history=config.history, action_dim=config.action_dim)
         self.bank: DemoBank | None = None  # demos for imagination envs (starts, goals, aligned rewards)
-        self.precision = "auto"  # dynamics autocast: "auto" (bf16 on CUDA and AMX CPUs, device.use_bf16) | "bf16" | "fp32"
+        self.precision = "auto"  # dynamics autocast: "auto" (bf16 on CUDA and CPUs with bf16 units, device.use_bf16) | "bf16" | "fp32"
         self._compiled = self._dynamics_step  # the dynamics call, replaced by compile_dynamics()
         self.latent_model: LatentActionAutoencoder | None = None
         self.flow: FlowDynamics | None = None
@@ -130,6 +137,9 @@ class WorldModel(nn.Module):
         self.temporal_distance: TemporalDistance | None = None  # model steps to a goal (``train-distance``)
         if config.distance_config is not None:
             self.temporal_distance = TemporalDistance(n, c, TemporalDistanceConfig(**config.distance_config))
+        self.state_probe: StateProbe | None = None  # features -> sim state (``calibrate --probe``)
+        if config.probe_state_dim is not None:
+            self.state_probe = StateProbe(n, c, config.probe_state_dim)
 
     # ----- shapes -----------------------------------------------------------------------------
     @property
@@ -216,7 +226,7 @@ class WorldModel(nn.Module):
         return resolved_precision(self.precision, self.device)
 
     def autocast(self):
-        """bf16 autocast for the dynamics where it pays (CUDA, AMX CPUs), per ``precision``; outputs come back fp32."""
+        """bf16 autocast for the dynamics where it pays (CUDA, CPUs with bf16 units), per ``precision``; outputs come back fp32."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16)
 
     def compile_dynamics(self, backend: str = "inductor", **kwargs) -> "WorldModel":
@@ -258,6 +268,11 @@ class WorldModel(nn.Module):
         """Make ``head`` part of the model (saved with it; ``metric="temporal"`` and ``reward="temporal"`` use it)."""
         self.temporal_distance = head.to(self.device)
         self.config.distance_config = asdict(head.config)
+
+    def attach_state_probe(self, probe: StateProbe) -> None:
+        """Make ``probe`` part of the model (saved with it; the ``probe`` imagined success test uses it)."""
+        self.state_probe = probe.to(self.device)
+        self.config.probe_state_dim = int(probe.bias.shape[0])
 
     def goal_distance(self, s: Tensor, goal: Tensor, metric: str = "l1") -> Tensor:
         """[B] distance of states [B, N, C] to goals: a feature metric (l1 | l2 | cosine), or ``"temporal"``,
@@ -322,11 +337,13 @@ class WorldModel(nn.Module):
         """Write config, metadata and weights to one file, atomically.
 
         ``half=True`` stores the dynamics' float weights as fp16 (half the size, for the shipped
-        zoo); loading casts them back to fp32. The encoder stays fp32 so its identity still matches.
+        zoo); loading casts them back to fp32. The encoder stays fp32 so its identity still matches,
+        and the state probe, whose z-scoring divides by small feature spreads.
         """
         state = self.state_dict()
         if half:
-            state = {k: v.half() if v.is_floating_point() and not k.startswith("encoder.") else v for k, v in state.items()}
+            state = {k: v.half() if v.is_floating_point() and not k.startswith(FULL_PRECISION) else v
+                     for k, v in state.items()}
         if self.config.encoder != "conv":  # big frozen backbones stay in their own weights file
             state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
         atomic_torch_save({

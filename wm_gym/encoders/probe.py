@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn as nn
+from torch import Tensor
 
 
 def linear_probe_r2(
@@ -31,16 +33,8 @@ def linear_probe_r2(
         raise ValueError(f"train_fraction={train_fraction} leaves too few train or held-out rows of {len(x)}")
     train, test = perm[:n_train], perm[n_train:]
 
-    mean, std = x[train].mean(0), x[train].std(0).clamp_min(1e-8)
-    x_tr, x_te = (x[train] - mean) / std, (x[test] - mean) / std
-    y_mean = y[train].mean(0)
-    y_tr = y[train] - y_mean
-    lam = ridge * n_train
-    if x_tr.shape[1] <= n_train:  # primal: (XᵀX + λI) w = Xᵀy
-        w = torch.linalg.solve(x_tr.T @ x_tr + lam * torch.eye(x_tr.shape[1], dtype=x.dtype), x_tr.T @ y_tr)
-    else:                         # dual:   w = Xᵀ (XXᵀ + λI)⁻¹ y
-        w = x_tr.T @ torch.linalg.solve(x_tr @ x_tr.T + lam * torch.eye(n_train, dtype=x.dtype), y_tr)
-    pred = x_te @ w + y_mean
+    mean, std, w, y_mean = fit_ridge(x[train], y[train], ridge)
+    pred = ((x[test] - mean) / std) @ w + y_mean
 
     y_te = y[test]
     sst = ((y_te - y_te.mean(0)) ** 2).sum(0)
@@ -48,3 +42,49 @@ def linear_probe_r2(
         raise ValueError("a target dim is constant on the held-out rows; R² is undefined for it")
     sse = ((y_te - pred) ** 2).sum(0)
     return float((1 - sse / sst).mean())
+
+
+def fit_ridge(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> tuple[torch.Tensor, ...]:
+    """Closed-form ridge from x [M, D] to y [M, k] on z-scored features: (mean [D], std [D], w [D, k], y_mean [k]),
+    so that ŷ = ((x − mean) / std) · w + y_mean. ``ridge`` is relative to unit feature variance, per sample; the
+    D×D or the M×M Gram form is solved, whichever is smaller. A feature that barely varies in ``x`` is divided by
+    a thousandth of the mean spread at least, so that new data, where it may vary, does not blow it up."""
+    std = x.std(0)
+    mean, std = x.mean(0), std.clamp_min(max(1e-3 * float(std.mean()), 1e-8))  # near-constant features stay small
+    x_tr, y_mean = (x - mean) / std, y.mean(0)
+    y_tr, n, lam = y - y_mean, len(x), ridge * len(x)
+    if x_tr.shape[1] <= n:  # primal: (XᵀX + λI) w = Xᵀy
+        w = torch.linalg.solve(x_tr.T @ x_tr + lam * torch.eye(x_tr.shape[1], dtype=x.dtype), x_tr.T @ y_tr)
+    else:                   # dual:   w = Xᵀ (XXᵀ + λI)⁻¹ y
+        w = x_tr.T @ torch.linalg.solve(x_tr @ x_tr.T + lam * torch.eye(n, dtype=x.dtype), y_tr)
+    return mean, std, w, y_mean
+
+
+class StateProbe(nn.Module):
+    """Features [B, N, C] → the sim's state [B, S]: ridge on z-scored flattened features; zeros until :meth:`fit`."""
+
+    def __init__(self, n_tokens: int, dim: int, state_dim: int):
+        super().__init__()
+        d = n_tokens * dim
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("std", torch.ones(d))
+        self.register_buffer("weight", torch.zeros(d, state_dim))
+        self.register_buffer("bias", torch.zeros(state_dim))
+
+    def forward(self, s: Tensor) -> Tensor:
+        flat = s.reshape(len(s), -1).float()
+        return (flat - self.mean) / self.std @ self.weight + self.bias
+
+    @torch.no_grad()
+    def fit(self, features: Tensor, states: Tensor, ridge: float = 1e-3) -> "StateProbe":
+        """Fit on features [M, N, C] and their true states [M, S]; returns self."""
+        if len(features) != len(states) or states.shape[1:] != self.bias.shape:
+            raise ValueError(f"need features [M, N, C] and states [M, {len(self.bias)}] of one length, got "
+                             f"{list(features.shape)} and {list(states.shape)}")
+        x, y = features.reshape(len(features), -1).double().cpu(), states.double().cpu()
+        if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+            raise ValueError("probe features and states must be finite")
+        mean, std, w, y_mean = fit_ridge(x, y, ridge)
+        for name, value in (("mean", mean), ("std", std), ("weight", w), ("bias", y_mean)):
+            getattr(self, name).copy_(value.to(self.bias))
+        return self

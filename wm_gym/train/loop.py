@@ -130,7 +130,7 @@ class Trainer:
     log_dir: Path | None = None
     progress: bool = True
     extra_state: dict[str, Any] = field(default_factory=dict)  # saved with checkpoints (e.g. stats)
-    precision: str = "auto"                 # "auto": bf16 autocast on CUDA and AMX CPUs (device.use_bf16) | "bf16" | "fp32"
+    precision: str = "auto"                 # "auto": bf16 autocast on CUDA and CPUs with bf16 units (device.use_bf16) | "bf16" | "fp32"
     compile: str | None = None              # torch.compile backend for the loss (e.g. "inductor"); None = eager
     generators: dict[str, torch.Generator] = field(default_factory=dict)  # more random streams to checkpoint
     _resume: dict[str, Any] | None = None

@@ -128,7 +128,7 @@ class TrainConfig:
     resume: bool = False             # continue from OUT.train-state
     init_from: str | None = None     # reuse this model's encoder (and latent actions, if configs match); train the rest
     adversarial: bool = False        # FGSM-perturbed dynamics inputs, clean targets (train/adversarial.py)
-    precision: str = "auto"          # auto: bf16 autocast on CUDA and on CPUs with AMX (attention fp32) | bf16 | fp32
+    precision: str = "auto"          # auto: bf16 on CUDA and CPUs with bf16 units (attention fp32) | bf16 | fp32
     ranks: int | str = "auto"        # local DDP processes on a CPU, each with 1/ranks of the batch (auto: 1, all cores)
     compile: str | None = None       # torch.compile backend for each stage's loss (e.g. "inductor"); None = eager
     log_dir: str | None = None       # TensorBoard folder (default: runs/<out name>)

@@ -1,0 +1,100 @@
+"""A policy's success in imagination, under a real-sim budget: the number to set beside its real success.
+
+``real_episodes.evaluate_policy`` runs a policy in the sim; this runs it in the world model, from
+the demo bank's held-out starts and goals (``split``), for as many model steps as the budget gives
+and checking success when the budget checks it (``dino-wm``: every 5 chunks). What counts as
+success in imagination is the ``test``, since imagination has no sim state:
+
+* ``calibrated``: the model's own success threshold (``wm-gym calibrate`` on imagined features);
+* ``real``: the threshold calibrated on real encodings (predicted frames blurrier than real ones
+  then read as farther away, so it under-rates);
+* ``temporal``: the temporal head reads < 1 model step to go (``wm-gym train-distance``);
+* ``probe``: the sim's own success test on the states a linear probe reads from the imagined frame
+  and from the goal (``wm-gym calibrate --probe``, on data with states).
+
+A test whose imagined success is far from the real one says the imagination cannot be trusted to
+rate that policy; one within a few points says it can.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from wm_gym.data.collect import make_sim
+from wm_gym.imagine.vector_env import WMImagineVectorEnv, split_observation
+from wm_gym.real_episodes import Budget, sim_budget, wilson_interval
+from wm_gym.state_probe import probed_success
+from wm_gym.world_model import WorldModel
+
+IMAGINED_TESTS = ("calibrated", "real", "temporal", "probe")
+#: The temporal test: fewer than this many model steps to go.
+TEMPORAL_STEPS = 1.0
+
+
+def success_test(model: WorldModel, test: str) -> tuple[str, float | None]:
+    """(distance metric, threshold) of an imagined success ``test`` (``("probe", None)``: no threshold, the sim's
+    own test); ValueError where the model lacks what the test needs."""
+    if test == "probe":
+        if model.state_probe is None:
+            raise ValueError("the probe test needs a state probe: `wm-gym calibrate --probe` on a dataset with states")
+        return "probe", None
+    if test == "temporal":
+        if model.temporal_distance is None:
+            raise ValueError("the temporal test needs a temporal-distance head: `wm-gym train-distance`")
+        return "temporal", TEMPORAL_STEPS
+    if test not in ("calibrated", "real"):
+        raise ValueError(f"test must be one of {', '.join(IMAGINED_TESTS)}, got {test!r}")
+    threshold = model.meta.success_threshold if test == "calibrated" else model.meta.train_info.get(
+        "real_success_threshold")
+    if threshold is None or model.meta.success_metric is None:
+        raise ValueError(f"the {test!r} test needs a calibrated model: `wm-gym calibrate`")
+    return model.meta.success_metric, float(threshold)
+
+
+def evaluate_in_imagination(policy, model: WorldModel, episodes: int | None = None, seed: int = 1000,
+                            budget: str | int | Budget | None = None, test: str = "real", split: str = "heldout",
+                            deterministic: bool = True) -> dict[str, Any]:
+    """Success of ``policy`` (SB3's ``predict`` on imagination observations) on distinct demos of the bank's
+    ``split``: all of them, or ``episodes`` drawn without replacement (``seed``). One batch, run for the budget's
+    model steps; success is latched at the budget's checks. Imagination is deterministic, so a demo run twice
+    would count twice for one outcome: more episodes than demos is an error."""
+    rows = model.bank.indices(split) if model.bank is not None else []
+    if not len(rows):
+        raise ValueError("imagined episodes start from the model's demo bank, and this model has none")
+    episodes = len(rows) if episodes is None else episodes
+    if not 1 <= episodes <= len(rows):
+        raise ValueError(f"episodes must be in [1, {len(rows)}] (the bank's {split!r} demos, each run once), "
+                         f"got {episodes}")
+    picks = np.random.default_rng(seed).permutation(rows)[:episodes]
+    fs = model.config.frameskip
+    budget = sim_budget(budget, model.meta.env_id or model.meta.sim, fs)
+    if budget.to_end:
+        raise ValueError("a task budget is scored by the sim's task reward, which imagination does not have")
+    metric, threshold = success_test(model, test)
+    steps, every = -(-budget.sim_steps // fs), max(budget.check_every // fs, 1)
+    env = WMImagineVectorEnv(num_envs=episodes, model=model, split=split, horizon=steps, success_threshold=0.0,
+                             success_metric=None if threshold is None else metric, render_mode=None)
+    sim = make_sim(model.meta.env_id, model.meta.image_size).unwrapped if threshold is None else None
+    started = time.perf_counter()
+    obs, _ = env.reset(seed=seed, options={"demo_index": picks})
+    first = np.full(episodes, np.inf)  # model step of each episode's first checked success
+    for t in range(1, steps + 1):
+        obs, _, _, _, info = env.step(policy.predict(obs, deterministic=deterministic)[0])
+        if t % every == 0:
+            if sim is None:
+                passed = info["distance"] < threshold
+            else:  # the state before any autoreset: the last step's observation
+                history, goal = split_observation(model, torch.as_tensor(info.get("final_obs", obs), device=model.device))
+                passed = probed_success(model.state_probe, sim, history[:, -1], goal)
+            first[passed & np.isinf(first)] = t
+    if sim is not None:
+        sim.close()
+    wins = int(np.isfinite(first).sum())
+    return {"imagined_success_rate": wins / episodes, "imagined_success_ci95": list(wilson_interval(wins, episodes)),
+            "test": test, "metric": metric, "threshold": threshold, "split": split, "episodes": episodes,
+            "budget": budget.name, "model_steps": steps, "checked_every": every,
+            "success_at_sim_steps": {str(k): float((first * fs <= k).mean()) for k in budget.report_at},
+            "seconds": round(time.perf_counter() - started, 1)}

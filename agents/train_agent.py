@@ -170,7 +170,9 @@ def _algo_class(algo: str):
     return {"ppo": PPO, "sac": SAC}[algo]
 
 
-def train_agent(config: AgentConfig) -> dict[str, Any]:
+def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
+    """Train ``config``'s agent; ``world_model``: ``config.model`` already loaded (the CLI reads its recipe first),
+    so it is not read twice."""
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.vec_env import VecMonitor
 
@@ -188,7 +190,7 @@ def train_agent(config: AgentConfig) -> dict[str, Any]:
     if config.grounding and config.action_space != "latent":
         raise ValueError("grounding maps latent actions to real ones: give it only with action_space='latent'")
     precision = check_precision(config.precision)
-    world_model = load_model(config.model, config.device)
+    world_model = load_model(config.model if world_model is None else world_model, config.device)
     world_model.precision = precision
     teacher = None
     if config.teacher:  # built now, so a model without a recipe fails before any work

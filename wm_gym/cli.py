@@ -429,13 +429,13 @@ def cmd_train_distance(args: argparse.Namespace) -> dict[str, Any]:
 # ----- train-agent / evaluate ------------------------------------------------------------------
 def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.agents.train_agent import AgentConfig, train_agent
-    from wm_gym.world_model import WorldModel
-    from wm_gym.zoo import resolve_model
+    from wm_gym.zoo import load_model
 
-    recipe = _apply_model_recipe(args, WorldModel.load(resolve_model(args.model)).meta.agent_defaults, "train-agent")
+    model = load_model(args.model, args.device)  # read once: its recipe here, then trained on
+    recipe = _apply_model_recipe(args, model.meta.agent_defaults, "train-agent")
     config = config_from(args, AgentConfig, progress=not args.json,
                          bc_data=None if args.bc_data == "none" else args.bc_data)
-    return {**train_agent(config), "model_recipe": recipe}
+    return {**train_agent(config, model), "model_recipe": recipe}
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:

@@ -6,7 +6,8 @@ by :mod:`wm_gym.agents.evaluate`, through the same encoder and the same action c
 
 Writes ``AGENT.zip`` (SB3) and ``AGENT.json`` (which world model and task it was trained on,
 so evaluation needs no extra flags), TensorBoard logs, a learning-curve PNG and atomic
-checkpoints every ``checkpoint_every`` steps; ``resume=True`` continues from the checkpoint.
+checkpoints every ``checkpoint_every`` steps (DAgger: after every round); ``resume=True`` continues from
+the checkpoint.
 
 ``action_space="latent"`` trains over the model's standardised latent actions z instead of real
 action chunks (video-first: no controller, no action labels needed; cloning targets are the
@@ -82,11 +83,14 @@ class AgentConfig:
     teacher_episodes: int = 128      # imagined episodes per round, from the demo bank's starts
     teacher_horizon: int = 30        # steps of each round's episodes, run on past success (so holding is taught)
     teacher_epochs: int = 30         # refit epochs over all labels so far, after each round
+    teacher_start: str = "warm"      # where the teacher's plan for each state starts: warm (MPC's: its last plan,
+                                     # shifted) | zero (a fresh plan from the zero plan: the label depends on the
+                                     # state alone; agents/distill.py FreshPlanTeacher)
     log_std_init: float = -1.6       # PPO's initial action noise (log std, std 0.2): small, to keep the cloned policy
     critic_warmup: int = 3           # PPO: first rollouts update only the value net, so a random critic's
                                      # advantages do not drag the cloned actor off the demos
     checkpoint_every: int = 50_000   # agent steps between atomic checkpoints
-    resume: bool = False             # continue from OUT's checkpoint
+    resume: bool = False             # continue from OUT's checkpoint (RL's, or DAgger's after its last round)
     log_dir: str | None = None       # TensorBoard folder (default: runs/<agent name>)
     progress: bool = True
 
@@ -99,6 +103,12 @@ def checkpoint_path(agent_path: str | Path) -> Path:
     """Where ``train_agent`` keeps its periodic checkpoint; ``resume=True`` continues from it."""
     out = Path(agent_path)
     return out.with_name(out.stem + ".ckpt.zip")
+
+
+def dagger_checkpoint_path(agent_path: str | Path) -> Path:
+    """Where ``train_agent`` keeps DAgger's labels and policy after each round; ``resume=True`` goes on from it."""
+    out = Path(agent_path)
+    return out.with_name(out.stem + ".dagger.pt")
 
 
 def atomic_sb3_save(agent, path: str | Path) -> None:
@@ -196,7 +206,7 @@ def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
     if config.teacher:  # built now, so a model without a recipe fails before any work
         from wm_gym.agents.distill import recipe_teacher
 
-        teacher = recipe_teacher(world_model, config.seed)
+        teacher = recipe_teacher(world_model, config.seed, config.teacher_start)
     if config.grounding:  # fail now, not after training, if it belongs to another model
         from wm_gym.grounding import Grounding
 
@@ -237,7 +247,9 @@ def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
         bc_losses = clone_into(agent, obs, targets, epochs=config.bc_epochs, seed=config.seed, noise=config.bc_noise)
     distilled = None
     if teacher is not None and not (config.resume and ckpt.is_file()):
-        distilled = distill(agent, teacher, world_model, config)
+        if not config.resume:
+            dagger_checkpoint_path(out).unlink(missing_ok=True)
+        distilled = distill(agent, teacher, world_model, config, checkpoint=dagger_checkpoint_path(out))
 
     curve: list[dict[str, float]] = []
 
@@ -278,6 +290,7 @@ def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
     if curve:
         plot_learning_curve(curve, png)
     ckpt.unlink(missing_ok=True)
+    dagger_checkpoint_path(out).unlink(missing_ok=True)
     last = curve[-1] if curve else {}
     return {"out": str(out), "algo": config.algo, "action_space": config.action_space,
             "steps": int(agent.num_timesteps), "seconds": round(seconds, 1),
@@ -287,16 +300,17 @@ def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
             **({"dagger": distilled} if distilled else {})}
 
 
-def distill(agent, teacher, world_model, config: AgentConfig) -> dict[str, Any]:
+def distill(agent, teacher, world_model, config: AgentConfig, checkpoint: Path | None = None) -> dict[str, Any]:
     """DAgger from ``teacher`` in imagination (:func:`wm_gym.agents.distill.dagger`), on episodes that run
-    ``teacher_horizon`` steps past any success; refits ``agent`` in place."""
+    ``teacher_horizon`` steps past any success; refits ``agent`` in place, going on from ``checkpoint`` if it
+    exists."""
     from wm_gym.agents.distill import dagger
     from wm_gym.imagine import WMImagineVectorEnv
 
     env = WMImagineVectorEnv(num_envs=config.teacher_episodes, model=world_model, task="goal",
                              horizon=config.teacher_horizon, success_threshold=0.0, render_mode=None)
     return dagger(agent, teacher, env, config.teacher_rounds, config.teacher_horizon, config.teacher_epochs,
-                  seed=config.seed, progress=config.progress)
+                  seed=config.seed, progress=config.progress, checkpoint=checkpoint)
 
 
 def latent_action_units(env) -> dict[str, np.ndarray]:

@@ -14,7 +14,8 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
   reads less than one model step to the goal (a model with a ``wm-gym train-distance`` head), and with the head
   as reward too (``scratch-temporal-success``, ``bc-ppo-temporal-both``): no feature-distance threshold at all;
 * optionally (``bc-dagger-plan``) BC, then DAgger in imagination with the model's `wm-gym plan` recipe as
-  the teacher (a model that has one): the planner labels the states the policy reaches, no RL;
+  the teacher (a model that has one): the planner labels the states the policy reaches, no RL; ``bc-dagger-fresh``
+  the same with each label a fresh plan from the zero plan (``--teacher-start zero``);
 * optionally (``bc-ppo-real-threshold``) BC + PPO whose imagined episodes end at the success threshold
   calibrated on real encodings instead of on imagined ones (where the imagined calibration cannot tell
   success apart, e.g. PushT's: its threshold lets almost every imagined step count as a success).
@@ -78,6 +79,9 @@ AGENTS = {
     # the model's own `wm-gym plan` recipe as a teacher (agents/distill.py): DAgger in imagination, no RL; for a model
     # that plans well where PPO cannot learn (PointMaze-v1: planner 0.98, PPO agents <= 0.79 under dino-wm)
     "bc-dagger-plan": ("BC, then DAgger from the model's planner in imagination", dict(steps=0, teacher="plan")),
+    # the same, each label a fresh plan from the zero plan: a label the state alone decides (FreshPlanTeacher)
+    "bc-dagger-fresh": ("BC, then DAgger from the model's planner, fresh plan per state",
+                        dict(steps=0, teacher="plan", teacher_start="zero")),
 }
 
 

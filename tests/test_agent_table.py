@@ -177,11 +177,12 @@ def test_the_temporal_rows_pair_the_heads_reward_with_its_success_test(tmp_path)
 def test_the_dagger_row_clones_then_distils_the_models_plan_recipe_with_no_rl(tmp_path):
     model = tmp_path / "m.pt"
     model.write_bytes(b"weights")
-    rows = agent_table.agent_configs(["bc", "bc-dagger-plan"], str(model), tmp_path, 61_440, 0)
-    dagger = rows["bc-dagger-plan"]
-    assert (dagger.teacher, dagger.steps, dagger.bc_data) == ("plan", 0, "auto")
+    rows = agent_table.agent_configs(["bc", "bc-dagger-plan", "bc-dagger-fresh"], str(model), tmp_path, 61_440, 0)
+    dagger, fresh = rows["bc-dagger-plan"], rows["bc-dagger-fresh"]
+    assert (dagger.teacher, dagger.steps, dagger.bc_data, dagger.teacher_start) == ("plan", 0, "auto", "warm")
+    assert (fresh.teacher, fresh.steps, fresh.teacher_start) == ("plan", 0, "zero")  # each label a fresh plan
     assert (rows["bc"].teacher, rows["bc"].steps) == (None, 0)  # the same clone, without the teacher
-    assert dagger.out != rows["bc"].out
+    assert len({dagger.out, fresh.out, rows["bc"].out}) == 3
 
 
 def test_main_trains_once_per_setting_and_labels_the_trained_steps(tmp_path, monkeypatch):

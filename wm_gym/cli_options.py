@@ -33,6 +33,7 @@ import typing
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
+from wm_gym.agents.distill import TEACHER_STARTS
 from wm_gym.agents.planners import PLANNERS, TERMINALS, PlannerConfig
 from wm_gym.agents.train_agent import ALGOS, TEACHERS, AgentConfig
 from wm_gym.imagined_episodes import IMAGINED_TESTS
@@ -301,7 +302,8 @@ FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
         "out": Cli(required=True), "algo": Cli(choices=ALGOS), "task": Cli(choices=TASKS),
         "action_space": Cli(choices=ACTION_SPACES), "metric": Cli(choices=METRICS), "grounding": Cli(metavar="G.pt"),
         "success_metric": Cli(choices=(*METRICS, "temporal")), "precision": Cli(choices=PRECISIONS),
-        "teacher": Cli(choices=TEACHERS), "progress": Cli(omit="--json turns the progress bars off"),
+        "teacher": Cli(choices=TEACHERS), "teacher_start": Cli(choices=TEACHER_STARTS),
+        "progress": Cli(omit="--json turns the progress bars off"),
     },
     EvaluateOptions: {"grounding": Cli(metavar="G.pt"), "imagined": Cli(choices=IMAGINED_TESTS)},
     RealRunOptions: {"env": Cli(help=SIM_HELP + " (default: the model's sim)"),

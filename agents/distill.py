@@ -65,7 +65,7 @@ class FreshPlanTeacher:
 
     Why: MPC starts each plan from the one before, which began as a random plan, and the recipe's 30 Adam steps
     leave much of that start in the first chunk. On `pointmaze`, two MPC teachers that differ only in their random
-    stream answer the same imagined states with first chunks correlated -0.03; two fresh-plan teachers, 0.93. A
+    stream answer the same imagined states with first chunks correlated -0.07; two fresh-plan teachers, 0.93. A
     student sees the state, not the teacher's memory, so it can only learn the part of a label the state decides.
     """
 

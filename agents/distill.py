@@ -133,16 +133,15 @@ def dagger(agent, teacher: "Planner | FreshPlanTeacher", env, rounds: int, horiz
             if bar is not None:
                 bar.update(1)
         planned = time.perf_counter() - started
-        losses = clone_into(agent, np.concatenate(observations), np.concatenate(labels), epochs=epochs, seed=seed + r)
-        history.append({"round": r, "driver": "teacher" if r == 0 else "student",
-                        "labels": sum(len(x) for x in labels),
+        observations, labels = [np.concatenate(observations)], [np.concatenate(labels)]  # once: the refit and the file
+        losses = clone_into(agent, observations[0], labels[0], epochs=epochs, seed=seed + r)
+        history.append({"round": r, "driver": "teacher" if r == 0 else "student", "labels": len(labels[0]),
                         "action_gap": round(float(np.mean(gaps)), 5), "fit_loss": round(losses[-1], 5),
                         "seconds_planning": round(planned, 1),
                         "seconds_fit": round(time.perf_counter() - started - planned, 1)})
         if checkpoint is not None:
             atomic_torch_save({"settings": settings, "history": history, "policy": agent.policy.state_dict(),
-                               "observations": np.concatenate(observations), "labels": np.concatenate(labels)},
-                              checkpoint)
+                               "observations": observations[0], "labels": labels[0]}, checkpoint)
     if bar is not None:
         bar.close()
     return {"rounds": history, "labels": sum(len(o) for o in observations),

@@ -13,8 +13,9 @@ No real step is taken: the teacher plans with the world model, the states are im
 student is the SB3 policy ``train_agent`` built, so everything that reads agents reads it.
 Measured (docs/results.md, issue 26): on `pointmaze` 0.865 under ``dino-wm`` against cloning's
 0.635 (the teacher 0.980); on `wall`, where PPO works, 0.745 against BC + PPO's 0.845. Labels that the
-state alone decides (``start="zero"``, :class:`FreshPlanTeacher`) fit far better (loss 0.145 against
-0.35) and train a `pointmaze` agent no better (0.860): the student's limit is generalising to new states.
+state alone decides (``start="zero"``: plans not warm-started) fit far better (loss 0.145 against
+0.35) and train an MLP agent no better (0.860), a keypoint one (agents/policy_nets.py) better: 0.925,
+`pointmaze`'s agent recipe.
 """
 from __future__ import annotations
 
@@ -28,7 +29,6 @@ import torch
 
 from wm_gym.agents.behavior_cloning import clone_into
 from wm_gym.agents.planners import Planner, PlannerConfig, load_prior, make_planner
-from wm_gym.imagine.vector_env import split_observation
 from wm_gym.io import atomic_torch_save
 from wm_gym.world_model import WorldModel
 
@@ -37,13 +37,19 @@ REAL_RUN_SETTINGS = ("mpc", "execute", "seed")
 
 
 #: Where a teacher's plan for a state starts: ``warm`` (MPC's: its plan for the state before, shifted; the recipe
-#: as it runs) | ``zero`` (a fresh plan from the zero plan, or the prior's where cheaper: the state alone decides).
+#: as it runs) | ``zero`` (the zero plan, or the prior's where cheaper: the state alone decides).
 TEACHER_STARTS = ("warm", "zero")
 
 
-def recipe_teacher(model: WorldModel, seed: int = 0, start: str = "warm") -> "Planner | FreshPlanTeacher":
+def recipe_teacher(model: WorldModel, seed: int = 0, start: str = "warm") -> Planner:
     """The model's `wm-gym plan` recipe as a teacher that replans at every step (MPC, one chunk executed):
-    its label for a state is the first chunk of a plan made from that state, started as ``start`` says."""
+    its label for a state is the first chunk of a plan made from that state, started as ``start`` says.
+
+    ``zero`` (the planner's ``warm_start=False``) makes a label depend on the state alone. Why: MPC starts each plan
+    from the one before, which began as a random plan, and the recipe's 30 Adam steps leave much of that start in the
+    first chunk. On `pointmaze`, two MPC teachers that differ only in their random stream answer the same imagined
+    states with first chunks correlated -0.07; two zero-start teachers, 0.93. A student sees the state, not the
+    teacher's memory, so it can only learn the part of a label the state decides."""
     if start not in TEACHER_STARTS:
         raise ValueError(f"a teacher's plans start {' or '.join(TEACHER_STARTS)}, got {start!r}")
     recipe = dict(model.meta.plan_defaults)
@@ -51,46 +57,15 @@ def recipe_teacher(model: WorldModel, seed: int = 0, start: str = "warm") -> "Pl
         raise ValueError("teacher 'plan' distils the model's `wm-gym plan` recipe (meta.plan_defaults), and this model "
                          "has none: examples/train_zoo.py writes one for the sims whose planner works (its `plan` "
                          "entry)")
-    planning = {f.name for f in fields(PlannerConfig)} - set(REAL_RUN_SETTINGS)
-    config = PlannerConfig(mpc=True, execute=1, seed=seed, **{k: v for k, v in recipe.items() if k in planning})
+    planning = {f.name for f in fields(PlannerConfig)} - set(REAL_RUN_SETTINGS) - {"warm_start"}
+    config = PlannerConfig(mpc=True, execute=1, seed=seed, warm_start=start == "warm",
+                           **{k: v for k, v in recipe.items() if k in planning})
     prior = recipe.get("prior")
-    planner = make_planner(recipe.get("planner", "gbp"), model, config,
-                           prior=load_prior(prior, model.device.type, model) if prior and prior != "none" else None)
-    return planner if start == "warm" else FreshPlanTeacher(planner)
+    return make_planner(recipe.get("planner", "gbp"), model, config,
+                        prior=load_prior(prior, model.device.type, model) if prior and prior != "none" else None)
 
 
-class FreshPlanTeacher:
-    """A planner that answers every state with a new plan from the zero plan (or its prior's, where cheaper): no
-    start carried over from the state before and no random one, so its answer depends on the state alone.
-
-    Why: MPC starts each plan from the one before, which began as a random plan, and the recipe's 30 Adam steps
-    leave much of that start in the first chunk. On `pointmaze`, two MPC teachers that differ only in their random
-    stream answer the same imagined states with first chunks correlated -0.07; two fresh-plan teachers, 0.93. A
-    student sees the state, not the teacher's memory, so it can only learn the part of a label the state decides.
-    """
-
-    def __init__(self, planner: Planner):
-        self.planner, self.config, self.generator = planner, planner.config, planner.generator
-
-    def reset(self) -> None:
-        self.planner.reset()
-
-    def predict(self, obs: np.ndarray, state=None, episode_start=None, deterministic: bool = True):
-        """obs [B, (H+1)·N·C] → the first chunk [B, A] (sim units) of a fresh plan for each row."""
-        model = self.planner.model
-        hist, goal = split_observation(model, torch.as_tensor(np.asarray(obs, np.float32), device=model.device))
-        zero = torch.zeros(hist.shape[0], self.config.horizon, model.config.action_dim, device=model.device)
-        started = time.perf_counter()
-        plan = self.planner.plan(hist, goal, zero)
-        self.planner.plan_seconds.append(time.perf_counter() - started)
-        return self.planner.to_sim(plan[:, 0]).detach().cpu().numpy(), None
-
-    @property
-    def seconds_per_plan(self) -> float:
-        return self.planner.seconds_per_plan
-
-
-def dagger(agent, teacher: "Planner | FreshPlanTeacher", env, rounds: int, horizon: int, epochs: int, seed: int = 0,
+def dagger(agent, teacher, env, rounds: int, horizon: int, epochs: int, seed: int = 0,
            progress: bool = False, checkpoint: str | Path | None = None) -> dict[str, Any]:
     """``rounds`` of DAgger on the imagination vector env ``env`` (episodes of at least ``horizon`` steps that do
     not end at success); refits ``agent`` in place. Returns the labels' count, each round's seconds and the

@@ -34,7 +34,8 @@ and keeps the cheapest. The evaluation harness shows a planner only the episodes
 calls ``keep_rows`` when some end, so finished episodes cost no planning.
 
 ``mpc=True`` replans after every ``execute`` chunks (1 by default; DINO-WM's MPC executes 5)
-and warm-starts from the previous plan shifted by what was executed; ``mpc=False`` plans once
+and warm-starts from the previous plan shifted by what was executed (``warm_start=False``: from the zero
+plan, or the prior's, every time); ``mpc=False`` plans once
 per ``horizon`` steps and executes the whole plan open loop. Planning happens in normalised
 action units u ∈ [−1, 1].
 """
@@ -65,6 +66,9 @@ class PlannerConfig:
     horizon: int = 5            # action chunks planned ahead
     mpc: bool = True            # replan every `execute` steps (else execute the whole plan open loop)
     execute: int = 1            # MPC: chunks of each plan executed before replanning (DINO-WM: 5)
+    warm_start: bool = True     # MPC: start each plan from the one before, shifted by what ran; off: from the zero
+                                # plan (or the prior's), so a plan depends on the state alone (a DAgger teacher's
+                                # labels: agents/distill.py)
     mode: str = "controller"    # how the world model turns actions into latent actions
     decay: float = 0.5          # predicted frame i of T weighs decay^(T−i) in the cost (0: only the final frame)
     scales: tuple[int, ...] = (1,)  # token-grid blur kernels the cost averages over (1 = plain MSE); see goal_cost
@@ -157,7 +161,9 @@ class Planner(ABC):
             self._queue, self._planned = self._queue[:, 1:], self._planned[:, 1:]
         else:
             started = time.perf_counter()
-            plan = self.plan(self._hist, goal, self._warm)
+            start = self._warm if self.config.warm_start else torch.zeros(
+                goal.shape[0], self.config.horizon, self.model.config.action_dim, device=goal.device)
+            plan = self.plan(self._hist, goal, start)
             self.plan_seconds.append(time.perf_counter() - started)
             u = plan[:, 0]
             k = self.config.execute if self.config.mpc else 1  # open loop keeps its one-step shift

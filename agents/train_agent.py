@@ -32,6 +32,9 @@ from wm_gym.io import atomic_path
 ALGOS = ("ppo", "sac")
 #: What an agent may be distilled from before RL: the model's own `wm-gym plan` recipe (``meta.plan_defaults``).
 TEACHERS = ("plan",)
+#: What reads the features before the policy's hidden layers (agents/policy_nets.py): ``mlp`` (SB3's flatten) |
+#: ``keypoints`` (a conv over the token grid, read as points).
+POLICY_NETS = ("mlp", "keypoints")
 
 
 @dataclass
@@ -71,6 +74,9 @@ class AgentConfig:
     n_epochs: int = 4                # PPO epochs per rollout
     ent_coef: float = 0.0            # PPO entropy bonus
     net_arch: list[int] = field(default_factory=lambda: [256, 256])  # hidden layer widths of policy and value
+    policy_net: str = "mlp"          # what reads the features before those layers: mlp (flattened) | keypoints (a conv
+                                     # over the token grid read as points: generalises from few states;
+                                     # agents/policy_nets.py)
     buffer_size: int = 50_000        # SAC replay buffer (obs are N·C·2 floats: keep it modest)
     bc_data: str | None = "auto"     # clone demos before RL: "auto" (the model's bank if it has actions),
                                      # "bank", a dataset folder ("A,B": several), or None (pure RL from scratch;
@@ -78,14 +84,15 @@ class AgentConfig:
     bc_epochs: int = 30              # behaviour-cloning epochs before RL
     bc_noise: float = 0.0            # std of the feature noise added to cloned observations (see clone_into)
     teacher: str | None = None       # after cloning, before RL: "plan" distils the model's `wm-gym plan` recipe by
-                                     # DAgger in imagination (agents/distill.py; the planner labels imagined states)
+                                     # DAgger in imagination (agents/distill.py; the planner labels imagined states);
+                                     # "none" on the command line: no teacher, whatever the model's recipe says
     teacher_rounds: int = 8          # DAgger rounds (the first follows the teacher, the rest the student)
     teacher_episodes: int = 128      # imagined episodes per round, from the demo bank's starts
     teacher_horizon: int = 30        # steps of each round's episodes, run on past success (so holding is taught)
     teacher_epochs: int = 30         # refit epochs over all labels so far, after each round
     teacher_start: str = "warm"      # where the teacher's plan for each state starts: warm (MPC's: its last plan,
                                      # shifted) | zero (a fresh plan from the zero plan: the label depends on the
-                                     # state alone; agents/distill.py FreshPlanTeacher)
+                                     # state alone: the planner's warm_start off)
     log_std_init: float = -1.6       # PPO's initial action noise (log std, std 0.2): small, to keep the cloned policy
     critic_warmup: int = 3           # PPO: first rollouts update only the value net, so a random critic's
                                      # advantages do not drag the cloned actor off the demos
@@ -187,11 +194,14 @@ def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
     from stable_baselines3.common.vec_env import VecMonitor
 
     from wm_gym.agents.behavior_cloning import clone_into, demo_pairs
+    from wm_gym.agents.policy_nets import network_kwargs
     from wm_gym.imagine import make_sb3_vec_env
     from wm_gym.zoo import load_model
 
     if config.algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
+    if config.policy_net not in POLICY_NETS:
+        raise ValueError(f"policy_net must be one of {', '.join(POLICY_NETS)}, got {config.policy_net!r}")
     if config.teacher is not None and config.teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {', '.join(TEACHERS)} or None, got {config.teacher!r}")
     if config.teacher and (config.action_space != "sim" or config.task != "goal"):
@@ -224,7 +234,9 @@ def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
     if config.resume and ckpt.is_file():
         agent = algo.load(ckpt, env=env, device=config.policy_device, tensorboard_log=log_dir)
     else:
-        policy_kwargs = dict(net_arch=config.net_arch, **({"log_std_init": config.log_std_init} if config.algo == "ppo" else {}))
+        policy_kwargs = dict(net_arch=config.net_arch, **({"log_std_init": config.log_std_init} if config.algo == "ppo" else {}),
+                             **network_kwargs(config.policy_net, world_model.config.history + 1, world_model.n_tokens,
+                                              world_model.dim))
         common = dict(policy_kwargs=policy_kwargs, gamma=config.gamma, learning_rate=config.learning_rate,
                       seed=config.seed, device=config.policy_device, tensorboard_log=log_dir, verbose=0)
         if config.algo == "ppo":

@@ -15,7 +15,9 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
   as reward too (``scratch-temporal-success``, ``bc-ppo-temporal-both``): no feature-distance threshold at all;
 * optionally (``bc-dagger-plan``) BC, then DAgger in imagination with the model's `wm-gym plan` recipe as
   the teacher (a model that has one): the planner labels the states the policy reaches, no RL; ``bc-dagger-fresh``
-  the same with each label a fresh plan from the zero plan (``--teacher-start zero``);
+  the same with each label a fresh plan from the zero plan (``--teacher-start zero``); ``bc-keypoints`` and
+  ``bc-dagger-keypoints``, ``bc-dagger-fresh-keypoints``: cloning and DAgger with the keypoint policy net
+  (``--policy-net keypoints``);
 * optionally (``bc-ppo-real-threshold``) BC + PPO whose imagined episodes end at the success threshold
   calibrated on real encodings instead of on imagined ones (where the imagined calibration cannot tell
   success apart, e.g. PushT's: its threshold lets almost every imagined step count as a success).
@@ -79,9 +81,16 @@ AGENTS = {
     # the model's own `wm-gym plan` recipe as a teacher (agents/distill.py): DAgger in imagination, no RL; for a model
     # that plans well where PPO cannot learn (PointMaze-v1: planner 0.98, PPO agents <= 0.79 under dino-wm)
     "bc-dagger-plan": ("BC, then DAgger from the model's planner in imagination", dict(steps=0, teacher="plan")),
-    # the same, each label a fresh plan from the zero plan: a label the state alone decides (FreshPlanTeacher)
+    # the same, each label a fresh plan from the zero plan: a label the state alone decides (warm_start off)
     "bc-dagger-fresh": ("BC, then DAgger from the model's planner, fresh plan per state",
                         dict(steps=0, teacher="plan", teacher_start="zero")),
+    # the same rows with a conv over the token grid read as points instead of an MLP (agents/policy_nets.py): a
+    # student that generalises from few states (PointMaze-v1's MLP fits its labels, not the next round's states)
+    "bc-keypoints": ("behaviour cloning, keypoint policy net", dict(steps=0, policy_net="keypoints")),
+    "bc-dagger-keypoints": ("BC, then DAgger from the model's planner, keypoint policy net",
+                            dict(steps=0, teacher="plan", policy_net="keypoints")),
+    "bc-dagger-fresh-keypoints": ("BC, then DAgger from the model's planner, fresh plan per state, keypoint policy net",
+                                  dict(steps=0, teacher="plan", teacher_start="zero", policy_net="keypoints")),
 }
 
 

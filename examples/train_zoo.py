@@ -55,8 +55,8 @@ from wm_gym.io import atomic_path
 #: whose imagined episodes run on after success; PointMaze the same planner with no prior (a prior adds nothing
 #: there: 0.975 with, 0.980 without; docs/results.md, issue 28). plan_prior's "{real}" stands for the model's
 #: real-encoding success threshold (`train_info["real_success_threshold"]`). agent: the model's `wm-gym train-agent`
-#: recipe (its meta.agent_defaults; PointMaze: its planner distilled by DAgger in imagination, 0.865 under dino-wm
-#: against PPO's <= 0.79). probe: calibration also fits a state probe (`calibrate --probe`), so `evaluate --imagined
+#: recipe (its meta.agent_defaults; PointMaze: its planner distilled by DAgger in imagination, each label a fresh plan,
+#: into the keypoint policy net: 0.925 under dino-wm against PPO's <= 0.79). probe: calibration also fits a state probe (`calibrate --probe`), so `evaluate --imagined
 #: probe` can judge imagined episodes by the sim's own test.
 RECIPES = {
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="fast", base_dynamics=100,
@@ -69,7 +69,7 @@ RECIPES = {
                       dynamics_data=("random", "expert"), base_history=3,
                       rollout_finetune=((1000, 1e-4, 3), (1000, 1e-4, 5)),
                       plan=dict(planner="gbp", mpc=True, terminal="temporal", gbp_steps=30, budget="dino-wm"),
-                      agent=dict(teacher="plan", steps=0), probe=True),
+                      agent=dict(teacher="plan", steps=0, teacher_start="zero", policy_net="keypoints"), probe=True),
     "pusht": dict(episodes=2000, heldout=100, expert=1000, bank=500, history=3, preset="fast", base_dynamics=100,
                   distance_steps=6000, distance_imagined=0.5),
     "dmc-point_mass": dict(episodes=1500, heldout=100, expert=600, bank=2400, demos=2400, history=3, preset="small",

@@ -185,6 +185,18 @@ def test_the_dagger_row_clones_then_distils_the_models_plan_recipe_with_no_rl(tm
     assert len({dagger.out, fresh.out, rows["bc"].out}) == 3
 
 
+def test_the_keypoint_rows_change_only_the_policy_net(tmp_path):
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    names = ["bc", "bc-dagger-plan", "bc-dagger-fresh", "bc-keypoints", "bc-dagger-keypoints", "bc-dagger-fresh-keypoints"]
+    rows = agent_table.agent_configs(names, str(model), tmp_path, 61_440, 0)
+    for mlp, keypoints in (("bc", "bc-keypoints"), ("bc-dagger-plan", "bc-dagger-keypoints"),
+                           ("bc-dagger-fresh", "bc-dagger-fresh-keypoints")):
+        assert (rows[mlp].policy_net, rows[keypoints].policy_net) == ("mlp", "keypoints")
+        assert replace(rows[keypoints], policy_net="mlp", out=rows[mlp].out, log_dir=rows[mlp].log_dir) == rows[mlp]
+    assert len({r.out for r in rows.values()}) == len(names)  # another net is another agent file
+
+
 def test_main_trains_once_per_setting_and_labels_the_trained_steps(tmp_path, monkeypatch):
     """A re-run with another --ppo-steps trains a new agent instead of relabelling the old one."""
     model = tmp_path / "m.pt"

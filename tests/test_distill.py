@@ -182,9 +182,7 @@ def test_train_agent_resume_goes_on_from_daggers_last_round_and_removes_the_chec
     assert len(train_agent(config)["dagger"]["rounds"]) == 2 and not ckpt.exists()
 
 
-def test_a_fresh_plan_teacher_answers_a_state_alike_whatever_it_answered_before(model, imagined_starts):
-    from wm_gym.agents.distill import FreshPlanTeacher
-
+def test_a_zero_start_teacher_answers_a_state_alike_whatever_it_answered_before(model, imagined_starts):
     _, obs, *_ = imagined_starts
     other = obs[::-1].copy()  # the same states in another order: other histories, other goals per row
     saved = dict(model.meta.plan_defaults)
@@ -192,16 +190,17 @@ def test_a_fresh_plan_teacher_answers_a_state_alike_whatever_it_answered_before(
         model.meta.plan_defaults = {"planner": "gbp", "mpc": True, "terminal": "goal", "gbp_steps": 3, "horizon": 2,
                                     "noise": 0.0}
         fresh = recipe_teacher(model, seed=3, start="zero")
-        assert isinstance(fresh, FreshPlanTeacher) and fresh.config.gbp_steps == 3 and fresh.config.seed == 3
+        assert not fresh.config.warm_start and fresh.config.gbp_steps == 3 and fresh.config.seed == 3
         alone = fresh.predict(obs)[0]
         fresh.predict(other)
         assert np.allclose(fresh.predict(obs)[0], alone, atol=1e-6)  # no memory of the states before
-        assert len(fresh.planner.plan_seconds) == 3 and fresh.seconds_per_plan > 0
+        assert len(fresh.plan_seconds) == 3 and fresh.seconds_per_plan > 0
         zero = torch.zeros(len(obs), 2, model.config.action_dim)  # its plan starts from the zero plan
-        assert np.allclose(alone, fresh.planner.to_sim(fresh.planner.plan(*split(model, obs), zero)[:, 0]).numpy(),
+        assert np.allclose(alone, fresh.to_sim(fresh.plan(*split(model, obs), zero)[:, 0]).numpy(),
                            atol=1e-6)
 
         warm = recipe_teacher(model, seed=3)  # MPC's teacher starts from its last plan: its answer has a memory
+        assert warm.config.warm_start
         first = warm.predict(obs)[0]
         warm.predict(other)
         assert not np.allclose(warm.predict(obs)[0], first, atol=1e-4)

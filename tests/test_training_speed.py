@@ -292,7 +292,8 @@ def test_pointmaze_recipe_trains_on_random_and_expert_data_then_fine_tunes_open_
     shipped = WorldModel.load(tmp_path / "zoo" / "pointmaze.pt")
     assert {"rollout fine-tune 1 (horizon 3)", "rollout fine-tune 2 (horizon 5)"} <= set(shipped.meta.train_info["recipe_seconds"])
     assert "--probe" in calibrate  # PointMaze's calibration fits the state probe; its best agent is the distilled one
-    assert shipped.meta.agent_defaults == {"teacher": "plan", "steps": 0}
+    assert shipped.meta.agent_defaults == {"teacher": "plan", "steps": 0, "teacher_start": "zero",
+                                           "policy_net": "keypoints"}
 
 
 def test_a_recipe_with_its_own_demos_collects_them_and_builds_the_bank_from_them(tmp_path, monkeypatch, one_rank):

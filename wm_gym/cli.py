@@ -434,7 +434,8 @@ def cmd_train_agent(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(args.model, args.device)  # read once: its recipe here, then trained on
     recipe = _apply_model_recipe(args, model.meta.agent_defaults, "train-agent")
     config = config_from(args, AgentConfig, progress=not args.json,
-                         bc_data=None if args.bc_data == "none" else args.bc_data)
+                         bc_data=None if args.bc_data == "none" else args.bc_data,
+                         teacher=None if args.teacher == "none" else args.teacher)
     return {**train_agent(config, model), "model_recipe": recipe}
 
 

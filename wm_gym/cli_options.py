@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from wm_gym.agents.distill import TEACHER_STARTS
 from wm_gym.agents.planners import PLANNERS, TERMINALS, PlannerConfig
-from wm_gym.agents.train_agent import ALGOS, TEACHERS, AgentConfig
+from wm_gym.agents.train_agent import ALGOS, POLICY_NETS, TEACHERS, AgentConfig
 from wm_gym.imagined_episodes import IMAGINED_TESTS
 from wm_gym.device import PRECISIONS
 from wm_gym.encoders import ENCODERS
@@ -302,7 +302,8 @@ FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
         "out": Cli(required=True), "algo": Cli(choices=ALGOS), "task": Cli(choices=TASKS),
         "action_space": Cli(choices=ACTION_SPACES), "metric": Cli(choices=METRICS), "grounding": Cli(metavar="G.pt"),
         "success_metric": Cli(choices=(*METRICS, "temporal")), "precision": Cli(choices=PRECISIONS),
-        "teacher": Cli(choices=TEACHERS), "teacher_start": Cli(choices=TEACHER_STARTS),
+        "teacher": Cli(choices=(*TEACHERS, "none")), "teacher_start": Cli(choices=TEACHER_STARTS),
+        "policy_net": Cli(choices=POLICY_NETS),
         "progress": Cli(omit="--json turns the progress bars off"),
     },
     EvaluateOptions: {"grounding": Cli(metavar="G.pt"), "imagined": Cli(choices=IMAGINED_TESTS)},
@@ -598,17 +599,19 @@ COMMANDS: tuple[Command, ...] = (
             "--model ALIGNED --look ...`. Imagination refuses the aligned model (its demo bank shows the old look).",
             (AlignOptions,), ("model", "old", "new", "out", "look")),
     Command("train-agent", "train an SB3 agent entirely in imagination",
-            "Train PPO or SAC (MlpPolicy on world-model features) in WMImagine-v0: batched imagined rollouts with "
+            "Train PPO or SAC on world-model features (an MLP, or --policy-net keypoints: a conv over the token grid read "
+            "as points) in WMImagine-v0: batched imagined rollouts with "
             "video-aligned rewards; no simulator is touched. By default the agent first clones the model's demos, "
             "and PPO's first --critic-warmup updates train only the value net, so a random critic does not drag the "
             "cloned actor off its demos. --teacher plan then distils the model's own `plan` recipe by DAgger in "
             "imagination (the planner labels every imagined state the policy reaches) before any RL. Flags not given "
-            "take the model's agent recipe where it has one (`pointmaze`: --teacher plan --steps 0). Writes "
+            "take the model's agent recipe where it has one (`pointmaze`: --teacher plan --steps 0 --teacher-start zero "
+            "--policy-net keypoints). Writes "
             "AGENT.zip, AGENT.json (its world model and task), a learning-curve PNG, TensorBoard logs and resumable "
             "checkpoints.",
             (AgentConfig,),
             ("model", "algo", "steps", "num_envs", "reward", "bc_data", "critic_warmup", "success_threshold",
-             "action_space", "grounding", "teacher", "resume")),
+             "action_space", "grounding", "teacher", "policy_net", "resume")),
     Command("evaluate", "success rate of an agent in the REAL sim",
             "Run an agent in the real simulator: render -> world-model encoder -> policy -> action chunk (a latent-"
             "action agent through its grounding map). Success is the sim's own criterion: success_rate, episodes, "

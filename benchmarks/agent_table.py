@@ -15,9 +15,9 @@ Rows, all on the same fresh reset seeds and under the same budgets (``wm_gym/rea
   as reward too (``scratch-temporal-success``, ``bc-ppo-temporal-both``): no feature-distance threshold at all;
 * optionally (``bc-dagger-plan``) BC, then DAgger in imagination with the model's `wm-gym plan` recipe as
   the teacher (a model that has one): the planner labels the states the policy reaches, no RL; ``bc-dagger-fresh``
-  the same with each label a fresh plan from the zero plan (``--teacher-start zero``); ``bc-keypoints`` and
-  ``bc-dagger-keypoints``, ``bc-dagger-fresh-keypoints``: cloning and DAgger with the keypoint policy net
-  (``--policy-net keypoints``);
+  the same with each label a fresh plan from the zero plan (``--teacher-start zero``); ``bc-keypoints``,
+  ``bc-ppo-keypoints``, ``bc-dagger-keypoints``, ``bc-dagger-fresh-keypoints``: cloning, PPO and DAgger with the
+  keypoint policy net (``--policy-net keypoints``);
 * optionally (``bc-ppo-real-threshold``) BC + PPO whose imagined episodes end at the success threshold
   calibrated on real encodings instead of on imagined ones (where the imagined calibration cannot tell
   success apart, e.g. PushT's: its threshold lets almost every imagined step count as a success).
@@ -89,6 +89,7 @@ AGENTS = {
     "bc-keypoints": ("behaviour cloning, keypoint policy net", dict(steps=0, policy_net="keypoints")),
     "bc-dagger-keypoints": ("BC, then DAgger from the model's planner, keypoint policy net",
                             dict(steps=0, teacher="plan", policy_net="keypoints")),
+    "bc-ppo-keypoints": ("BC + PPO in imagination, keypoint policy net", dict(policy_net="keypoints")),
     "bc-dagger-fresh-keypoints": ("BC, then DAgger from the model's planner, fresh plan per state, keypoint policy net",
                                   dict(steps=0, teacher="plan", teacher_start="zero", policy_net="keypoints")),
 }

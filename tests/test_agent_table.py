@@ -188,9 +188,10 @@ def test_the_dagger_row_clones_then_distils_the_models_plan_recipe_with_no_rl(tm
 def test_the_keypoint_rows_change_only_the_policy_net(tmp_path):
     model = tmp_path / "m.pt"
     model.write_bytes(b"weights")
-    names = ["bc", "bc-dagger-plan", "bc-dagger-fresh", "bc-keypoints", "bc-dagger-keypoints", "bc-dagger-fresh-keypoints"]
+    names = ["bc", "bc-ppo", "bc-dagger-plan", "bc-dagger-fresh", "bc-keypoints", "bc-ppo-keypoints", "bc-dagger-keypoints",
+             "bc-dagger-fresh-keypoints"]
     rows = agent_table.agent_configs(names, str(model), tmp_path, 61_440, 0)
-    for mlp, keypoints in (("bc", "bc-keypoints"), ("bc-dagger-plan", "bc-dagger-keypoints"),
+    for mlp, keypoints in (("bc", "bc-keypoints"), ("bc-ppo", "bc-ppo-keypoints"), ("bc-dagger-plan", "bc-dagger-keypoints"),
                            ("bc-dagger-fresh", "bc-dagger-fresh-keypoints")):
         assert (rows[mlp].policy_net, rows[keypoints].policy_net) == ("mlp", "keypoints")
         assert replace(rows[keypoints], policy_net="mlp", out=rows[mlp].out, log_dir=rows[mlp].log_dir) == rows[mlp]

@@ -200,8 +200,6 @@ def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
 
     if config.algo not in ALGOS:
         raise ValueError(f"algo must be one of {ALGOS}, got {config.algo!r}")
-    if config.policy_net not in POLICY_NETS:
-        raise ValueError(f"policy_net must be one of {', '.join(POLICY_NETS)}, got {config.policy_net!r}")
     if config.teacher is not None and config.teacher not in TEACHERS:
         raise ValueError(f"teacher must be one of {', '.join(TEACHERS)} or None, got {config.teacher!r}")
     if config.teacher and (config.action_space != "sim" or config.task != "goal"):
@@ -212,6 +210,8 @@ def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
     precision = check_precision(config.precision)
     world_model = load_model(config.model if world_model is None else world_model, config.device)
     world_model.precision = precision
+    policy_net = network_kwargs(config.policy_net, world_model.config.history + 1, world_model.n_tokens,
+                                world_model.dim)  # an unknown net fails here, before any work
     teacher = None
     if config.teacher:  # built now, so a model without a recipe fails before any work
         from wm_gym.agents.distill import recipe_teacher
@@ -235,8 +235,7 @@ def train_agent(config: AgentConfig, world_model=None) -> dict[str, Any]:
         agent = algo.load(ckpt, env=env, device=config.policy_device, tensorboard_log=log_dir)
     else:
         policy_kwargs = dict(net_arch=config.net_arch, **({"log_std_init": config.log_std_init} if config.algo == "ppo" else {}),
-                             **network_kwargs(config.policy_net, world_model.config.history + 1, world_model.n_tokens,
-                                              world_model.dim))
+                             **policy_net)
         common = dict(policy_kwargs=policy_kwargs, gamma=config.gamma, learning_rate=config.learning_rate,
                       seed=config.seed, device=config.policy_device, tensorboard_log=log_dir, verbose=0)
         if config.algo == "ppo":

@@ -56,8 +56,8 @@ from wm_gym.io import atomic_path
 #: there: 0.975 with, 0.980 without; docs/results.md, issue 28). plan_prior's "{real}" stands for the model's
 #: real-encoding success threshold (`train_info["real_success_threshold"]`). agent: the model's `wm-gym train-agent`
 #: recipe (its meta.agent_defaults; PointMaze: its planner distilled by DAgger in imagination, each label a fresh plan,
-#: into the keypoint policy net: 0.925 under dino-wm against PPO's <= 0.79). probe: calibration also fits a state probe (`calibrate --probe`), so `evaluate --imagined
-#: probe` can judge imagined episodes by the sim's own test.
+#: into the keypoint policy net: 0.925 under dino-wm against PPO's <= 0.79). probe: calibration also fits a state
+#: probe (`calibrate --probe`), so `evaluate --imagined probe` can judge imagined episodes by the sim's own test.
 RECIPES = {
     "wall": dict(episodes=1920, heldout=100, expert=1000, bank=500, history=1, preset="fast", base_dynamics=100,
                  distance_steps=6000, distance_imagined=0.0,

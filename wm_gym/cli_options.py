@@ -599,16 +599,15 @@ COMMANDS: tuple[Command, ...] = (
             "--model ALIGNED --look ...`. Imagination refuses the aligned model (its demo bank shows the old look).",
             (AlignOptions,), ("model", "old", "new", "out", "look")),
     Command("train-agent", "train an SB3 agent entirely in imagination",
-            "Train PPO or SAC on world-model features (an MLP, or --policy-net keypoints: a conv over the token grid read "
-            "as points) in WMImagine-v0: batched imagined rollouts with "
-            "video-aligned rewards; no simulator is touched. By default the agent first clones the model's demos, "
+            "Train PPO or SAC on world-model features (an MLP, or --policy-net keypoints: a conv over the token grid "
+            "read as points) in WMImagine-v0: batched imagined rollouts with video-aligned rewards; no simulator is "
+            "touched. By default the agent first clones the model's demos, "
             "and PPO's first --critic-warmup updates train only the value net, so a random critic does not drag the "
             "cloned actor off its demos. --teacher plan then distils the model's own `plan` recipe by DAgger in "
             "imagination (the planner labels every imagined state the policy reaches) before any RL. Flags not given "
             "take the model's agent recipe where it has one (`pointmaze`: --teacher plan --steps 0 --teacher-start zero "
-            "--policy-net keypoints). Writes "
-            "AGENT.zip, AGENT.json (its world model and task), a learning-curve PNG, TensorBoard logs and resumable "
-            "checkpoints.",
+            "--policy-net keypoints). Writes AGENT.zip, AGENT.json (its world model and task), a learning-curve PNG, "
+            "TensorBoard logs and resumable checkpoints.",
             (AgentConfig,),
             ("model", "algo", "steps", "num_envs", "reward", "bc_data", "critic_warmup", "success_threshold",
              "action_space", "grounding", "teacher", "policy_net", "resume")),

@@ -24,7 +24,8 @@ def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None 
     ``grounding``: for a latent-action agent, the ``wm-gym ground`` file that maps its z to real
     action chunks (default: the one recorded when it was trained). ``imagined``: also run it in the
     model, on the bank's held-out demos under the same budget, with that imagined success test
-    (:mod:`wm_gym.imagined_episodes`), reported as ``imagined``.
+    (:mod:`wm_gym.imagined_episodes`), reported as ``imagined``; a latent-action agent acts there in its own
+    latent actions, with no grounding.
     """
     from wm_gym.agents.train_agent import load_agent
     from wm_gym.zoo import load_model
@@ -35,9 +36,6 @@ def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None 
         raise ValueError(f"{agent} has no sidecar naming its world model; pass model= (zoo name or file)")
     if meta.get("task", "goal") != "goal":
         raise ValueError(f"{agent} was trained on task {meta.get('task')!r}; real-sim evaluation needs task 'goal'")
-    if imagined and meta.get("action_space", "sim") != "sim":
-        raise ValueError(f"{agent} acts in latent actions; imagined success is measured for agents acting in sim "
-                         "action chunks")
     wm = load_model(model_name, device)
     policy, grounding = real_policy(sb3_agent, meta, wm, grounding, name=str(agent))
     if imagined:  # fails on a model without the test before the real episodes run
@@ -50,7 +48,8 @@ def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None 
 
         steps = kwargs.get("max_steps")  # the real run's budget, in sim steps where given as agent steps
         budget = kwargs.get("budget") if steps is None else steps * wm.config.frameskip
-        result["imagined"] = evaluate_in_imagination(sb3_agent, wm, seed=seed, budget=budget, test=imagined)
+        result["imagined"] = evaluate_in_imagination(sb3_agent, wm, seed=seed, budget=budget, test=imagined,
+                                                     action_space=meta.get("action_space", "sim"))
     return {"agent": str(agent), "model": str(model_name), "action_space": meta.get("action_space", "sim"),
             **({"grounding": str(grounding)} if grounding else {}), **result}
 

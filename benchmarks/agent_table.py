@@ -204,7 +204,8 @@ def main() -> None:
             if args.imagined:
                 agent = load_agent(config.out)[0]
                 result["imagined"] = {test: evaluate_in_imagination(agent, model, seed=args.seed, budget=budget,
-                                                                    test=test) for test in args.imagined}
+                                                                    test=test, action_space=config.action_space)
+                                      for test in args.imagined}
             rows[name][budget.name] = result
 
     table = {"model": str(args.model), "model_sha256": model_fingerprint(args.model), "env": env_id,

@@ -195,6 +195,8 @@ def test_a_latent_agent_acts_in_the_real_sim_through_its_grounding(latent_agent,
     result = evaluate_agent(out, episodes=4, seed=1000, max_steps=3, device="cpu")  # the recorded grounding
     assert result["action_space"] == "latent" and result["grounding"] == str(grounding_file[0])
     assert result["episodes"] == 4 and 0.0 <= result["success_rate"] <= 1.0 and result["env"] == "wm_gym/Wall-v0"
+    imagined = evaluate_agent(out, episodes=2, seed=1000, max_steps=3, device="cpu", imagined="calibrated")["imagined"]
+    assert imagined["action_space"] == "latent" and imagined["model_steps"] == 3  # its own z, no grounding needed
     # the adapter's chunks are the grounding of (newest features, un-standardised z)
     agent, meta = load_agent(out)
     grounding = Grounding.load(grounding_file[0], model)

@@ -56,3 +56,20 @@ def test_success_is_checked_when_the_budget_checks_it_on_distinct_held_out_demos
     dmc = load_model("dmc-point_mass", "cpu")  # a sim with a task episode of its own, scored by its task reward
     with pytest.raises(ValueError, match="task budget"):
         evaluate_in_imagination(Still(dmc), dmc, budget="task", test="calibrated")
+
+
+def test_a_latent_policy_is_run_in_its_own_latent_actions(world):
+    model = WorldModel.load(world.path)
+    z_dim = int(model.latent_model.config.n_latents * model.latent_model.config.latent_dim)
+
+    class LatentStill(Still):
+        def predict(self, obs, deterministic=True):
+            self.seen.append(np.array(obs))
+            return np.zeros((len(obs), z_dim), np.float32), None
+
+    result = evaluate_in_imagination(LatentStill(model), model, episodes=3, budget=10, test="calibrated",
+                                     action_space="latent")
+    assert result["action_space"] == "latent" and result["episodes"] == 3 and result["model_steps"] == 2
+    assert z_dim != model.config.action_dim  # so a real-chunk answer is refused where the env takes z
+    with pytest.raises(ValueError, match="action"):
+        evaluate_in_imagination(Still(model), model, episodes=3, budget=10, test="calibrated", action_space="latent")

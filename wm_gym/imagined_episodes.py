@@ -56,11 +56,13 @@ def success_test(model: WorldModel, test: str) -> tuple[str, float | None]:
 
 def evaluate_in_imagination(policy, model: WorldModel, episodes: int | None = None, seed: int = 1000,
                             budget: str | int | Budget | None = None, test: str = "real", split: str = "heldout",
-                            deterministic: bool = True) -> dict[str, Any]:
+                            deterministic: bool = True, action_space: str = "sim") -> dict[str, Any]:
     """Success of ``policy`` (SB3's ``predict`` on imagination observations) on distinct demos of the bank's
     ``split``: all of them, or ``episodes`` drawn without replacement (``seed``). One batch, run for the budget's
     model steps; success is latched at the budget's checks. Imagination is deterministic, so a demo run twice
-    would count twice for one outcome: more episodes than demos is an error."""
+    would count twice for one outcome: more episodes than demos is an error. ``action_space``: what the policy
+    answers, real action chunks (``sim``) or the standardised latent actions a latent agent was trained on
+    (``latent``; in imagination it needs no grounding)."""
     rows = model.bank.indices(split) if model.bank is not None else []
     if not len(rows):
         raise ValueError("imagined episodes start from the model's demo bank, and this model has none")
@@ -76,7 +78,8 @@ def evaluate_in_imagination(policy, model: WorldModel, episodes: int | None = No
     metric, threshold = success_test(model, test)
     steps, every = -(-budget.sim_steps // fs), max(budget.check_every // fs, 1)
     env = WMImagineVectorEnv(num_envs=episodes, model=model, split=split, horizon=steps, success_threshold=0.0,
-                             success_metric=None if threshold is None else metric, render_mode=None)
+                             success_metric=None if threshold is None else metric, render_mode=None,
+                             action_space=action_space)
     sim = make_sim(model.meta.env_id, model.meta.image_size).unwrapped if threshold is None else None
     started = time.perf_counter()
     obs, _ = env.reset(seed=seed, options={"demo_index": picks})
@@ -95,6 +98,7 @@ def evaluate_in_imagination(policy, model: WorldModel, episodes: int | None = No
     wins = int(np.isfinite(first).sum())
     return {"imagined_success_rate": wins / episodes, "imagined_success_ci95": list(wilson_interval(wins, episodes)),
             "test": test, "metric": metric, "threshold": threshold, "split": split, "episodes": episodes,
+            "action_space": action_space,
             "budget": budget.name, "model_steps": steps, "checked_every": every,
             "success_at_sim_steps": {str(k): float((first * fs <= k).mean()) for k in budget.report_at},
             "seconds": round(time.perf_counter() - started, 1)}

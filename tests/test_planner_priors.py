@@ -342,3 +342,23 @@ def test_the_shipped_wall_plans_with_its_shipped_prior_by_default():
         load_model("wall-prior")  # an agent is not a world model
     pointmaze = load_model("pointmaze", "cpu").meta.plan_defaults  # the same planner; a prior added nothing there
     assert pointmaze["terminal"] == "temporal" and pointmaze["mpc"] and "prior" not in pointmaze
+
+
+def test_the_shipped_reacher_plans_with_its_cloned_keypoint_prior_under_its_own_episode():
+    """`wm-gym plan --model dmc-reacher`: MPC-GBP on the learned steps to go, seeded by the keypoint net cloned from
+    the model's bank (shipped as dmc-reacher-prior), under the sim's 100-step episode (no budget in the recipe)."""
+    from wm_gym.agents.planners import check_prior, load_prior
+    from wm_gym.agents.policy_nets import TokenKeypoints
+    from wm_gym.agents.train_agent import load_agent
+    from wm_gym.zoo import load_model, resolve_agent
+
+    model = load_model("dmc-reacher", "cpu")
+    recipe = model.meta.plan_defaults
+    assert recipe == {"planner": "gbp", "mpc": True, "terminal": "temporal", "gbp_steps": 30,
+                      "prior": "dmc-reacher-prior"}
+    prior = load_prior(recipe["prior"], model=model)
+    check_prior(prior, model)
+    agent, meta = load_agent(resolve_agent("dmc-reacher-prior"))
+    assert isinstance(agent.policy.features_extractor, TokenKeypoints) and meta["config"]["steps"] == 0
+    assert meta["exported_half"] and meta["model"] == "dmc-reacher"
+    assert model.meta.train_info["recipe"]["plan_prior"] == ["--steps", "0", "--policy-net", "keypoints", "--seed", "0"]

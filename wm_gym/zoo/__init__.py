@@ -20,7 +20,8 @@ MODELS: dict[str, str] = {
 DEFAULT = "wall"
 #: Agents ship beside the models as NAME.zip (SB3, with its .json sidecar; written by
 #: ``agents.train_agent.export_agent``) and load by NAME: a model's recipe names them, e.g. `wall`'s
-#: ``plan_defaults["prior"] = "wall-prior"``, the policy prior of `wm-gym plan --model wall` (issue 28).
+#: ``plan_defaults["prior"] = "wall-prior"``, the policy prior of `wm-gym plan --model wall` (issue 28), and
+#: `dmc-reacher`'s "dmc-reacher-prior" (the keypoint net cloned from its bank).
 
 
 def available() -> list[str]:

@@ -50,7 +50,7 @@ from wm_gym.agents.train_agent import AgentConfig, load_agent, train_agent
 from wm_gym.data.collect import make_sim
 from wm_gym.device import PRECISIONS
 from wm_gym.envs.policies import run_policy
-from wm_gym.imagined_episodes import IMAGINED_TESTS, evaluate_in_imagination
+from wm_gym.imagined_episodes import IMAGINED_TESTS, evaluate_in_imagination_by_test
 from wm_gym.real_episodes import Budget, mean_interval, sim_budget, wilson_interval
 from wm_gym.zoo import load_model, resolve_model
 
@@ -201,11 +201,10 @@ def main() -> None:
         for name, config in configs.items():
             result = evaluate_agent(config.out, episodes=args.episodes, seed=args.seed, device="cpu", budget=budget)
             result.pop("per_episode")
-            if args.imagined:
-                agent = load_agent(config.out)[0]
-                result["imagined"] = {test: evaluate_in_imagination(agent, model, seed=args.seed, budget=budget,
-                                                                    test=test, action_space=config.action_space)
-                                      for test in args.imagined}
+            if args.imagined:  # one imagined rollout per agent and budget, read by every test
+                result["imagined"] = evaluate_in_imagination_by_test(
+                    load_agent(config.out)[0], model, args.imagined, seed=args.seed, budget=budget,
+                    action_space=config.action_space)
             rows[name][budget.name] = result
 
     table = {"model": str(args.model), "model_sha256": model_fingerprint(args.model), "env": env_id,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from wm_gym.imagined_episodes import evaluate_in_imagination, success_test
+from wm_gym.imagined_episodes import evaluate_in_imagination, evaluate_in_imagination_by_test, success_test
 from wm_gym.world_model import WorldModel
 from wm_gym.zoo import load_model
 
@@ -73,3 +73,21 @@ def test_a_latent_policy_is_run_in_its_own_latent_actions(world):
     assert z_dim != model.config.action_dim  # so a real-chunk answer is refused where the env takes z
     with pytest.raises(ValueError, match="action"):
         evaluate_in_imagination(Still(model), model, episodes=3, budget=10, test="calibrated", action_space="latent")
+
+
+def test_one_rollout_serves_every_test_each_read_with_its_own_threshold(world):
+    model = WorldModel.load(world.path)
+    model.meta.success_threshold = 1e9  # the calibrated test passes every state, the real one none
+    model.meta.train_info["real_success_threshold"] = -1.0
+    policy = Still(model)
+    both = evaluate_in_imagination_by_test(policy, model, ["calibrated", "real"], episodes=3, budget="dino-wm")
+    assert len(policy.seen) == 100  # one rollout of the budget's 100 model steps, not one per test
+    assert both["calibrated"]["imagined_success_rate"] == 1.0 and both["real"]["imagined_success_rate"] == 0.0
+    assert both["real"]["threshold"] == -1.0 and both["calibrated"]["tests_in_rollout"] == ["calibrated", "real"]
+    for test in ("calibrated", "real"):  # the same figures as a run for that test alone
+        alone = evaluate_in_imagination(Still(model), model, episodes=3, budget="dino-wm", test=test)
+        assert alone["success_at_sim_steps"] == both[test]["success_at_sim_steps"]
+    with pytest.raises(ValueError, match="at least one test"):
+        evaluate_in_imagination_by_test(policy, model, [], episodes=3)
+    with pytest.raises(ValueError, match="test must be one of"):
+        evaluate_in_imagination_by_test(policy, model, ["calibrated", "oracle"], episodes=3)

@@ -344,6 +344,29 @@ def test_the_shipped_wall_plans_with_its_shipped_prior_by_default():
     assert pointmaze["terminal"] == "temporal" and pointmaze["mpc"] and "prior" not in pointmaze
 
 
+def test_the_shipped_pointmaze_replans_every_chunk_from_scratch_with_every_frame_weighed_alike():
+    """`wm-gym plan --model pointmaze`: a fresh MPC-GBP plan after every chunk (no warm start), every predicted
+    frame's steps to go weighed the same (decay 1), which makes the ball stop at the goal (docs/results.md, issue 28);
+    the bare command plans so, and `train-agent`'s DAgger teacher labels with the same cost."""
+    from wm_gym.agents.distill import recipe_teacher
+    from wm_gym.cli import _apply_model_recipe, _planner_config, build_parser
+    from wm_gym.zoo import load_model
+
+    model = load_model("pointmaze", "cpu")
+    assert model.meta.plan_defaults == {"planner": "gbp", "mpc": True, "terminal": "temporal", "gbp_steps": 30,
+                                        "budget": "dino-wm", "execute": 1, "warm_start": False, "decay": 1.0}
+    args = build_parser().parse_args(["plan", "--model", "pointmaze"])
+    _apply_model_recipe(args, model.meta.plan_defaults, "plan")
+    config = _planner_config(args)
+    assert (config.execute, config.warm_start, config.decay, config.gbp_steps) == (1, False, 1.0, 30)
+    assert args.budget == "dino-wm" and args.planner == "gbp"
+    given = build_parser().parse_args(["plan", "--model", "pointmaze", "--execute", "5", "--warm-start"])
+    _apply_model_recipe(given, model.meta.plan_defaults, "plan")
+    assert (_planner_config(given).execute, _planner_config(given).warm_start) == (5, True)  # flags still win
+    teacher = recipe_teacher(model, start="zero")
+    assert (teacher.config.decay, teacher.config.warm_start, teacher.config.execute) == (1.0, False, 1)
+
+
 def test_the_shipped_reacher_plans_with_its_cloned_keypoint_prior_under_its_own_episode():
     """`wm-gym plan --model dmc-reacher`: MPC-GBP on the learned steps to go, seeded by the keypoint net cloned from
     the model's bank (shipped as dmc-reacher-prior), under the sim's 100-step episode (no budget in the recipe)."""

@@ -18,7 +18,7 @@ rate that policy; one within a few points says it can.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +63,19 @@ def evaluate_in_imagination(policy, model: WorldModel, episodes: int | None = No
     would count twice for one outcome: more episodes than demos is an error. ``action_space``: what the policy
     answers, real action chunks (``sim``) or the standardised latent actions a latent agent was trained on
     (``latent``; in imagination it needs no grounding)."""
+    return evaluate_in_imagination_by_test(policy, model, (test,), episodes, seed, budget, split, deterministic,
+                                           action_space)[test]
+
+
+def evaluate_in_imagination_by_test(policy, model: WorldModel, tests: Sequence[str], episodes: int | None = None,
+                                    seed: int = 1000, budget: str | int | Budget | None = None,
+                                    split: str = "heldout", deterministic: bool = True,
+                                    action_space: str = "sim") -> dict[str, dict[str, Any]]:
+    """:func:`evaluate_in_imagination` under several success ``tests`` at once, {test: its result}: one imagined
+    rollout serves them all, since a test only reads the states the budget checks (the agent table asks for two
+    or more per agent and budget)."""
+    if not tests:
+        raise ValueError(f"give at least one test of {', '.join(IMAGINED_TESTS)}")
     rows = model.bank.indices(split) if model.bank is not None else []
     if not len(rows):
         raise ValueError("imagined episodes start from the model's demo bank, and this model has none")
@@ -75,30 +88,38 @@ def evaluate_in_imagination(policy, model: WorldModel, episodes: int | None = No
     budget = sim_budget(budget, model.meta.env_id or model.meta.sim, fs)
     if budget.to_end:
         raise ValueError("a task budget is scored by the sim's task reward, which imagination does not have")
-    metric, threshold = success_test(model, test)
+    checks = {test: success_test(model, test) for test in dict.fromkeys(tests)}  # (metric, threshold) per test
     steps, every = -(-budget.sim_steps // fs), max(budget.check_every // fs, 1)
+    metric = next((m for m, threshold in checks.values() if threshold is not None), None)
     env = WMImagineVectorEnv(num_envs=episodes, model=model, split=split, horizon=steps, success_threshold=0.0,
-                             success_metric=None if threshold is None else metric, render_mode=None,
-                             action_space=action_space)
-    sim = make_sim(model.meta.env_id, model.meta.image_size).unwrapped if threshold is None else None
+                             success_metric=metric, render_mode=None, action_space=action_space)
+    sim = make_sim(model.meta.env_id, model.meta.image_size).unwrapped if "probe" in checks else None
     started = time.perf_counter()
     obs, _ = env.reset(seed=seed, options={"demo_index": picks})
-    first = np.full(episodes, np.inf)  # model step of each episode's first checked success
+    first = {test: np.full(episodes, np.inf) for test in checks}  # model step of each episode's first checked success
     for t in range(1, steps + 1):
         obs, _, _, _, info = env.step(policy.predict(obs, deterministic=deterministic)[0])
-        if t % every == 0:
-            if sim is None:
-                passed = info["distance"] < threshold
-            else:  # the state before any autoreset: the last step's observation
-                history, goal = split_observation(model, torch.as_tensor(info.get("final_obs", obs), device=model.device))
+        if t % every:
+            continue
+        # the state before any autoreset: the last step's observation
+        history, goal = split_observation(model, torch.as_tensor(info.get("final_obs", obs), device=model.device))
+        for test, (metric, threshold) in checks.items():
+            if threshold is None:
                 passed = probed_success(model.state_probe, sim, history[:, -1], goal)
-            first[passed & np.isinf(first)] = t
+            else:
+                with torch.no_grad():
+                    passed = (model.goal_distance(history[:, -1], goal, metric) < threshold).cpu().numpy()
+            first[test][passed & np.isinf(first[test])] = t
     if sim is not None:
         sim.close()
-    wins = int(np.isfinite(first).sum())
-    return {"imagined_success_rate": wins / episodes, "imagined_success_ci95": list(wilson_interval(wins, episodes)),
+    seconds = round(time.perf_counter() - started, 1)
+    results = {}
+    for test, (metric, threshold) in checks.items():
+        wins = int(np.isfinite(first[test]).sum())
+        results[test] = {
+            "imagined_success_rate": wins / episodes, "imagined_success_ci95": list(wilson_interval(wins, episodes)),
             "test": test, "metric": metric, "threshold": threshold, "split": split, "episodes": episodes,
-            "action_space": action_space,
-            "budget": budget.name, "model_steps": steps, "checked_every": every,
-            "success_at_sim_steps": {str(k): float((first * fs <= k).mean()) for k in budget.report_at},
-            "seconds": round(time.perf_counter() - started, 1)}
+            "action_space": action_space, "budget": budget.name, "model_steps": steps, "checked_every": every,
+            "success_at_sim_steps": {str(k): float((first[test] * fs <= k).mean()) for k in budget.report_at},
+            "seconds": seconds, "tests_in_rollout": list(checks)}
+    return results

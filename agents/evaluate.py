@@ -18,14 +18,15 @@ __all__ = ["evaluate_agent", "evaluate_policy", "real_policy"]
 
 def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None = None, episodes: int = 50,
                    seed: int = 1000, device: str = "auto", grounding: str | Path | None = None,
-                   imagined: str | None = None, **kwargs: Any) -> dict[str, Any]:
+                   imagined: str | None = None, paired: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Load an agent from ``wm-gym train-agent`` (and its world model) and evaluate it in the real sim.
 
     ``grounding``: for a latent-action agent, the ``wm-gym ground`` file that maps its z to real
     action chunks (default: the one recorded when it was trained). ``imagined``: also run it in the
     model, on the bank's held-out demos under the same budget, with that imagined success test
     (:mod:`wm_gym.imagined_episodes`), reported as ``imagined``; a latent-action agent acts there in its own
-    latent actions, with no grounding.
+    latent actions, with no grounding. ``paired``: also run the real sim from those imagined episodes' own starts
+    and goals and compare them episode by episode (:mod:`wm_gym.paired_episodes`), reported as ``paired``.
     """
     from wm_gym.agents.train_agent import load_agent
     from wm_gym.zoo import load_model
@@ -36,6 +37,8 @@ def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None 
         raise ValueError(f"{agent} has no sidecar naming its world model; pass model= (zoo name or file)")
     if meta.get("task", "goal") != "goal":
         raise ValueError(f"{agent} was trained on task {meta.get('task')!r}; real-sim evaluation needs task 'goal'")
+    if paired and not imagined:
+        raise ValueError("paired compares imagined episodes with real ones: give the imagined success test too")
     wm = load_model(model_name, device)
     policy, grounding = real_policy(sb3_agent, meta, wm, grounding, name=str(agent))
     if imagined:  # fails on a model without the test before the real episodes run
@@ -50,6 +53,12 @@ def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None 
         budget = kwargs.get("budget") if steps is None else steps * wm.config.frameskip
         result["imagined"] = evaluate_in_imagination(sb3_agent, wm, seed=seed, budget=budget, test=imagined,
                                                      action_space=meta.get("action_space", "sim"))
+        if paired:
+            from wm_gym.paired_episodes import compare_imagination_with_sim
+
+            result["paired"] = compare_imagination_with_sim(sb3_agent, wm, [imagined], seed=seed, budget=budget,
+                                                            action_space=meta.get("action_space", "sim"),
+                                                            real_policy=policy, look=kwargs.get("look"))
     return {"agent": str(agent), "model": str(model_name), "action_space": meta.get("action_space", "sim"),
             **({"grounding": str(grounding)} if grounding else {}), **result}
 

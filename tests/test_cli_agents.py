@@ -152,6 +152,14 @@ def test_evaluate_cli_imagined_sets_imagined_success_beside_the_real_one(capsys,
     assert 0.0 <= imagined["imagined_success_rate"] <= 1.0 and result["episodes"] == 2
     rc, _, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "1", "--imagined", "temporal")
     assert rc == 2 and "temporal-distance head" in err  # said before any real episode runs
+    rc, both, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "1", "--budget", "swm",
+                        "--imagined", "real", "--paired", "--json")
+    assert rc == 0, err
+    paired = both["paired"]  # the real sim from the imagined episodes' starts and goals, beside them
+    assert paired["episodes"] == imagined["episodes"] and paired["budget"] == "swm" and "drift" not in paired
+    assert paired["tests"]["real"]["imagined_success_rate"] == imagined["imagined_success_rate"]
+    rc, _, err = run(capsys, "evaluate", "--agent", str(folder / "a.zip"), "--episodes", "1", "--paired")
+    assert rc == 2 and "imagined success test" in err
     with pytest.raises(SystemExit) as exited:  # argparse refuses an unknown test by name
         main(["evaluate", "--agent", str(folder / "a.zip"), "--imagined", "pixels"])
     assert exited.value.code == 2 and "invalid choice: 'pixels'" in capsys.readouterr().err

@@ -444,7 +444,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     result = evaluate_agent(args.agent, env=args.env, model=args.model, episodes=args.episodes, seed=args.seed,
                             device=args.device, video_dir=args.video, max_steps=args.max_steps, budget=args.budget,
-                            look=args.look, grounding=args.grounding, imagined=args.imagined)
+                            look=args.look, grounding=args.grounding, imagined=args.imagined,
+                            paired=args.paired)
     if not args.per_episode:
         result.pop("per_episode")
     return result

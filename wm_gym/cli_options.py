@@ -194,6 +194,9 @@ class EvaluateOptions:
                                     # the same budget, success by this test: calibrated (the model's threshold) |
                                     # real (the real-encoding threshold) | temporal (< 1 step to go by the head) |
                                     # probe (the sim's own test on probed states: calibrate --probe)
+    paired: bool = False            # with --imagined: also run the real sim from the imagined episodes' own starts and
+                                    # goals, and report where the two agree and how far the imagined state drifts from
+                                    # the real one (paired; wm_gym/paired_episodes.py)
 
 
 @dataclass
@@ -617,9 +620,10 @@ COMMANDS: tuple[Command, ...] = (
             "mean_episode_length (under --budget dino-wm also success_after_replans; under --budget task the task's "
             "mean_task_return with its 95 % interval), and mp4s. --look evaluates "
             "in the sim drawn another way (a changed look, the same physics). --imagined TEST also runs the agent in "
-            "its world model under the same budget and reports that success beside the real one (imagined).",
+            "its world model under the same budget and reports that success beside the real one (imagined); --paired "
+            "adds the real sim run from those same starts and goals, episode by episode (paired).",
             (EvaluateOptions, RealRunOptions),
-            ("grounding", "env", "episodes", "seed", "budget", "video", "look", "imagined")),
+            ("grounding", "env", "episodes", "seed", "budget", "video", "look", "imagined", "paired")),
     Command("plan", "plan with the world model (CEM, GBP, GD, MPPI) and act in the REAL sim",
             "Plan action chunks with the world model for all episodes in one batch and execute them in the real sim, "
             "open loop or replanning with --mpc; reports success, seconds_per_plan and mp4s of real | planned | goal. "

@@ -18,6 +18,7 @@ rate that policy; one within a few points says it can.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -74,6 +75,46 @@ def evaluate_in_imagination_by_test(policy, model: WorldModel, tests: Sequence[s
     """:func:`evaluate_in_imagination` under several success ``tests`` at once, {test: its result}: one imagined
     rollout serves them all, since a test only reads the states the budget checks (the agent table asks for two
     or more per agent and budget)."""
+    run = imagined_rollout(policy, model, tests, episodes, seed, budget, split, deterministic, action_space)
+    fs = model.config.frameskip
+    results = {}
+    for test, (metric, threshold) in run.checks.items():
+        first = run.first_success[test]
+        wins = int(np.isfinite(first).sum())
+        results[test] = {
+            "imagined_success_rate": wins / run.episodes, "imagined_success_ci95": list(wilson_interval(wins, run.episodes)),
+            "test": test, "metric": metric, "threshold": threshold, "split": split, "episodes": run.episodes,
+            "action_space": action_space, "budget": run.budget.name, "model_steps": run.steps,
+            "checked_every": run.every,
+            "success_at_sim_steps": {str(k): float((first * fs <= k).mean()) for k in run.budget.report_at},
+            "seconds": run.seconds, "tests_in_rollout": list(run.checks)}
+    return results
+
+
+@dataclass
+class ImaginedRollout:
+    """One imagined run of a policy: which demos it started from, and what each test saw, episode by episode."""
+
+    demo_rows: np.ndarray                # [E] the bank rows the episodes started from (their starts and goals)
+    budget: Budget
+    steps: int                           # model steps run
+    every: int                           # model steps between success checks
+    checks: dict[str, tuple[str, float | None]]  # test -> (metric, threshold)
+    first_success: dict[str, np.ndarray]  # test -> [E] model step of the first checked success (inf: none)
+    probed_states: np.ndarray | None     # [E, steps + 1, S] the state probe's reading of each imagined frame
+    seconds: float
+
+    @property
+    def episodes(self) -> int:
+        return len(self.demo_rows)
+
+
+def imagined_rollout(policy, model: WorldModel, tests: Sequence[str], episodes: int | None = None, seed: int = 1000,
+                     budget: str | int | Budget | None = None, split: str = "heldout", deterministic: bool = True,
+                     action_space: str = "sim", probe_states: bool = False) -> ImaginedRollout:
+    """Run ``policy`` in the model from ``episodes`` distinct demos of the bank's ``split`` (drawn by ``seed``)
+    for the budget's model steps, latching each test's success at the budget's checks. ``probe_states``: also
+    read every imagined frame (the start's included) through the model's state probe."""
     if not tests:
         raise ValueError(f"give at least one test of {', '.join(IMAGINED_TESTS)}")
     rows = model.bank.indices(split) if model.bank is not None else []
@@ -95,15 +136,20 @@ def evaluate_in_imagination_by_test(policy, model: WorldModel, tests: Sequence[s
     env = WMImagineVectorEnv(num_envs=episodes, model=model, split=split, horizon=steps, success_threshold=0.0,
                              success_metric="l1", render_mode=None, action_space=action_space)
     sim = make_sim(model.meta.env_id, model.meta.image_size).unwrapped if "probe" in checks else None
+    if probe_states and model.state_probe is None:
+        raise ValueError("reading imagined states needs a state probe: `wm-gym calibrate --probe` on data with states")
     started = time.perf_counter()
     obs, _ = env.reset(seed=seed, options={"demo_index": picks})
+    probed = [_probe(model, obs)] if probe_states else None
     first = {test: np.full(episodes, np.inf) for test in checks}  # model step of each episode's first checked success
     for t in range(1, steps + 1):
         obs, _, _, _, info = env.step(policy.predict(obs, deterministic=deterministic)[0])
+        seen = info.get("final_obs", obs)  # the state before any autoreset (only the last step resets)
+        if probed is not None:
+            probed.append(_probe(model, seen))
         if t % every:
             continue
-        # the state before any autoreset: the last step's observation
-        history, goal = split_observation(model, torch.as_tensor(info.get("final_obs", obs), device=model.device))
+        history, goal = split_observation(model, torch.as_tensor(seen, device=model.device))
         for test, (metric, threshold) in checks.items():
             if threshold is None:
                 passed = probed_success(model.state_probe, sim, history[:, -1], goal)
@@ -113,14 +159,13 @@ def evaluate_in_imagination_by_test(policy, model: WorldModel, tests: Sequence[s
             first[test][passed & np.isinf(first[test])] = t
     if sim is not None:
         sim.close()
-    seconds = round(time.perf_counter() - started, 1)
-    results = {}
-    for test, (metric, threshold) in checks.items():
-        wins = int(np.isfinite(first[test]).sum())
-        results[test] = {
-            "imagined_success_rate": wins / episodes, "imagined_success_ci95": list(wilson_interval(wins, episodes)),
-            "test": test, "metric": metric, "threshold": threshold, "split": split, "episodes": episodes,
-            "action_space": action_space, "budget": budget.name, "model_steps": steps, "checked_every": every,
-            "success_at_sim_steps": {str(k): float((first[test] * fs <= k).mean()) for k in budget.report_at},
-            "seconds": seconds, "tests_in_rollout": list(checks)}
-    return results
+    return ImaginedRollout(demo_rows=picks, budget=budget, steps=steps, every=every, checks=checks,
+                           first_success=first, probed_states=None if probed is None else np.stack(probed, 1),
+                           seconds=round(time.perf_counter() - started, 1))
+
+
+@torch.no_grad()
+def _probe(model: WorldModel, obs: np.ndarray) -> np.ndarray:
+    """[E, S]: the state probe's reading of the newest frame of each policy observation."""
+    history, _ = split_observation(model, torch.as_tensor(obs, device=model.device))
+    return model.state_probe(history[:, -1]).float().cpu().numpy()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -126,7 +126,8 @@ def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes:
                     max_steps: int | None = None, batch: int = 50, deterministic: bool = True,
                     video_dir: str | Path | None = None, video_episodes: int = 4,
                     record: Callable[[int, Episode], None] | None = None, skip: set[int] | frozenset = frozenset(),
-                    budget: str | int | Budget | None = None, look: str | None = None) -> dict[str, Any]:
+                    budget: str | int | Budget | None = None, look: str | None = None,
+                    placements: Sequence[tuple[np.ndarray, np.ndarray]] | None = None) -> dict[str, Any]:
     """Success rate of ``policy`` over ``episodes`` real episodes seeded ``seed + i``.
 
     ``budget`` (see :func:`make_budget`) sets the episode length and when success is checked;
@@ -134,6 +135,8 @@ def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes:
     Default: the sim's episode length, success at any step. ``record(i, episode)`` receives
     episode i's every sim step as soon as it ends; indices in ``skip`` are not run (already
     recorded: resuming). ``look``: the sim drawn another way (its ``SimSpec.looks``), the physics unchanged.
+    ``placements``: episode i starts at state ``placements[i][0]`` with goal state ``placements[i][1]`` instead of
+    the sim's own draw (e.g. a demo bank's recorded starts and goals, to run the episodes imagination ran).
     """
     env_id = resolve_env_id(env or model.meta.env_id or model.meta.sim or "")
     if model.meta.env_id and env_id != model.meta.env_id:
@@ -142,6 +145,8 @@ def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes:
         raise ValueError(f"episodes and max_steps must be >= 1, got {episodes} and {max_steps}")
     if max_steps is not None and budget is not None:
         raise ValueError("give either budget or max_steps, not both")
+    if placements is not None and len(placements) != episodes:
+        raise ValueError(f"placements give {len(placements)} start/goal pairs for {episodes} episodes")
     fs = model.config.frameskip
     budget = sim_budget(max_steps * fs if max_steps is not None else budget, env_id, fs)
     started = time.perf_counter()
@@ -150,8 +155,10 @@ def evaluate_policy(policy, model: WorldModel, env: str | None = None, episodes:
     for first in range(0, len(todo), batch):
         idx = todo[first:first + batch]
         on_end = None if record is None else (lambda j, ep, idx=idx: record(idx[j], ep))
+        placed = None if placements is None else [placements[i] for i in idx]
         results += _run_batch(policy, model, env_id, [seed + i for i in idx], budget, deterministic,
-                              video_dir, max(0, min(len(idx), video_episodes - first)) if video_dir else 0, on_end, look)
+                              video_dir, max(0, min(len(idx), video_episodes - first)) if video_dir else 0, on_end, look,
+                              placed)
     seconds = time.perf_counter() - started
     return {**summarize(results, budget, fs), "env": env_id, **({"look": look} if look else {}), "seed": seed,
             "seconds": round(seconds, 1), "per_episode": results}
@@ -222,7 +229,7 @@ def run_chunk(env, chunk: np.ndarray, budget: Budget, sim_steps: int,
 
 
 def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, video_dir, n_videos, on_end=None,
-               look: str | None = None) -> list[dict[str, Any]]:
+               look: str | None = None, placements=None) -> list[dict[str, Any]]:
     fs = model.config.frameskip
     task = budget.name == TASK_BUDGET  # the sim's own task episode: its own starts and goals
     envs = [make_sim(env_id, model.meta.image_size, look=look, task=task).unwrapped for _ in seeds]
@@ -230,8 +237,9 @@ def _run_batch(policy, model, env_id, seeds, budget: Budget, deterministic, vide
     action_space = chunk_space(envs[0].action_space, fs)
     try:
         pixels, goals = [], []
-        for env, s in zip(envs, seeds):
-            obs, _ = env.reset(seed=s)
+        for j, (env, s) in enumerate(zip(envs, seeds)):
+            placed = None if placements is None else {"start_state": placements[j][0], "goal_state": placements[j][1]}
+            obs, _ = env.reset(seed=s, options=placed)
             pixels.append(obs["pixels"]), goals.append(env.unwrapped.goal_pixels)
         goal_feats = _encode(model, np.stack(goals))
         active = np.ones(len(envs), bool)

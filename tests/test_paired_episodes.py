@@ -95,6 +95,8 @@ def test_no_probe_no_drift_and_readable_numbers_follow_the_probes_r2(world):
     assert "drift" not in paired and set(paired["tests"]) == {"calibrated"}
     with pytest.raises(ValueError, match="state probe"):
         readable_state_dims(model)
+    with pytest.raises(ValueError, match="state probe"):
+        imagined_rollout(Push(model), model, ["calibrated"], episodes=2, budget=10, probe_states=True)
     model.state_probe = StateProbe(model.n_tokens, model.dim, 4)
     model.meta.train_info["probe"] = {"r2_heldout_episodes": [0.999, 0.95, -0.7, 0.2]}
     assert readable_state_dims(model).tolist() == [0, 1]  # positions read, velocities not

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -355,6 +357,10 @@ def test_the_shipped_pointmaze_replans_every_chunk_from_scratch_with_every_frame
     model = load_model("pointmaze", "cpu")
     assert model.meta.plan_defaults == {"planner": "gbp", "mpc": True, "terminal": "temporal", "gbp_steps": 30,
                                         "budget": "dino-wm", "execute": 1, "warm_start": False, "decay": 1.0}
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import train_zoo
+
+    assert train_zoo.RECIPES["pointmaze"]["plan"] == model.meta.plan_defaults  # the recipe writes what ships
     args = build_parser().parse_args(["plan", "--model", "pointmaze"])
     _apply_model_recipe(args, model.meta.plan_defaults, "plan")
     config = _planner_config(args)

@@ -294,9 +294,11 @@ def test_pointmaze_recipe_trains_on_random_and_expert_data_then_fine_tunes_open_
     assert "--probe" in calibrate  # PointMaze's calibration fits the state probe; its best agent is the distilled one
     assert shipped.meta.agent_defaults == {"teacher": "plan", "steps": 0, "teacher_start": "zero",
                                            "policy_net": "keypoints"}
-    # its plan replans from scratch after every chunk, every predicted frame weighed alike (the teacher's cost too)
-    assert shipped.meta.plan_defaults == {"planner": "gbp", "mpc": True, "terminal": "temporal", "gbp_steps": 30,
-                                          "budget": "dino-wm", "execute": 1, "warm_start": False, "decay": 1.0}
+    # its plan (a fresh plan every chunk, every frame weighed alike: the values the shipped file's test pins,
+    # tests/test_planner_priors.py) becomes the model's `wm-gym plan` recipe
+    import train_zoo as tz
+
+    assert shipped.meta.plan_defaults == tz.RECIPES["pointmaze"]["plan"]
 
 
 def test_a_recipe_with_its_own_demos_collects_them_and_builds_the_bank_from_them(tmp_path, monkeypatch, one_rank):

@@ -117,6 +117,8 @@ def imagined_rollout(policy, model: WorldModel, tests: Sequence[str], episodes: 
     read every imagined frame (the start's included) through the model's state probe."""
     if not tests:
         raise ValueError(f"give at least one test of {', '.join(IMAGINED_TESTS)}")
+    if probe_states and model.state_probe is None:
+        raise ValueError("reading imagined states needs a state probe: `wm-gym calibrate --probe` on data with states")
     rows = model.bank.indices(split) if model.bank is not None else []
     if not len(rows):
         raise ValueError("imagined episodes start from the model's demo bank, and this model has none")
@@ -136,8 +138,6 @@ def imagined_rollout(policy, model: WorldModel, tests: Sequence[str], episodes: 
     env = WMImagineVectorEnv(num_envs=episodes, model=model, split=split, horizon=steps, success_threshold=0.0,
                              success_metric="l1", render_mode=None, action_space=action_space)
     sim = make_sim(model.meta.env_id, model.meta.image_size).unwrapped if "probe" in checks else None
-    if probe_states and model.state_probe is None:
-        raise ValueError("reading imagined states needs a state probe: `wm-gym calibrate --probe` on data with states")
     started = time.perf_counter()
     obs, _ = env.reset(seed=seed, options={"demo_index": picks})
     probed = [_probe(model, obs)] if probe_states else None

@@ -7,8 +7,9 @@ import torch
 
 from wm_gym.encoders.probe import StateProbe
 from wm_gym.imagined_episodes import evaluate_in_imagination_by_test, imagined_rollout
-from wm_gym.paired_episodes import compare_imagination_with_sim, readable_state_dims, state_drift
+from wm_gym.paired_episodes import compare_imagination_with_sim, state_drift
 from wm_gym.real_episodes import evaluate_policy
+from wm_gym.state_probe import readable_state_dims
 from wm_gym.world_model import WorldModel
 
 torch.set_num_threads(1)

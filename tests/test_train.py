@@ -1,4 +1,5 @@
 """World-model training: losses drop, resume is exact, DDP runs, bad files fail clearly, eval-wm reports."""
+import copy
 import json
 import os
 import subprocess
@@ -103,6 +104,30 @@ def test_leakage_test_separates_real_from_cut_futures(tiny_model, wall_data):
     assert leak["cut_mse"] > 1.5 * leak["real_mse"]
     assert result["probe_r2"] > 0.9
     assert set(result["mse_by_horizon"]) == {"1", "5", "10"}
+    assert "predicted_motion_ratio" not in result  # no state probe, no motion read
+
+
+def test_predicted_motion_ratio_is_1_for_the_true_future_0_for_copy_last_and_scales_with_the_motion(tiny_model,
+                                                                                                     wall_data):
+    from wm_gym.encoders.probe import StateProbe
+    from wm_gym.evaluate_wm import predicted_motion_ratio
+
+    model, _ = tiny_model
+    model = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(0)
+    model.state_probe = StateProbe(model.n_tokens, model.dim, 2)
+    model.state_probe.weight.copy_(torch.randn(model.n_tokens * model.dim, 2, generator=g))  # linear: motions scale
+    last = torch.randn(16, model.n_tokens, model.dim, generator=g)
+    targets = last[:, None] + torch.randn(16, 3, model.n_tokens, model.dim, generator=g)
+    ratio = lambda preds: predicted_motion_ratio(model, last, preds, targets, (1, 3))  # noqa: E731
+    assert ratio(targets) == {"1": pytest.approx(1.0, rel=1e-5), "3": pytest.approx(1.0, rel=1e-5)}
+    assert ratio(last[:, None].expand_as(targets)) == {"1": 0.0, "3": 0.0}
+    half = last[:, None] + 0.5 * (targets - last[:, None])
+    assert ratio(half) == {"1": pytest.approx(0.5, rel=1e-5), "3": pytest.approx(0.5, rel=1e-5)}
+    # eval-wm reports it for a model with a probe
+    result = evaluate_world_model(model, wall_data, max_windows=16, transfer_pairs=4)
+    assert set(result["predicted_motion_ratio"]) == {"1", "5", "10"}
+    assert all(np.isfinite(v) and v >= 0 for v in result["predicted_motion_ratio"].values())
 
 
 class _Toy(nn.Module):

@@ -13,6 +13,10 @@
 * ``transfer``: take z from episode A's transition and apply it in episode B; the truth is the
   real sim replaying A's action chunk from B's state.
 * ``probe_r2``: a linear probe of the visible state (positions) from φ, on held-out frames.
+* ``predicted_motion_ratio`` (models with a state probe): how far the open-loop prediction moves the probed state
+  from the last real frame, over how far the real frames moved it, by horizon (medians of distances, so direction
+  is not judged: the MSE is): 1 is as much motion as the sim's, 0 is copy-last. A model that predicts too little motion (PointMaze's controller: half at one step, issue 26)
+  shows here before any agent is trained on it.
 """
 from __future__ import annotations
 
@@ -27,6 +31,7 @@ from wm_gym.data.dataset import load_episodes
 from wm_gym.encoders.probe import linear_probe_r2
 from wm_gym.train.feature_windows import FeatureWindows
 from wm_gym.media import write_mp4
+from wm_gym.state_probe import readable_state_dims
 from wm_gym.world_model import WorldModel
 
 
@@ -78,6 +83,8 @@ def evaluate_world_model(model: WorldModel, data_dir: str | Path, horizons: tupl
         result["copy_last_mse_by_horizon"] = {str(h): _mse(last, batch["targets"][:, h - 1]) for h in horizons}
         result["ratio_to_copy_last"] = {h: result["mse_by_horizon"][h] / max(result["copy_last_mse_by_horizon"][h], 1e-12)
                                         for h in result["mse_by_horizon"]}
+        if model.state_probe is not None:
+            result["predicted_motion_ratio"] = predicted_motion_ratio(model, last, preds, batch["targets"], horizons)
         if video_dir is not None:
             result.update(write_rollout_media(model, batch, preds, Path(video_dir),
                                               pixels=_pixel_decoder(model, feats, frames, pixel_decoder_steps)))
@@ -102,6 +109,22 @@ def evaluate_world_model(model: WorldModel, data_dir: str | Path, horizons: tupl
         result["probe_r2"] = float(linear_probe_r2(feats[rows].flatten(1).float(),
                                                    torch.as_tensor(visible(states), dtype=torch.float32), seed=seed))
     return result
+
+
+@torch.no_grad()
+def predicted_motion_ratio(model: WorldModel, last: Tensor, preds: Tensor, targets: Tensor,
+                           horizons: tuple[int, ...]) -> dict[str, float]:
+    """{h: median |probe(ŝ_h) − probe(s_0)| / median |probe(s_h) − probe(s_0)|} on the state numbers the probe
+    reads from one frame: last [W, N, C], preds and targets [W, T, N, C]."""
+    dims = torch.as_tensor(readable_state_dims(model))
+    read = lambda s: model.state_probe(s.to(model.device)).cpu()[:, dims]  # noqa: E731
+    start = read(last)
+    ratios = {}
+    for h in horizons:
+        predicted = (read(preds[:, h - 1]) - start).norm(dim=1).median()
+        real = (read(targets[:, h - 1]) - start).norm(dim=1).median()
+        ratios[str(h)] = float(predicted / real.clamp_min(1e-12))
+    return ratios
 
 
 def latent_open_loop(model: WorldModel, windows: FeatureWindows, episodes: np.ndarray, horizons: tuple[int, ...],

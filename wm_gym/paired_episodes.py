@@ -18,27 +18,11 @@ import numpy as np
 
 from wm_gym.imagined_episodes import imagined_rollout
 from wm_gym.real_episodes import Budget, evaluate_policy
+from wm_gym.state_probe import readable_state_dims
 from wm_gym.world_model import WorldModel
 
-#: A state number counts as readable from one frame where the probe's held-out R² reaches this (positions,
-#: not PointMaze's velocities): drift is measured on those numbers only.
-READABLE_R2 = 0.9
 #: Model steps after which the drift is reported.
 DRIFT_STEPS = (1, 5, 10, 20, 50)
-
-
-def readable_state_dims(model: WorldModel) -> np.ndarray:
-    """Indices of the state numbers the model's probe reads from one frame (held-out R² ≥ READABLE_R2; all of
-    them where the probe's fit recorded no R²)."""
-    if model.state_probe is None:
-        raise ValueError("state drift needs a state probe: `wm-gym calibrate --probe` on a dataset with states")
-    r2 = model.meta.train_info.get("probe", {}).get("r2_heldout_episodes")
-    if r2 is None:
-        return np.arange(model.state_probe.bias.numel())
-    dims = np.flatnonzero(np.asarray(r2) >= READABLE_R2)
-    if not len(dims):
-        raise ValueError(f"the state probe reads no state number with held-out R² >= {READABLE_R2}: {r2}")
-    return dims
 
 
 def compare_imagination_with_sim(policy, model: WorldModel, tests: Sequence[str], episodes: int | None = None,

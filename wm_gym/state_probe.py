@@ -11,7 +11,7 @@ in imagination. It is a labelled-data tool: video-only models have no states to 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +20,28 @@ from torch import Tensor
 from wm_gym.data.collect import make_sim
 from wm_gym.data.dataset import load_episodes_for
 from wm_gym.encoders.probe import StateProbe
+
+if TYPE_CHECKING:
+    from wm_gym.world_model import WorldModel
+
+
+#: A state number counts as readable from one frame where the probe's held-out R² reaches this (positions,
+#: not PointMaze's velocities): motion and drift are measured on those numbers only.
+READABLE_R2 = 0.9
+
+
+def readable_state_dims(model: WorldModel) -> np.ndarray:
+    """Indices of the state numbers the model's probe reads from one frame (held-out R² ≥ READABLE_R2; all of
+    them where the probe's fit recorded no R²)."""
+    if model.state_probe is None:
+        raise ValueError("reading states (motion, drift) needs a state probe: `wm-gym calibrate --probe` on a dataset with states")
+    r2 = model.meta.train_info.get("probe", {}).get("r2_heldout_episodes")
+    if r2 is None:
+        return np.arange(model.state_probe.bias.numel())
+    dims = np.flatnonzero(np.asarray(r2) >= READABLE_R2)
+    if not len(dims):
+        raise ValueError(f"the state probe reads no state number with held-out R² >= {READABLE_R2}: {r2}")
+    return dims
 
 
 def probed_success(probe: StateProbe | None, sim, s: Tensor, goal: Tensor) -> np.ndarray:

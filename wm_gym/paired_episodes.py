@@ -38,12 +38,12 @@ def compare_imagination_with_sim(policy, model: WorldModel, tests: Sequence[str]
     imagined only, real only, neither); ``drift`` (models with a state probe): median distance between the probed
     imagined state and the real one after each of DRIFT_STEPS model steps, over the episodes still running in the
     sim, and the median distance each moves per model step."""
+    bank = model.bank
+    if bank is not None and bank.start_states.shape[1] == 0:
+        raise ValueError("the bank's demos carry no sim states (a video bank), so the sim cannot be placed at them")
     probe = model.state_probe is not None
     run = imagined_rollout(policy, model, tests, episodes, seed, budget, split, deterministic, action_space,
                            probe_states=probe)
-    bank = model.bank
-    if bank.start_states.shape[1] == 0:
-        raise ValueError("the bank's demos carry no sim states (a video bank), so the sim cannot be placed at them")
     placements = [(bank.start_states[m], bank.goal_states[m]) for m in run.demo_rows]
     fs = model.config.frameskip
     real_states: list[np.ndarray | None] = [None] * run.episodes

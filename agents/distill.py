@@ -16,8 +16,8 @@ Measured (docs/results.md, issue 26): on `pointmaze` 0.865 under ``dino-wm`` aga
 state alone decides (``start="zero"``: plans not warm-started) fit far better (loss 0.145 against
 0.35) and train an MLP agent no better (0.860), a keypoint one (agents/policy_nets.py) better: 0.925;
 labels from plans whose every predicted frame weighs alike (the recipe's ``decay=1``: a plan that stops on the
-goal, not one that swings through it and back by the horizon's end) 0.985, 0.920 and 0.965 over three training
-seeds (0.957 pooled), `pointmaze`'s agent recipe.
+goal, not one that swings through it and back by the horizon's end) 0.985, 0.920, 0.965 and 0.960 over four training
+seeds (0.958 pooled), `pointmaze`'s agent recipe.
 """
 from __future__ import annotations
 

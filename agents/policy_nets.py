@@ -9,7 +9,7 @@ of its maps as a point, the soft-argmax of the map (Levine et al. 2016, "End-to-
 visuomotor policies"): where things are, in a few hundred numbers. Measured on `pointmaze`
 (docs/results.md, issue 26; 200 episodes under ``dino-wm``): cloning the bank's 400 demos, 0.810
 against the MLP's 0.635; distilling the planner by DAgger with labels the state decides, 0.925
-against 0.860 (0.985, 0.920, 0.965 over three seeds once the labels weigh every predicted frame alike).
+against 0.860 (0.920–0.985 over four seeds, 0.958 pooled, once the labels weigh every predicted frame alike).
 """
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ from wm_gym.io import atomic_path
 #: prior, 0.705 without; the clone alone 0.870). plan_prior's "{real}" stands for the model's real-encoding success
 #: threshold (`train_info["real_success_threshold"]`). agent: the model's `wm-gym train-agent`
 #: recipe (its meta.agent_defaults; PointMaze: its planner distilled by DAgger in imagination, each label a fresh plan,
-#: into the keypoint policy net: 0.957 under dino-wm over three seeds (0.920-0.985), against PPO's <= 0.79). probe:
+#: into the keypoint policy net: 0.958 under dino-wm over four seeds (0.920-0.985), against PPO's <= 0.79). probe:
 #: calibration also fits a state probe (`calibrate --probe`), so `evaluate --imagined probe` can judge imagined
 #: episodes by the sim's own test.
 RECIPES = {

@@ -47,18 +47,20 @@ def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None 
         success_test(wm, imagined)
     result = evaluate_policy(policy, wm, env, episodes=episodes, seed=seed, **kwargs)
     if imagined:
-        from wm_gym.imagined_episodes import evaluate_in_imagination
+        from wm_gym.imagined_episodes import imagined_rollout, rollout_results
 
         steps = kwargs.get("max_steps")  # the real run's budget, in sim steps where given as agent steps
         budget = kwargs.get("budget") if steps is None else steps * wm.config.frameskip
-        result["imagined"] = evaluate_in_imagination(sb3_agent, wm, seed=seed, budget=budget, test=imagined,
-                                                     action_space=meta.get("action_space", "sim"))
-        if paired:
+        action_space = meta.get("action_space", "sim")
+        run = imagined_rollout(sb3_agent, wm, [imagined], seed=seed, budget=budget, action_space=action_space,
+                               probe_states=paired and wm.state_probe is not None)
+        result["imagined"] = rollout_results(run, wm.config.frameskip)[imagined]
+        if paired:  # the real sim from the same imagined episodes' starts and goals
             from wm_gym.paired_episodes import compare_imagination_with_sim
 
             result["paired"] = compare_imagination_with_sim(sb3_agent, wm, [imagined], seed=seed, budget=budget,
-                                                            action_space=meta.get("action_space", "sim"),
-                                                            real_policy=policy, look=kwargs.get("look"))
+                                                            action_space=action_space, real_policy=policy,
+                                                            look=kwargs.get("look"), rollout=run)
     return {"agent": str(agent), "model": str(model_name), "action_space": meta.get("action_space", "sim"),
             **({"grounding": str(grounding)} if grounding else {}), **result}
 

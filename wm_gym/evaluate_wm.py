@@ -15,8 +15,9 @@
 * ``probe_r2``: a linear probe of the visible state (positions) from φ, on held-out frames.
 * ``predicted_motion_ratio`` (models with a state probe): how far the open-loop prediction moves the probed state
   from the last real frame, over how far the real frames moved it, by horizon (medians of distances, so direction
-  is not judged: the MSE is): 1 is as much motion as the sim's, 0 is copy-last. A model that predicts too little motion (PointMaze's controller: half at one step, issue 26)
-  shows here before any agent is trained on it.
+  is not judged: the MSE is): 1 is as much motion as the sim's, 0 is copy-last. A model that predicts too little
+  motion (PointMaze's controller: 0.39 at one step on expert data, issue 26) shows here before any agent is trained
+  on it.
 """
 from __future__ import annotations
 

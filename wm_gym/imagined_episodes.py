@@ -75,18 +75,22 @@ def evaluate_in_imagination_by_test(policy, model: WorldModel, tests: Sequence[s
     """:func:`evaluate_in_imagination` under several success ``tests`` at once, {test: its result}: one imagined
     rollout serves them all, since a test only reads the states the budget checks (the agent table asks for two
     or more per agent and budget)."""
-    run = imagined_rollout(policy, model, tests, episodes, seed, budget, split, deterministic, action_space)
-    fs = model.config.frameskip
+    return rollout_results(imagined_rollout(policy, model, tests, episodes, seed, budget, split, deterministic,
+                                            action_space), model.config.frameskip)
+
+
+def rollout_results(run: ImaginedRollout, frameskip: int) -> dict[str, dict[str, Any]]:
+    """{test: its imagined success rate, interval and settings} of one imagined rollout."""
     results = {}
     for test, (metric, threshold) in run.checks.items():
         first = run.first_success[test]
         wins = int(np.isfinite(first).sum())
         results[test] = {
             "imagined_success_rate": wins / run.episodes, "imagined_success_ci95": list(wilson_interval(wins, run.episodes)),
-            "test": test, "metric": metric, "threshold": threshold, "split": split, "episodes": run.episodes,
-            "action_space": action_space, "budget": run.budget.name, "model_steps": run.steps,
+            "test": test, "metric": metric, "threshold": threshold, "split": run.split, "episodes": run.episodes,
+            "action_space": run.action_space, "budget": run.budget.name, "model_steps": run.steps,
             "checked_every": run.every,
-            "success_at_sim_steps": {str(k): float((first * fs <= k).mean()) for k in run.budget.report_at},
+            "success_at_sim_steps": {str(k): float((first * frameskip <= k).mean()) for k in run.budget.report_at},
             "seconds": run.seconds, "tests_in_rollout": list(run.checks)}
     return results
 
@@ -96,6 +100,8 @@ class ImaginedRollout:
     """One imagined run of a policy: which demos it started from, and what each test saw, episode by episode."""
 
     demo_rows: np.ndarray                # [E] the bank rows the episodes started from (their starts and goals)
+    split: str                           # the bank split they were drawn from
+    action_space: str                    # what the policy answered: sim | latent
     budget: Budget
     steps: int                           # model steps run
     every: int                           # model steps between success checks
@@ -159,7 +165,7 @@ def imagined_rollout(policy, model: WorldModel, tests: Sequence[str], episodes: 
             first[test][passed & np.isinf(first[test])] = t
     if sim is not None:
         sim.close()
-    return ImaginedRollout(demo_rows=picks, budget=budget, steps=steps, every=every, checks=checks,
+    return ImaginedRollout(demo_rows=picks, split=split, action_space=action_space, budget=budget, steps=steps, every=every, checks=checks,
                            first_success=first, probed_states=None if probed is None else np.stack(probed, 1),
                            seconds=round(time.perf_counter() - started, 1))
 

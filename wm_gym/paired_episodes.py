@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from wm_gym.imagined_episodes import imagined_rollout
+from wm_gym.imagined_episodes import ImaginedRollout, imagined_rollout
 from wm_gym.real_episodes import Budget, evaluate_policy
 from wm_gym.state_probe import readable_state_dims
 from wm_gym.world_model import WorldModel
@@ -28,11 +28,13 @@ DRIFT_STEPS = (1, 5, 10, 20, 50)
 def compare_imagination_with_sim(policy, model: WorldModel, tests: Sequence[str], episodes: int | None = None,
                                  seed: int = 1000, budget: str | int | Budget | None = None, split: str = "heldout",
                                  deterministic: bool = True, action_space: str = "sim",
-                                 real_policy=None, look: str | None = None) -> dict[str, Any]:
+                                 real_policy=None, look: str | None = None,
+                                 rollout: ImaginedRollout | None = None) -> dict[str, Any]:
     """Run ``policy`` in imagination from ``episodes`` demos of the bank's ``split`` (as ``evaluate_in_imagination``
     picks them with ``seed``), then in the real sim from the same recorded starts and goals, under the same
     ``budget``. ``real_policy``: what acts in the sim where it differs (a latent agent's grounded policy);
-    ``look``: the sim drawn another way.
+    ``look``: the sim drawn another way. ``rollout``: that imagined run, already made (``imagined_rollout`` with
+    these settings; its probed states give the drift), so it is not run twice.
 
     Returns ``tests``: per imagined test, both rates on these episodes, their gap and how often they agree (both,
     imagined only, real only, neither); ``drift`` (models with a state probe): median distance between the probed
@@ -41,27 +43,24 @@ def compare_imagination_with_sim(policy, model: WorldModel, tests: Sequence[str]
     bank = model.bank
     if bank is not None and bank.start_states.shape[1] == 0:
         raise ValueError("the bank's demos carry no sim states (a video bank), so the sim cannot be placed at them")
-    probe = model.state_probe is not None
-    run = imagined_rollout(policy, model, tests, episodes, seed, budget, split, deterministic, action_space,
-                           probe_states=probe)
+    run = rollout or imagined_rollout(policy, model, tests, episodes, seed, budget, split, deterministic,
+                                      action_space, probe_states=model.state_probe is not None)
     placements = [(bank.start_states[m], bank.goal_states[m]) for m in run.demo_rows]
     fs = model.config.frameskip
     real_states: list[np.ndarray | None] = [None] * run.episodes
-    real_success = np.zeros(run.episodes, bool)
 
     def record(i: int, episode) -> None:
         real_states[i] = episode.states[::fs]  # at model-step times, the start first
-        checked = np.arange(run.budget.check_every, len(episode.success), run.budget.check_every)
-        real_success[i] = bool(episode.success[checked].any())
 
     real = evaluate_policy(real_policy or policy, model, episodes=run.episodes, seed=seed, budget=run.budget,
                            deterministic=deterministic, record=record, placements=placements, look=look)
+    real_success = np.array([e["success"] for e in real["per_episode"]], bool)  # by the budget's own checks
     result: dict[str, Any] = {"episodes": run.episodes, "split": split, "budget": run.budget.name,
                               "real_success_rate": real["success_rate"], "real_success_ci95": real["success_ci95"],
                               "tests": {test: _agreement(np.isfinite(run.first_success[test]), real_success)
                                         for test in run.checks},
                               "seconds_imagined": run.seconds, "seconds_real": real["seconds"]}
-    if probe:
+    if run.probed_states is not None:
         result["drift"] = state_drift(run.probed_states, real_states, readable_state_dims(model))
     return result
 

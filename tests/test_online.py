@@ -107,6 +107,76 @@ def test_multi_step_finetune_lowers_the_rollout_error(tiny_imagine_world, action
         finetune_dynamics(model, [tiny_imagine_world.random_dir], FinetuneConfig(steps=1, horizon=0, progress=False))
 
 
+def _probed(model, data_dir, r2=None):
+    """``model`` with a state probe fitted on ``data_dir``'s frames and true states (and the probe's R² as given)."""
+    from wm_gym.data.dataset import load_episodes
+    from wm_gym.encoders.probe import StateProbe
+
+    data = load_episodes(data_dir)
+    frames = torch.from_numpy(np.concatenate(data.frames))
+    states = torch.as_tensor(np.concatenate(data.states), dtype=torch.float32)
+    with torch.no_grad():
+        feats = model.encode(frames)
+    model.state_probe = StateProbe(model.n_tokens, model.dim, states.shape[1]).fit(feats, states)
+    if r2 is not None:
+        model.meta.train_info["probe"] = {"r2_heldout_episodes": r2}
+    return model
+
+
+def test_the_probe_term_adds_the_weighted_probed_error_of_the_readable_numbers(tiny_imagine_world):
+    from wm_gym.train.finetune import probe_reader, rollout_error
+
+    torch.set_num_threads(1)
+    model = _probed(WorldModel.load(tiny_imagine_world.nobank_path), tiny_imagine_world.random_dir)
+    dims = model.state_probe.bias.numel()
+    model.meta.train_info["probe"] = {"r2_heldout_episodes": [0.95] + [0.1] * (dims - 1)}  # only the first is readable
+    g = torch.Generator().manual_seed(0)
+    s_hist = torch.randn(3, model.config.history, model.n_tokens, model.dim, generator=g)
+    a = torch.rand(3, 2, model.config.action_dim, generator=g) * 2 - 1
+    targets = torch.randn(3, 2, model.n_tokens, model.dim, generator=g)
+    read = probe_reader(model)
+    assert read(targets).shape == (3, 2, 1)
+    with torch.no_grad():
+        plain, _ = rollout_error(model, s_hist, a, targets)
+        weighted, metrics = rollout_error(model, s_hist, a, targets, read, 2.5)
+        preds = model.rollout(s_hist, a, scaled=True)
+        by_hand = torch.stack([(model.state_probe(preds[:, t]) - model.state_probe(targets[:, t]))[:, 0] for t in range(2)])
+    assert metrics["probe_error"] == pytest.approx(float(by_hand.pow(2).mean()), rel=1e-4)
+    assert float(weighted) == pytest.approx(float(plain) + 2.5 * metrics["probe_error"], rel=1e-4)
+
+
+def test_finetune_with_the_probe_weight_lowers_the_probed_error_more(tiny_imagine_world):
+    from wm_gym.train.feature_windows import FeatureWindows  # noqa: F401
+    from wm_gym.train.finetune import feature_windows, probe_reader
+
+    torch.set_num_threads(1)
+    errors = {}
+    for weight in (0.0, 10.0):
+        model = _probed(WorldModel.load(tiny_imagine_world.nobank_path), tiny_imagine_world.random_dir)
+        windows = feature_windows(model, [tiny_imagine_world.random_dir], progress=False)
+        held = windows.sampler(np.arange(len(windows.lengths)), 256, horizon=2)(torch.Generator().manual_seed(5))
+        read = probe_reader(model)
+
+        def probed_error():
+            with torch.no_grad():
+                preds = model.rollout(held["s_hist"], held["actions"])
+            return float((read(preds) - read(held["targets"])).pow(2).sum(-1).mean())
+
+        before = probed_error()
+        info = finetune_dynamics(model, [tiny_imagine_world.random_dir],
+                                 FinetuneConfig(steps=60, lr=3e-3, horizon=2, probe_weight=weight, progress=False))
+        errors[weight] = probed_error() / before
+        assert info["probe_weight"] == weight
+    assert errors[10.0] < errors[0.0] and errors[10.0] < 1, errors
+
+
+def test_the_probe_weight_needs_a_probe_and_a_sign(model, tiny_imagine_world):
+    with pytest.raises(ValueError, match="state probe"):
+        finetune_dynamics(model, [tiny_imagine_world.random_dir], FinetuneConfig(steps=1, probe_weight=1.0, progress=False))
+    with pytest.raises(ValueError, match="probe_weight"):
+        finetune_dynamics(model, [tiny_imagine_world.random_dir], FinetuneConfig(steps=1, probe_weight=-1.0, progress=False))
+
+
 def test_finetune_rejects_empty_and_mismatched_data(model, tiny_imagine_world, tmp_path):
     with pytest.raises(ValueError, match="nothing to fine-tune"):
         finetune_dynamics(model, [[]], FinetuneConfig(steps=1, progress=False))
@@ -232,6 +302,17 @@ def test_cli_online_and_finetune(tiny_imagine_world, tmp_path, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["rounds"][0]["episodes_added"] == 2 and "mse_after" in line["rounds"][0]
     assert main(["online", "--model", "no-such-model", "--out", str(tmp_path / "r2"), "--json"]) == 2
+
+
+@pytest.mark.parametrize("flags,lockstep", [(["--episodes", "500"], 200), (["--episodes", "30"], 30),
+                                             (["--episodes", "500", "--batch", "300"], 300)])
+def test_cli_online_runs_a_round_in_lockstep_batches_of_at_most_200_by_default(tiny_imagine_world, tmp_path,
+                                                                             monkeypatch, flags, lockstep):
+    seen = {}
+    monkeypatch.setattr("wm_gym.online.run_online", lambda model, policy, config, trainer=None: seen.setdefault("c", config) and [])
+    assert main(["online", "--model", str(tiny_imagine_world.nobank_path), "--out", str(tmp_path / "run"), *flags,
+                 "--planner", "gbp", "--device", "cpu", "--json"]) == 0
+    assert seen["c"].batch == lockstep
 
 
 # ----- the agent-driven loop: act, fine-tune, retrain in imagination --------------------------------------------

@@ -197,6 +197,11 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ----- online --------------------------------------------------------------------------------
+#: The most episodes `online` runs in lockstep unless --batch says otherwise: each sim holds its own renderer, and
+#: 500 PointMaze sims in lockstep ran out of 24 GiB.
+ONLINE_LOCKSTEP_MAX = 200
+
+
 def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
     from wm_gym.online import OnlineConfig, run_online
 
@@ -218,7 +223,8 @@ def cmd_online(args: argparse.Namespace) -> dict[str, Any]:
         policy = _online_agent(args.agent, args.grounding)
     else:
         policy = _cli_planner(args)  # rebuilt each round, on that round's model
-    config = config_from(args, OnlineConfig, batch=args.batch or args.episodes, progress=not args.json,
+    config = config_from(args, OnlineConfig, batch=args.batch or min(args.episodes, ONLINE_LOCKSTEP_MAX),
+                         progress=not args.json,
                          finetune={"seed": args.seed, "progress": not args.json})
     rounds = run_online(args.model, policy, config, trainer)
     keys = ("round", "success_rate", "episodes_added", "sim_steps_added", "real_episodes_total", "sim_steps_total")

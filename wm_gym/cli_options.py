@@ -324,7 +324,8 @@ FIELD_OPTIONS: dict[type, dict[str, Cli]] = {
     },
     OnlineConfig: {
         "env": Cli(help=SIM_HELP + " (default: the model's sim)"),
-        "batch": Cli(default=None, help="episodes run in lockstep (default: all of a round)"),
+        "batch": Cli(default=None, help="episodes run in lockstep (default: all of a round, at most 200: each sim "
+                     "renders on its own, so 500 PointMaze sims at once need more than 24 GiB)"),
         "grounding": Cli(metavar="G.pt"), "retrain_steps": Cli(metavar="N"),
         "progress": Cli(omit="--json turns the progress bars off"),
         "finetune.batch_size": Cli(flag="--batch-size"), "finetune.adversarial": Cli(flag="--adversarial"),

@@ -40,6 +40,8 @@ class FinetuneConfig:
     batch_size: int = 64
     adversarial: bool = False   # FGSM inputs, clean targets (train/adversarial.py)
     horizon: int = 1            # >1: the loss is over open-loop rollouts of this many steps, as planning rolls out
+    probe_weight: float = 0.0   # >0: add this times the squared error of the state probe's reading of each
+                                # prediction (positions it reads from one frame) against its reading of the real frame
     seed: int = 0
     log_dir: str | None = None  # TensorBoard folder (None: no logs)
     progress: bool = True
@@ -120,9 +122,13 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], config: Fine
     sample = windows.sampler(episodes, config.batch_size, horizon=config.horizon, device=model.device)
     robust = FGSM.from_windows(windows, episodes, model.scale_actions, config.seed) if config.adversarial else None
 
+    if config.probe_weight < 0:
+        raise ValueError(f"probe_weight must be >= 0, got {config.probe_weight}")
+    probe = probe_reader(model) if config.probe_weight > 0 else None
+
     def loss(b: dict):
         s_hist, a, targets = b["s_hist"], model.scale_actions(b["actions"]), b["targets"]
-        fn = lambda s, u: rollout_error(model, s, u, targets)  # noqa: E731
+        fn = lambda s, u: rollout_error(model, s, u, targets, probe, config.probe_weight)  # noqa: E731
         return robust.loss(fn, s_hist, a) if robust is not None else fn(s_hist, a)
 
     held = windows.sampler(episodes, 512, horizon=config.horizon, device=model.device)(
@@ -144,20 +150,40 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], config: Fine
     model.eval()
     after = clean_mse(model, held)
     info = {"steps": config.steps, "lr": config.lr, "adversarial": config.adversarial, "horizon": config.horizon,
-            "episodes": len(windows.lengths),
+            "probe_weight": config.probe_weight, "episodes": len(windows.lengths),
             "mse_before": before, "mse_after": after, "seconds": round(time.perf_counter() - started, 1)}
     model.meta.train_info.setdefault("finetune", []).append(info)
     return info
 
 
-def rollout_error(model: WorldModel, s_hist: Tensor, a: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, float]]:
-    """MSE of predictions from scaled action chunks a [B, k, A] against targets [B, k, N, C].
+def probe_reader(model: WorldModel):
+    """features [..., N, C] -> the state numbers the model's probe reads from one frame [..., S'], differentiable."""
+    if model.state_probe is None:
+        raise ValueError("probe_weight needs a state probe: `wm-gym calibrate --probe` on a dataset with states")
+    from wm_gym.state_probe import readable_state_dims
+
+    dims = torch.as_tensor(readable_state_dims(model), device=model.device)
+    return lambda s: model.state_probe(s.flatten(0, -3)).unflatten(0, s.shape[:-2])[..., dims]
+
+
+def rollout_error(model: WorldModel, s_hist: Tensor, a: Tensor, targets: Tensor, probe=None,
+                  probe_weight: float = 0.0) -> tuple[Tensor, dict[str, float]]:
+    """MSE of predictions from scaled action chunks a [B, k, A] against targets [B, k, N, C], plus
+    ``probe_weight`` × the squared error of the probed state (``probe``: :func:`probe_reader`).
 
     One step: the raw prediction. Several: open loop through ``snap``, exactly as planners roll out.
+    The feature error weighs every token alike, so a ball a few pixels wide counts little in it; the probed
+    error weighs where the ball is (PointMaze's controller damps the motion under the feature error alone).
     """
     preds = model.rollout(s_hist, a, scaled=True, snap_last=a.shape[1] > 1)
     err = preds - targets
-    return err.pow(2).mean(), {"mse": float(err.detach().pow(2).mean())}
+    mse = err.pow(2).mean()
+    metrics = {"mse": float(mse.detach())}
+    if probe is None:
+        return mse, metrics
+    probe_err = (probe(preds) - probe(targets)).pow(2).sum(-1).mean()
+    metrics["probe_error"] = float(probe_err.detach())
+    return mse + probe_weight * probe_err, metrics
 
 
 @torch.no_grad()

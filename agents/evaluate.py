@@ -9,7 +9,7 @@ harness runs it like any other policy.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from wm_gym.real_episodes import evaluate_policy
 
@@ -18,15 +18,16 @@ __all__ = ["evaluate_agent", "evaluate_policy", "real_policy"]
 
 def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None = None, episodes: int = 50,
                    seed: int = 1000, device: str = "auto", grounding: str | Path | None = None,
-                   imagined: str | None = None, paired: bool = False, **kwargs: Any) -> dict[str, Any]:
+                   imagined: str | Sequence[str] | None = None, paired: bool = False, **kwargs: Any) -> dict[str, Any]:
     """Load an agent from ``wm-gym train-agent`` (and its world model) and evaluate it in the real sim.
 
     ``grounding``: for a latent-action agent, the ``wm-gym ground`` file that maps its z to real
     action chunks (default: the one recorded when it was trained). ``imagined``: also run it in the
     model, on the bank's held-out demos under the same budget, with that imagined success test
-    (:mod:`wm_gym.imagined_episodes`), reported as ``imagined``; a latent-action agent acts there in its own
-    latent actions, with no grounding. ``paired``: also run the real sim from those imagined episodes' own starts
-    and goals and compare them episode by episode (:mod:`wm_gym.paired_episodes`), reported as ``paired``.
+    (:mod:`wm_gym.imagined_episodes`), reported as ``imagined`` (several tests: one imagined run read by each,
+    reported per test); a latent-action agent acts there in its own latent actions, with no grounding.
+    ``paired``: also run the real sim from those imagined episodes' own starts and goals and compare them episode
+    by episode (:mod:`wm_gym.paired_episodes`), reported as ``paired``.
     """
     from wm_gym.agents.train_agent import load_agent
     from wm_gym.zoo import load_model
@@ -37,28 +38,31 @@ def evaluate_agent(agent: str | Path, env: str | None = None, model: str | None 
         raise ValueError(f"{agent} has no sidecar naming its world model; pass model= (zoo name or file)")
     if meta.get("task", "goal") != "goal":
         raise ValueError(f"{agent} was trained on task {meta.get('task')!r}; real-sim evaluation needs task 'goal'")
-    if paired and not imagined:
+    tests = [imagined] if isinstance(imagined, str) else list(imagined or [])
+    if paired and not tests:
         raise ValueError("paired compares imagined episodes with real ones: give the imagined success test too")
     wm = load_model(model_name, device)
     policy, grounding = real_policy(sb3_agent, meta, wm, grounding, name=str(agent))
-    if imagined:  # fails on a model without the test before the real episodes run
+    if tests:  # fails on a model without the test before the real episodes run
         from wm_gym.imagined_episodes import success_test
 
-        success_test(wm, imagined)
+        for test in tests:
+            success_test(wm, test)
     result = evaluate_policy(policy, wm, env, episodes=episodes, seed=seed, **kwargs)
-    if imagined:
+    if tests:
         from wm_gym.imagined_episodes import imagined_rollout, rollout_results
 
         steps = kwargs.get("max_steps")  # the real run's budget, in sim steps where given as agent steps
         budget = kwargs.get("budget") if steps is None else steps * wm.config.frameskip
         action_space = meta.get("action_space", "sim")
-        run = imagined_rollout(sb3_agent, wm, [imagined], seed=seed, budget=budget, action_space=action_space,
+        run = imagined_rollout(sb3_agent, wm, tests, seed=seed, budget=budget, action_space=action_space,
                                probe_states=paired and wm.state_probe is not None)
-        result["imagined"] = rollout_results(run, wm.config.frameskip)[imagined]
+        by_test = rollout_results(run, wm.config.frameskip)
+        result["imagined"] = by_test[imagined] if isinstance(imagined, str) else by_test
         if paired:  # the real sim from the same imagined episodes' starts and goals
             from wm_gym.paired_episodes import compare_imagination_with_sim
 
-            result["paired"] = compare_imagination_with_sim(sb3_agent, wm, [imagined], seed=seed, budget=budget,
+            result["paired"] = compare_imagination_with_sim(sb3_agent, wm, tests, seed=seed, budget=budget,
                                                             action_space=action_space, real_policy=policy,
                                                             look=kwargs.get("look"), rollout=run)
     return {"agent": str(agent), "model": str(model_name), "action_space": meta.get("action_space", "sim"),

@@ -28,6 +28,9 @@ content (``out/agent_table/STEM-SHA``), so two models with one name never share 
 agent file by its settings (``NAME-KEY.zip``, the key a hash of the model's fingerprint and every
 setting that changes what is trained, ``--ppo-steps`` included): a changed setting trains a new
 agent rather than relabelling an old one. Each figure comes with its 95 % Wilson interval.
+``--imagined TEST ...`` adds each agent's success in its world model (one imagined run per agent and
+budget, read by every test), and ``--paired`` the real success on those same imagined episodes' starts
+and goals, the number imagination should match (``wm-gym evaluate --paired``).
 
     python benchmarks/agent_table.py --model wall --episodes 200 --seed 1000 --budgets default dino-wm
 
@@ -46,11 +49,11 @@ import numpy as np
 
 import wm_gym  # noqa: F401  (registers the sims)
 from wm_gym.agents.evaluate import evaluate_agent
-from wm_gym.agents.train_agent import AgentConfig, load_agent, train_agent
+from wm_gym.agents.train_agent import AgentConfig, train_agent
 from wm_gym.data.collect import make_sim
 from wm_gym.device import PRECISIONS
 from wm_gym.envs.policies import run_policy
-from wm_gym.imagined_episodes import IMAGINED_TESTS, evaluate_in_imagination_by_test
+from wm_gym.imagined_episodes import IMAGINED_TESTS
 from wm_gym.real_episodes import Budget, mean_interval, sim_budget, wilson_interval
 from wm_gym.zoo import load_model, resolve_model
 
@@ -177,9 +180,14 @@ def main() -> None:
     parser.add_argument("--imagined", nargs="*", default=[], choices=IMAGINED_TESTS,
                         help="also each agent's success in imagination under each budget, by these tests (on the "
                         "bank's held-out demos; `wm-gym evaluate --imagined`): the number to hold beside the real one")
+    parser.add_argument("--paired", action="store_true",
+                        help="with --imagined: also the real success on those same held-out demos' starts and goals "
+                        "(`wm-gym evaluate --paired`), so imagined and real differ only by the model")
     parser.add_argument("--out", default=None,
                         help="folder for agents and the table (default: out/agent_table/MODEL-SHA, by file content)")
     args = parser.parse_args()
+    if args.paired and not args.imagined:
+        parser.error("--paired compares imagined episodes with real ones: give --imagined TEST too")
     out = Path(args.out) if args.out else default_out(args.model)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(args.model, "cpu")
@@ -199,12 +207,10 @@ def main() -> None:
     for budget in budgets:
         rows["expert"][budget.name] = expert_success(env_id, seeds, budget)
         for name, config in configs.items():
-            result = evaluate_agent(config.out, episodes=args.episodes, seed=args.seed, device="cpu", budget=budget)
+            # with --imagined, one imagined rollout per agent and budget, read by every test
+            result = evaluate_agent(config.out, episodes=args.episodes, seed=args.seed, device="cpu", budget=budget,
+                                    imagined=args.imagined, paired=args.paired)
             result.pop("per_episode")
-            if args.imagined:  # one imagined rollout per agent and budget, read by every test
-                result["imagined"] = evaluate_in_imagination_by_test(
-                    load_agent(config.out)[0], model, args.imagined, seed=args.seed, budget=budget,
-                    action_space=config.action_space)
             rows[name][budget.name] = result
 
     table = {"model": str(args.model), "model_sha256": model_fingerprint(args.model), "env": env_id,
@@ -212,13 +218,16 @@ def main() -> None:
              "budgets": [b.name for b in budgets], "rows": rows}
     (out / "table.json").write_text(json.dumps(table, indent=1))
     imagined = [(b.name, test) for b in budgets for test in args.imagined]
+    paired = [b.name for b in budgets] if args.paired else []
     header = "| agent | imagined steps | " + " | ".join(f"real success, {b.name} (95 % CI)" for b in budgets) + \
-        "".join(f" | imagined, {name} ({test} test)" for name, test in imagined) + " |"
-    lines = [header, "|" + "---|" * (2 + len(budgets) + len(imagined))]
+        "".join(f" | imagined, {name} ({test} test)" for name, test in imagined) + \
+        "".join(f" | real on the imagined episodes, {name}" for name in paired) + " |"
+    lines = [header, "|" + "---|" * (2 + len(budgets) + len(imagined) + len(paired))]
     for row in rows.values():
         cells = [table_cell(row[b.name]) for b in budgets] + [
             f"{row[name]['imagined'][test]['imagined_success_rate']:.3f}" if "imagined" in row[name] else "–"
-            for name, test in imagined]
+            for name, test in imagined] + [
+            f"{row[name]['paired']['real_success_rate']:.3f}" if "paired" in row[name] else "–" for name in paired]
         lines.append(f"| {row['label']} | {row['imagined_steps']:,} | " + " | ".join(cells) + " |")
     markdown = "\n".join(lines)
     (out / "table.md").write_text(markdown + "\n")

@@ -229,3 +229,35 @@ def test_main_trains_once_per_setting_and_labels_the_trained_steps(tmp_path, mon
     assert first["agent"] == same["agent"] != longer["agent"]
     assert (first["imagined_steps"], longer["imagined_steps"]) == (100, 200)
     assert longer["50 steps"]["agent"] == longer["agent"] == trained[1][0]
+
+
+def test_imagined_and_paired_columns_come_from_one_evaluation_per_agent_and_budget(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_evaluate(path, **kwargs):
+        calls.append(kwargs)
+        result = {"success_rate": 0.5, "success_ci95": [0.4, 0.6], "per_episode": [], "agent": str(path)}
+        if kwargs.get("imagined"):
+            result["imagined"] = {t: {"imagined_success_rate": 0.25} for t in kwargs["imagined"]}
+        if kwargs.get("paired"):
+            result["paired"] = {"real_success_rate": 0.75}
+        return result
+
+    fake_model = SimpleNamespace(meta=SimpleNamespace(env_id="wm_gym/Wall-v1", train_info={}),
+                                 config=SimpleNamespace(frameskip=5))
+    monkeypatch.setattr(agent_table, "train_agent", lambda config: Path(config.out).write_bytes(b"agent"))
+    monkeypatch.setattr(agent_table, "evaluate_agent", fake_evaluate)
+    monkeypatch.setattr(agent_table, "load_model", lambda name, device: fake_model)
+    monkeypatch.setattr(agent_table, "expert_success", lambda *a: {"success_rate": 1.0, "success_ci95": [0.9, 1.0]})
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"weights")
+    argv = ["agent_table", "--model", str(model), "--agents", "bc", "--episodes", "2", "--budgets", "default",
+            "--out", str(tmp_path / "o"), "--imagined", "probe"]
+    monkeypatch.setattr(sys, "argv", argv + ["--paired"])
+    agent_table.main()
+    assert [(c["imagined"], c["paired"]) for c in calls] == [(["probe"], True)]
+    row = (tmp_path / "o" / "table.md").read_text().splitlines()[-1]
+    assert row.endswith("| 0.250 | 0.750 |"), row
+    monkeypatch.setattr(sys, "argv", argv[:-2] + ["--paired"])  # paired needs an imagined test
+    with pytest.raises(SystemExit):
+        agent_table.main()

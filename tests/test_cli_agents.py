@@ -165,6 +165,22 @@ def test_evaluate_cli_imagined_sets_imagined_success_beside_the_real_one(capsys,
     assert exited.value.code == 2 and "invalid choice: 'pixels'" in capsys.readouterr().err
 
 
+def test_evaluate_agent_reads_one_imagined_run_with_several_tests_each_as_alone(cli_agent):
+    from wm_gym.agents.evaluate import evaluate_agent
+
+    _, _, folder = cli_agent
+    agent = folder / "a.zip"
+    alone = {test: evaluate_agent(agent, episodes=1, budget="swm", device="cpu", imagined=test)["imagined"]
+             for test in ("real", "calibrated")}
+    both = evaluate_agent(agent, episodes=1, budget="swm", device="cpu", imagined=["real", "calibrated"], paired=True)
+    assert set(both["imagined"]) == {"real", "calibrated"}
+    for test, result in alone.items():
+        same = {"tests_in_rollout": [test], "seconds": result["seconds"]}  # one rollout read by both tests
+        assert both["imagined"][test] | same == result
+        assert both["imagined"][test]["tests_in_rollout"] == ["real", "calibrated"]
+        assert both["paired"]["tests"][test]["imagined_success_rate"] == result["imagined_success_rate"]
+
+
 def test_evaluate_cli_errors_are_rc_2(capsys, cli_agent, tmp_path):
     rc, _, err = run(capsys, "evaluate", "--agent", str(tmp_path / "missing.zip"), "--json")
     assert rc == 2 and "evaluate: error" in err and "missing.zip" in err

@@ -167,14 +167,21 @@ def test_finetune_with_the_probe_weight_lowers_the_probed_error_more(tiny_imagin
                                  FinetuneConfig(steps=60, lr=3e-3, horizon=2, probe_weight=weight, progress=False))
         errors[weight] = probed_error() / before
         assert info["probe_weight"] == weight
+        if weight:  # the probed error on the fine-tune's own held-out windows is reported too
+            assert info["probe_error_after"] < info["probe_error_before"], info
+        else:
+            assert "probe_error_after" not in info
     assert errors[10.0] < errors[0.0] and errors[10.0] < 1, errors
 
 
-def test_the_probe_weight_needs_a_probe_and_a_sign(model, tiny_imagine_world):
+def test_the_probe_weight_needs_a_probe_and_a_sign(model, tiny_imagine_world, tmp_path):
+    missing = tmp_path / "not-encoded"  # refused before any data is read
     with pytest.raises(ValueError, match="state probe"):
-        finetune_dynamics(model, [tiny_imagine_world.random_dir], FinetuneConfig(steps=1, probe_weight=1.0, progress=False))
+        finetune_dynamics(model, [missing], FinetuneConfig(steps=1, probe_weight=1.0, progress=False))
     with pytest.raises(ValueError, match="probe_weight"):
-        finetune_dynamics(model, [tiny_imagine_world.random_dir], FinetuneConfig(steps=1, probe_weight=-1.0, progress=False))
+        finetune_dynamics(model, [missing], FinetuneConfig(steps=1, probe_weight=-1.0, progress=False))
+    with pytest.raises(ValueError, match="horizon"):
+        finetune_dynamics(model, [missing], FinetuneConfig(steps=1, horizon=0, progress=False))
 
 
 def test_finetune_rejects_empty_and_mismatched_data(model, tiny_imagine_world, tmp_path):

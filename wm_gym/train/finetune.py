@@ -115,16 +115,15 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], config: Fine
     """Fine-tune ``model.dynamics`` in place on ``sources``; returns the loss before/after and timings."""
     config = config or FinetuneConfig()
     started = time.perf_counter()
-    windows = feature_windows(model, sources, config.progress)
-    if config.horizon < 1:
+    if config.horizon < 1:  # refused before the data is encoded
         raise ValueError(f"horizon must be >= 1, got {config.horizon}")
-    episodes = np.arange(len(windows.lengths))
-    sample = windows.sampler(episodes, config.batch_size, horizon=config.horizon, device=model.device)
-    robust = FGSM.from_windows(windows, episodes, model.scale_actions, config.seed) if config.adversarial else None
-
     if config.probe_weight < 0:
         raise ValueError(f"probe_weight must be >= 0, got {config.probe_weight}")
     probe = probe_reader(model) if config.probe_weight > 0 else None
+    windows = feature_windows(model, sources, config.progress)
+    episodes = np.arange(len(windows.lengths))
+    sample = windows.sampler(episodes, config.batch_size, horizon=config.horizon, device=model.device)
+    robust = FGSM.from_windows(windows, episodes, model.scale_actions, config.seed) if config.adversarial else None
 
     def loss(b: dict):
         s_hist, a, targets = b["s_hist"], model.scale_actions(b["actions"]), b["targets"]
@@ -133,7 +132,7 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], config: Fine
 
     held = windows.sampler(episodes, 512, horizon=config.horizon, device=model.device)(
         torch.Generator().manual_seed(config.seed + 1))
-    before = clean_mse(model, held)
+    before = clean_mse(model, held, probe)
     flags = {name: p.requires_grad for name, p in model.named_parameters()}
     model.requires_grad_(False)
     model.dynamics.requires_grad_(True)
@@ -148,10 +147,12 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], config: Fine
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
     model.eval()
-    after = clean_mse(model, held)
+    after = clean_mse(model, held, probe)
     info = {"steps": config.steps, "lr": config.lr, "adversarial": config.adversarial, "horizon": config.horizon,
             "probe_weight": config.probe_weight, "episodes": len(windows.lengths),
-            "mse_before": before, "mse_after": after, "seconds": round(time.perf_counter() - started, 1)}
+            "mse_before": before["mse"], "mse_after": after["mse"],
+            **({"probe_error_before": before["probe_error"], "probe_error_after": after["probe_error"]} if probe else {}),
+            "seconds": round(time.perf_counter() - started, 1)}
     model.meta.train_info.setdefault("finetune", []).append(info)
     return info
 
@@ -187,13 +188,14 @@ def rollout_error(model: WorldModel, s_hist: Tensor, a: Tensor, targets: Tensor,
 
 
 @torch.no_grad()
-def clean_mse(model: WorldModel, batch: dict) -> float:
-    """:func:`rollout_error` on a window batch, without perturbations."""
-    return rollout_error(model, batch["s_hist"], model.scale_actions(batch["actions"]), batch["targets"])[0].item()
+def clean_mse(model: WorldModel, batch: dict, probe=None) -> dict[str, float]:
+    """:func:`rollout_error`'s metrics on a window batch, without perturbations: ``mse``, and ``probe_error`` with a
+    ``probe`` (:func:`probe_reader`)."""
+    return rollout_error(model, batch["s_hist"], model.scale_actions(batch["actions"]), batch["targets"], probe)[1]
 
 
 def one_step_mse(model: WorldModel, sources: Sequence[Source], windows: int = 2048, seed: int = 0) -> float:
     """The dynamics' one-step feature MSE on (up to ``windows`` random) windows of ``sources``."""
     data = feature_windows(model, sources, progress=False)
     batch = data.sampler(np.arange(len(data.lengths)), windows, device=model.device)(torch.Generator().manual_seed(seed))
-    return clean_mse(model, batch)
+    return clean_mse(model, batch)["mse"]

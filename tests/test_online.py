@@ -107,8 +107,8 @@ def test_multi_step_finetune_lowers_the_rollout_error(tiny_imagine_world, action
         finetune_dynamics(model, [tiny_imagine_world.random_dir], FinetuneConfig(steps=1, horizon=0, progress=False))
 
 
-def _probed(model, data_dir, r2=None):
-    """``model`` with a state probe fitted on ``data_dir``'s frames and true states (and the probe's R² as given)."""
+def _probed(model, data_dir):
+    """``model`` with a state probe fitted on ``data_dir``'s frames and true states."""
     from wm_gym.data.dataset import load_episodes
     from wm_gym.encoders.probe import StateProbe
 
@@ -118,13 +118,12 @@ def _probed(model, data_dir, r2=None):
     with torch.no_grad():
         feats = model.encode(frames)
     model.state_probe = StateProbe(model.n_tokens, model.dim, states.shape[1]).fit(feats, states)
-    if r2 is not None:
-        model.meta.train_info["probe"] = {"r2_heldout_episodes": r2}
     return model
 
 
 def test_the_probe_term_adds_the_weighted_probed_error_of_the_readable_numbers(tiny_imagine_world):
-    from wm_gym.train.finetune import probe_reader, rollout_error
+    from wm_gym.state_probe import readable_state_reader
+    from wm_gym.train.finetune import rollout_error
 
     torch.set_num_threads(1)
     model = _probed(WorldModel.load(tiny_imagine_world.nobank_path), tiny_imagine_world.random_dir)
@@ -134,7 +133,7 @@ def test_the_probe_term_adds_the_weighted_probed_error_of_the_readable_numbers(t
     s_hist = torch.randn(3, model.config.history, model.n_tokens, model.dim, generator=g)
     a = torch.rand(3, 2, model.config.action_dim, generator=g) * 2 - 1
     targets = torch.randn(3, 2, model.n_tokens, model.dim, generator=g)
-    read = probe_reader(model)
+    read = readable_state_reader(model)
     assert read(targets).shape == (3, 2, 1)
     with torch.no_grad():
         plain, _ = rollout_error(model, s_hist, a, targets)
@@ -146,8 +145,8 @@ def test_the_probe_term_adds_the_weighted_probed_error_of_the_readable_numbers(t
 
 
 def test_finetune_with_the_probe_weight_lowers_the_probed_error_more(tiny_imagine_world):
-    from wm_gym.train.feature_windows import FeatureWindows  # noqa: F401
-    from wm_gym.train.finetune import feature_windows, probe_reader
+    from wm_gym.state_probe import readable_state_reader
+    from wm_gym.train.finetune import feature_windows
 
     torch.set_num_threads(1)
     errors = {}
@@ -155,7 +154,7 @@ def test_finetune_with_the_probe_weight_lowers_the_probed_error_more(tiny_imagin
         model = _probed(WorldModel.load(tiny_imagine_world.nobank_path), tiny_imagine_world.random_dir)
         windows = feature_windows(model, [tiny_imagine_world.random_dir], progress=False)
         held = windows.sampler(np.arange(len(windows.lengths)), 256, horizon=2)(torch.Generator().manual_seed(5))
-        read = probe_reader(model)
+        read = readable_state_reader(model)
 
         def probed_error():
             with torch.no_grad():

@@ -32,7 +32,7 @@ from wm_gym.data.dataset import load_episodes
 from wm_gym.encoders.probe import linear_probe_r2
 from wm_gym.train.feature_windows import FeatureWindows
 from wm_gym.media import write_mp4
-from wm_gym.state_probe import readable_state_dims
+from wm_gym.state_probe import readable_state_reader
 from wm_gym.world_model import WorldModel
 
 
@@ -117,8 +117,7 @@ def predicted_motion_ratio(model: WorldModel, last: Tensor, preds: Tensor, targe
                            horizons: tuple[int, ...]) -> dict[str, float]:
     """{h: median |probe(ŝ_h) − probe(s_0)| / median |probe(s_h) − probe(s_0)|} on the state numbers the probe
     reads from one frame: last [W, N, C], preds and targets [W, T, N, C]."""
-    dims = torch.as_tensor(readable_state_dims(model))
-    read = lambda s: model.state_probe(s.to(model.device)).cpu()[:, dims]  # noqa: E731
+    read = readable_state_reader(model)
     start = read(last)
     ratios = {}
     for h in horizons:

@@ -11,7 +11,7 @@ in imagination. It is a labelled-data tool: video-only models have no states to 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ def readable_state_dims(model: WorldModel) -> np.ndarray:
     """Indices of the state numbers the model's probe reads from one frame (held-out R² ≥ READABLE_R2; all of
     them where the probe's fit recorded no R²)."""
     if model.state_probe is None:
-        raise ValueError("reading states (motion, drift) needs a state probe: `wm-gym calibrate --probe` on a dataset with states")
+        raise ValueError("reading states (motion, drift, a probed error) needs a state probe: `wm-gym calibrate --probe` "
+                         "on a dataset with states")
     r2 = model.meta.train_info.get("probe", {}).get("r2_heldout_episodes")
     if r2 is None:
         return np.arange(model.state_probe.bias.numel())
@@ -42,6 +43,13 @@ def readable_state_dims(model: WorldModel) -> np.ndarray:
     if not len(dims):
         raise ValueError(f"the state probe reads no state number with held-out R² >= {READABLE_R2}: {r2}")
     return dims
+
+
+def readable_state_reader(model: WorldModel) -> Callable[[Tensor], Tensor]:
+    """features [..., N, C] → the state numbers the probe reads from one frame [..., S'] (:func:`readable_state_dims`),
+    on the model's device and differentiable: what motion ratios, drift and the fine-tune's probed error compare."""
+    dims = torch.as_tensor(readable_state_dims(model), device=model.device)
+    return lambda s: model.state_probe(s.to(model.device).flatten(0, -3)).unflatten(0, s.shape[:-2])[..., dims]
 
 
 def probed_success(probe: StateProbe | None, sim, s: Tensor, goal: Tensor) -> np.ndarray:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from wm_gym.data.dataset import Episode, load_episodes
 from wm_gym.encoders.cache import dataset_features
+from wm_gym.state_probe import readable_state_reader
 from wm_gym.train.adversarial import FGSM
 from wm_gym.train.feature_windows import FeatureWindows
 from wm_gym.train.loop import StageConfig, Trainer
@@ -119,7 +120,7 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], config: Fine
         raise ValueError(f"horizon must be >= 1, got {config.horizon}")
     if config.probe_weight < 0:
         raise ValueError(f"probe_weight must be >= 0, got {config.probe_weight}")
-    probe = probe_reader(model) if config.probe_weight > 0 else None
+    probe = readable_state_reader(model) if config.probe_weight > 0 else None
     windows = feature_windows(model, sources, config.progress)
     episodes = np.arange(len(windows.lengths))
     sample = windows.sampler(episodes, config.batch_size, horizon=config.horizon, device=model.device)
@@ -157,20 +158,10 @@ def finetune_dynamics(model: WorldModel, sources: Sequence[Source], config: Fine
     return info
 
 
-def probe_reader(model: WorldModel):
-    """features [..., N, C] -> the state numbers the model's probe reads from one frame [..., S'], differentiable."""
-    if model.state_probe is None:
-        raise ValueError("probe_weight needs a state probe: `wm-gym calibrate --probe` on a dataset with states")
-    from wm_gym.state_probe import readable_state_dims
-
-    dims = torch.as_tensor(readable_state_dims(model), device=model.device)
-    return lambda s: model.state_probe(s.flatten(0, -3)).unflatten(0, s.shape[:-2])[..., dims]
-
-
 def rollout_error(model: WorldModel, s_hist: Tensor, a: Tensor, targets: Tensor, probe=None,
                   probe_weight: float = 0.0) -> tuple[Tensor, dict[str, float]]:
     """MSE of predictions from scaled action chunks a [B, k, A] against targets [B, k, N, C], plus
-    ``probe_weight`` × the squared error of the probed state (``probe``: :func:`probe_reader`).
+    ``probe_weight`` × the squared error of the probed state (``probe``: :func:`~wm_gym.state_probe.readable_state_reader`).
 
     One step: the raw prediction. Several: open loop through ``snap``, exactly as planners roll out.
     The feature error weighs every token alike, so a ball a few pixels wide counts little in it; the probed
@@ -190,7 +181,7 @@ def rollout_error(model: WorldModel, s_hist: Tensor, a: Tensor, targets: Tensor,
 @torch.no_grad()
 def clean_mse(model: WorldModel, batch: dict, probe=None) -> dict[str, float]:
     """:func:`rollout_error`'s metrics on a window batch, without perturbations: ``mse``, and ``probe_error`` with a
-    ``probe`` (:func:`probe_reader`)."""
+    ``probe`` (:func:`~wm_gym.state_probe.readable_state_reader`)."""
     return rollout_error(model, batch["s_hist"], model.scale_actions(batch["actions"]), batch["targets"], probe)[1]
 
 
